@@ -1,0 +1,3 @@
+from vigo.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""docker compose and docker: argv builders and output parsers. Decides nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from vigo.adapters.run import Result, Runner
+from vigo.model import (
+    COMPOSE_CONFIG_HASH,
+    COMPOSE_PROJECT,
+    COMPOSE_SERVICE,
+    LABEL_INSTANCE,
+    LABEL_STACK,
+    Container,
+)
+
+# Remote includes from git or OCI are on by default in compose: never for vigo.
+COMPOSE_ENV = {"COMPOSE_EXPERIMENTAL_GIT_REMOTE": "false",
+               "COMPOSE_EXPERIMENTAL_OCI_REMOTE": "false"}
+
+_PS_FORMAT = "{" + ",".join(
+    f'"{key}":{{{{json {expr}}}}}' for key, expr in (
+        ("id", ".ID"), ("name", ".Names"), ("state", ".State"), ("status", ".Status"),
+        ("image", ".Image"), ("stack", f'(.Label "{LABEL_STACK}")'),
+        ("instance", f'(.Label "{LABEL_INSTANCE}")'),
+        ("project", f'(.Label "{COMPOSE_PROJECT}")'),
+        ("service", f'(.Label "{COMPOSE_SERVICE}")'),
+        ("config_hash", f'(.Label "{COMPOSE_CONFIG_HASH}")'),
+    )) + "}"
+
+
+class DockerError(Exception):
+    pass
+
+
+class Compose:
+    def __init__(self, runner: Runner, timeout: float = 600) -> None:
+        self.runner = runner
+        self.timeout = timeout
+
+    def _argv(self, project: str, files: Sequence[Path], env_files: Sequence[Path]) -> list[str]:
+        argv = ["docker", "compose", "--project-name", project]
+        for f in files:
+            argv += ["--file", str(f)]
+        # Always name env files: without one compose would read a stack's own `.env`.
+        for e in env_files or (Path("/dev/null"),):
+            argv += ["--env-file", str(e)]
+        return argv
+
+    def config(self, project: str, files: Sequence[Path], env_files: Sequence[Path]) -> Result:
+        """The resolved model as JSON (env_file values not inlined). Output is not masked:
+        callers parse it and never print it."""
+        argv = [*self._argv(project, files, env_files), "config", "--format", "json",
+                "--no-env-resolution"]
+        return self.runner.run(argv, env=COMPOSE_ENV, timeout=120, mask_output=False)
+
+    def up(self, project: str, files: Sequence[Path], env_files: Sequence[Path]) -> Result:
+        argv = [*self._argv(project, files, env_files), "up", "--detach", "--remove-orphans",
+                "--quiet-pull"]
+        return self.runner.run(argv, env=COMPOSE_ENV, timeout=self.timeout)
+
+    def down(self, project: str) -> Result:
+        argv = ["docker", "compose", "--project-name", project, "down", "--remove-orphans"]
+        return self.runner.run(argv, env=COMPOSE_ENV, timeout=self.timeout)
+
+    def containers(self) -> tuple[Container, ...]:
+        """Every container that carries vigo's stack label: one docker call, any stack count."""
+        res = self.runner.run(("docker", "ps", "--all", "--no-trunc", "--filter",
+                               f"label={LABEL_STACK}", "--format", _PS_FORMAT), timeout=60)
+        if not res.ok:
+            raise DockerError(f"cannot list containers: {res.error(3)}")
+        out = []
+        for line in res.stdout.splitlines():
+            if line.strip():
+                row = json.loads(line)
+                out.append(Container(**{k: str(v or "") for k, v in row.items()}))
+        return tuple(out)
+
+    def engine_ok(self) -> str:
+        res = self.runner.run(("docker", "version", "--format", "{{.Server.Version}}"),
+                              timeout=30)
+        if not res.ok:
+            raise DockerError(f"the Docker engine does not answer: {res.error(2)}")
+        return res.stdout.strip()
+
+
+def parse_config(text: str) -> dict[str, object]:
+    return json.loads(text)

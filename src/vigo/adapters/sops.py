@@ -1,0 +1,43 @@
+"""sops: decrypt one dotenv file with the host's age identity. Plaintext is never logged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vigo.adapters.run import Runner
+
+
+class DecryptError(Exception):
+    pass
+
+
+def _reason(code: int, stderr: str) -> str:
+    low = stderr.lower()
+    if "metadata not found" in low or "sops metadata" in low:
+        return "not encrypted with sops (plaintext is never applied): encrypt it with `sops -e -i`"
+    if code == 51 or "mac mismatch" in low:
+        return "MAC mismatch: the file was changed without sops (tampered?); re-encrypt it"
+    if code == 128 or "no identity matched" in low or "failed to get the data key" in low:
+        return ("no key could decrypt it: is this host's age key a recipient in .sops.yaml? "
+                "(re-encrypt with `sops updatekeys`)")
+    return f"sops exited {code}"
+
+
+class Sops:
+    def __init__(self, runner: Runner, timeout: float = 60) -> None:
+        self.runner = runner
+        self.timeout = timeout
+
+    def decrypt_dotenv(self, path: Path, age_key_file: Path) -> str:
+        if not age_key_file.is_file():
+            raise DecryptError(f"the age key {age_key_file} does not exist "
+                               "(set age_key_file, or install the host's key there)")
+        res = self.runner.run(
+            ("sops", "--decrypt", "--input-type", "dotenv", "--output-type", "dotenv", str(path)),
+            env={"SOPS_AGE_KEY_FILE": str(age_key_file), "SOPS_DISABLE_VERSION_CHECK": "1"},
+            timeout=self.timeout, mask_output=False)
+        if res.returncode == 127:
+            raise DecryptError("sops is not installed (see the README: scripts/install-deps)")
+        if not res.ok:
+            raise DecryptError(_reason(res.returncode, res.stderr))
+        return res.stdout

@@ -1,0 +1,107 @@
+"""Settings: /etc/vigo/vigo.toml (or --config FILE), VIGO_<KEY> environment overrides, defaults.
+
+Validated in one place; every error names the key and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+DEFAULT_CONFIG = Path("/etc/vigo/vigo.toml")
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo: str
+    branch: str = "main"
+    checkout: Path = Path("/srv/vigo")
+    runtime: Path = Path("/srv/runtime")
+    secrets: Path = Path("/run/vigo")
+    state: Path = Path("/var/lib/vigo")
+    host: str = ""
+    age_key_file: Path = Path("/root/.config/sops/age/keys.txt")
+    # Prepended to every compose project name vigo creates; lets two vigo instances (or tests)
+    # share one engine without seeing each other's stacks.
+    project_prefix: str = ""
+    # Timeouts in seconds for one git and one compose call.
+    git_timeout: int = 120
+    compose_timeout: int = 600
+
+    def project(self, stack: str) -> str:
+        return self.project_prefix + stack
+
+
+_PATH_KEYS = {"checkout", "runtime", "secrets", "state", "age_key_file"}
+_INT_KEYS = {"git_timeout", "compose_timeout"}
+_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$|^$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read the settings file (if it exists, or if it was named), apply VIGO_* overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    named = path is not None
+    path = path or Path(environ.get("VIGO_CONFIG", DEFAULT_CONFIG))
+    raw: dict[str, object] = {}
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read settings: {exc}") from exc
+    elif named:
+        raise ConfigError(f"{path}: settings file not found")
+    known = {f.name for f in fields(Settings)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    for key, value in raw.items():
+        values[key], sources[key] = value, str(path)
+    for key in known:
+        env_key = "VIGO_" + key.upper()
+        if env_key in environ:
+            values[key], sources[key] = environ[env_key], env_key
+    return _validate(values, sources, str(path))
+
+
+def _validate(values: dict[str, object], sources: dict[str, str], path: str) -> Settings:
+    out: dict[str, object] = {}
+    for key, value in values.items():
+        where = sources[key]
+        if key in _INT_KEYS:
+            if isinstance(value, str) and value.isdigit():
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{where}: {key} must be a positive whole number of seconds")
+            out[key] = value
+            continue
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key} must be a string, not {type(value).__name__}")
+        if key in _PATH_KEYS:
+            if not value or not os.path.isabs(value):
+                raise ConfigError(f"{where}: {key} must be an absolute path, got {value!r}")
+            out[key] = Path(value)
+        else:
+            out[key] = value
+    if not out.get("repo"):
+        raise ConfigError(f"{path}: repo is required (the URL or path of the infra repo); "
+                          "set it in the settings file or VIGO_REPO")
+    if not _PREFIX_RE.match(str(out.get("project_prefix", ""))):
+        raise ConfigError("project_prefix must be lowercase letters, digits, '-' or '_'")
+    host = str(out.get("host") or socket.gethostname())
+    if not _HOST_RE.match(host):
+        raise ConfigError(f"host {host!r} is not a valid host name")
+    out["host"] = host
+    if not str(out.get("branch", "main")) or str(out.get("branch", "main")).startswith("-"):
+        raise ConfigError("branch must be a branch name")
+    return Settings(**out)  # type: ignore[arg-type]

@@ -1,0 +1,134 @@
+"""The data that flows through the pipeline: small frozen dataclasses, no behaviour with effects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROXY = "proxy"
+
+# Labels vigo puts on every container it deploys (through a generated compose override).
+LABEL_STACK = "io.vigo.stack"
+LABEL_INSTANCE = "io.vigo.instance"
+LABEL_MOUNTS = "io.vigo.mounts-hash"
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_SERVICE = "com.docker.compose.service"
+COMPOSE_CONFIG_HASH = "com.docker.compose.config-hash"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """One compose project to run: the proxy or stacks/<name>/."""
+
+    name: str
+    compose_file: str  # repo-relative path of the compose file
+    files: tuple[str, ...]  # repo-relative paths that belong to the stack (its folder)
+    env_files: tuple[str, ...]  # repo-relative env files whose variables it may use
+    interpolation_env: tuple[str, ...]  # env files given to ${VAR} interpolation, in order
+    digests: Mapping[str, str]  # path -> sha256 of its rendered content (env: of ciphertext)
+    hash: str  # one digest of everything above: the stack's desired state
+    problems: tuple[str, ...] = ()  # render failures: the stack is not applied
+
+    @property
+    def folder(self) -> str:
+        return self.compose_file.rsplit("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """The host's rendered tree: repo + hosts/<host>/ overlay, from files only."""
+
+    revision: str
+    host: str
+    files: Mapping[str, Path]  # repo-relative path -> source file in the checkout
+    env_files: Mapping[str, Path]  # env/<x>.env -> source (encrypted) file in the checkout
+    stacks: tuple[Stack, ...]
+    blocked: frozenset[str] = frozenset()  # paths not copied (their stack failed render)
+    warnings: tuple[str, ...] = ()
+
+    def stack(self, name: str) -> Stack | None:
+        return next((s for s in self.stacks if s.name == name), None)
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    stack: str
+    instance: str
+    project: str
+    service: str
+    state: str  # running, exited, restarting, created, paused, dead
+    status: str  # docker's human status, e.g. "Up 3 minutes (healthy)"
+    image: str
+    config_hash: str
+
+    @property
+    def health(self) -> str:
+        for word in ("unhealthy", "healthy", "health: starting"):
+            if f"({word})" in self.status:
+                return word.replace("health: ", "")
+        return ""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the engine runs now, restricted to containers this vigo instance deployed."""
+
+    containers: tuple[Container, ...]
+
+    def stack(self, name: str) -> tuple[Container, ...]:
+        return tuple(c for c in self.containers if c.stack == name)
+
+    @property
+    def stacks(self) -> frozenset[str]:
+        return frozenset(c.stack for c in self.containers)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What `docker compose config` says a stack will run (only for stacks that may change)."""
+
+    services: Mapping[str, str]  # service -> image
+    mounts_hash: Mapping[str, str] = field(default_factory=dict)  # service -> digest
+    error: str = ""
+
+
+CREATE, UPDATE, REMOVE, UNCHANGED, FAIL, KEEP = (
+    "create", "update", "remove", "unchanged", "fail", "keep")
+
+
+@dataclass(frozen=True)
+class Action:
+    stack: str
+    kind: str  # one of CREATE UPDATE REMOVE UNCHANGED FAIL KEEP
+    reasons: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        why = "; ".join(self.reasons)
+        verb = {CREATE: "create", UPDATE: "update", REMOVE: "remove", UNCHANGED: "unchanged",
+                FAIL: "failed", KEEP: "kept"}[self.kind]
+        return f"{self.stack}: {verb}" + (f" ({why})" if why else "")
+
+
+@dataclass(frozen=True)
+class Plan:
+    revision: str
+    actions: tuple[Action, ...]
+    refusal: str = ""  # set when prune was refused (exit 1)
+
+    def by_kind(self, *kinds: str) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if a.kind in kinds)
+
+
+@dataclass(frozen=True)
+class StackResult:
+    stack: str
+    action: str
+    ok: bool
+    message: str  # the one output line
+
+    def to_json(self) -> dict[str, object]:
+        return {"stack": self.stack, "action": self.action, "ok": self.ok,
+                "message": self.message}

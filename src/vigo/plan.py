@@ -1,0 +1,154 @@
+"""Plan: DesiredState x Observed x last state -> Plan, with a reason for every action. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from vigo.model import (
+    CREATE,
+    FAIL,
+    KEEP,
+    PROXY,
+    REMOVE,
+    UNCHANGED,
+    UPDATE,
+    Action,
+    Container,
+    DesiredState,
+    Observed,
+    Plan,
+    Resolved,
+    Stack,
+)
+
+
+def drift(containers: tuple[Container, ...], record: Mapping[str, object]) -> list[str]:
+    """Why the containers of a stack no longer run as vigo left them ([] when they do)."""
+    applied = record.get("containers")
+    if not isinstance(applied, dict):
+        return []
+    if not containers:
+        return ["no container of the stack exists"] if applied else []
+    reasons = []
+    seen = {c.name: c for c in containers}
+    for name, config_hash in sorted(applied.items()):
+        c = seen.get(name)
+        if c is None:
+            reasons.append(f"container {name} was removed")
+        elif c.state != "running":
+            reasons.append(f"container {name} is {c.state}")
+        elif c.config_hash != config_hash:
+            reasons.append(f"container {name} was recreated with another configuration")
+    for name in sorted(set(seen) - set(applied)):
+        reasons.append(f"container {name} was not started by vigo")
+    return reasons
+
+
+def needs_resolve(desired: DesiredState, observed: Observed,
+                  records: Mapping[str, Mapping[str, object]]) -> list[str]:
+    """Stacks that may change, and so need `compose config` before they can be planned."""
+    out = []
+    for stack in desired.stacks:
+        if stack.problems:
+            continue
+        record = records.get(stack.name) or {}
+        if record.get("hash") != stack.hash or drift(observed.stack(stack.name), record):
+            out.append(stack.name)
+    return out
+
+
+def _short(image: str, other: str) -> str:
+    """sha-abc1234 for ghcr.io/x/app:sha-abc1234 when both images share a repository."""
+    repo, _, tag = image.rpartition(":")
+    other_repo = other.rpartition(":")[0]
+    return tag if repo and repo == other_repo and "/" not in tag else image
+
+
+def _image_reasons(stack: Stack, resolved: Resolved,
+                   containers: tuple[Container, ...]) -> list[str]:
+    running = {c.service: c.image for c in containers}
+    reasons = []
+    single = len(resolved.services) == 1
+    for service, image in sorted(resolved.services.items()):
+        old = running.get(service)
+        who = "" if single else f"{service}: "
+        if old is None:
+            if containers:
+                reasons.append(f"{who}new service {service}" if who else f"new service {service}")
+        elif old != image:
+            reasons.append(f"{who}image {_short(old, image)} -> {_short(image, old)}")
+    for service in sorted(set(running) - set(resolved.services)):
+        reasons.append(f"service {service} removed")
+    return reasons
+
+
+def _change_reasons(stack: Stack, record: Mapping[str, object]) -> list[str]:
+    before = record.get("digests")
+    if not isinstance(before, dict):
+        return ["no record of the last apply"]
+    reasons = []
+    for rel in sorted(set(before) | set(stack.digests)):
+        if before.get(rel) == stack.digests.get(rel):
+            continue
+        what = "secrets in " if rel.startswith("env/") else ""
+        if rel not in stack.digests:
+            reasons.append(f"{rel} removed")
+        elif rel not in before:
+            reasons.append(f"{what}{rel} added")
+        else:
+            reasons.append(f"{what}{rel} changed")
+    return reasons or ["vigo's rendering changed"]
+
+
+def plan(
+    desired: DesiredState,
+    observed: Observed,
+    records: Mapping[str, Mapping[str, object]],
+    resolved: Mapping[str, Resolved],
+    failures: Mapping[str, str],
+    allow_empty: bool = False,
+) -> Plan:
+    """One action per stack in the tree, and one per deployed stack no longer in it.
+
+    `failures` are reasons found before planning (decryption, compose config) per stack."""
+    actions: list[Action] = []
+    for stack in desired.stacks:
+        record = records.get(stack.name) or {}
+        containers = observed.stack(stack.name)
+        problems = list(stack.problems)
+        if stack.name in failures:
+            problems.append(failures[stack.name])
+        res = resolved.get(stack.name)
+        if res is not None and res.error:
+            problems.append(res.error)
+        if problems:
+            actions.append(Action(stack.name, FAIL, tuple(problems)))
+            continue
+        if res is None:
+            actions.append(Action(stack.name, UNCHANGED))
+            continue
+        if not containers and not record.get("containers"):
+            actions.append(Action(stack.name, CREATE, ("new stack",) if not record else ()))
+            continue
+        reasons: list[str] = []
+        if record.get("hash") != stack.hash:
+            images = _image_reasons(stack, res, containers)
+            others = [r for r in _change_reasons(stack, record)
+                      if not (images and r == f"{stack.compose_file} changed")]
+            reasons += images + others
+        reasons += drift(containers, record)
+        actions.append(Action(stack.name, UPDATE, tuple(reasons) or ("converge",)))
+    wanted = {s.name for s in desired.stacks}
+    gone = sorted(observed.stacks - wanted, key=lambda n: (n == PROXY, n))
+    refusal = ""
+    if gone and not (wanted - {PROXY}) and (observed.stacks - {PROXY}) and not allow_empty:
+        refusal = (f"the rendered tree of {desired.revision[:12] or 'the checkout'} has no "
+                   f"stacks while {len(observed.stacks - {PROXY})} deployed stack(s) run: "
+                   "not pruning (a broken checkout must not take the sites down); "
+                   "use --allow-empty if the repo really is meant to be empty")
+    for name in gone:
+        if refusal:
+            actions.append(Action(name, KEEP, ("not pruned: the tree has no stacks",)))
+        else:
+            actions.append(Action(name, REMOVE, ("no longer in the repo",)))
+    return Plan(revision=desired.revision, actions=tuple(actions), refusal=refusal)
