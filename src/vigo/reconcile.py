@@ -255,7 +255,8 @@ class Reconciler:
 
     def _render_runtime(self, desired: DesiredState, paths: Paths,
                         failures: dict[str, str]) -> None:
-        broken = {s.name for s in desired.stacks if s.problems}
+        # A stack that cannot be applied keeps the files it last ran with.
+        broken = {s.name for s in desired.stacks if s.problems} | set(failures)
         keep = {rel for s in desired.stacks if s.name in broken for rel in s.files}
         keep |= set(desired.blocked)
         links = {rel: paths.secrets / rel for rel in desired.env_files}
