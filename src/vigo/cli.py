@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                     "that left the repo, record the outcome.")
     apply.add_argument("--allow-empty", action="store_true",
                        help="prune even when the rendered tree has no stacks at all")
+    apply.add_argument("--force", action="store_true",
+                       help="re-apply every stack (decrypt, compose up), changed or not")
     plan = sub.add_parser(
         "plan", parents=[common], epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"vigo: {exc}", file=sys.stderr)
         return 2
+    from vigo.model import Options
     from vigo.reconcile import EXIT_LOCKED, Reconciler
 
     quiet = args.json
@@ -77,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         debug=lambda line: print(line, file=sys.stderr, flush=True))
     try:
         if args.command == "apply":
-            report = reconciler.apply(allow_empty=args.allow_empty)
+            report = reconciler.apply(Options(allow_empty=args.allow_empty, force=args.force))
         else:
-            report = reconciler.plan(fetch=not args.no_fetch, allow_empty=args.allow_empty)
+            report = reconciler.plan(Options(allow_empty=args.allow_empty), fetch=not args.no_fetch)
             if not quiet and report.plan is not None:
                 print(f"plan for host {settings.host} at {report.revision[:12]}:")
                 for action in report.plan.actions:

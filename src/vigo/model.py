@@ -100,6 +100,14 @@ CREATE, UPDATE, REMOVE, UNCHANGED, FAIL, KEEP = (
 
 
 @dataclass(frozen=True)
+class Options:
+    """How a run may deviate from the plain reconcile."""
+
+    allow_empty: bool = False  # prune even when the tree has no stacks
+    force: bool = False  # re-apply every stack (decrypt, compose up), changed or not
+
+
+@dataclass(frozen=True)
 class Action:
     stack: str
     kind: str  # one of CREATE UPDATE REMOVE UNCHANGED FAIL KEEP
@@ -128,6 +136,7 @@ class StackResult:
     action: str
     ok: bool
     message: str  # the one output line
+    containers: tuple[Container, ...] = ()  # as the engine shows them right after the action
 
     def to_json(self) -> dict[str, object]:
         return {"stack": self.stack, "action": self.action, "ok": self.ok,

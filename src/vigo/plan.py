@@ -16,6 +16,7 @@ from vigo.model import (
     Container,
     DesiredState,
     Observed,
+    Options,
     Plan,
     Resolved,
     Stack,
@@ -27,8 +28,6 @@ def drift(containers: tuple[Container, ...], record: Mapping[str, object]) -> li
     applied = record.get("containers")
     if not isinstance(applied, dict):
         return []
-    if not containers:
-        return ["no container of the stack exists"] if applied else []
     reasons = []
     seen = {c.name: c for c in containers}
     for name, config_hash in sorted(applied.items()):
@@ -45,14 +44,15 @@ def drift(containers: tuple[Container, ...], record: Mapping[str, object]) -> li
 
 
 def needs_resolve(desired: DesiredState, observed: Observed,
-                  records: Mapping[str, Mapping[str, object]]) -> list[str]:
+                  records: Mapping[str, Mapping[str, object]], force: bool = False) -> list[str]:
     """Stacks that may change, and so need `compose config` before they can be planned."""
     out = []
     for stack in desired.stacks:
         if stack.problems:
             continue
         record = records.get(stack.name) or {}
-        if record.get("hash") != stack.hash or drift(observed.stack(stack.name), record):
+        if force or record.get("hash") != stack.hash or drift(observed.stack(stack.name),
+                                                               record):
             out.append(stack.name)
     return out
 
@@ -106,7 +106,7 @@ def plan(
     records: Mapping[str, Mapping[str, object]],
     resolved: Mapping[str, Resolved],
     failures: Mapping[str, str],
-    allow_empty: bool = False,
+    options: Options = Options(),
 ) -> Plan:
     """One action per stack in the tree, and one per deployed stack no longer in it.
 
@@ -137,11 +137,12 @@ def plan(
                       if not (images and r == f"{stack.compose_file} changed")]
             reasons += images + others
         reasons += drift(containers, record)
-        actions.append(Action(stack.name, UPDATE, tuple(reasons) or ("converge",)))
+        actions.append(Action(stack.name, UPDATE,
+                              tuple(reasons) or (("forced",) if options.force else ("converge",))))
     wanted = {s.name for s in desired.stacks}
     gone = sorted(observed.stacks - wanted, key=lambda n: (n == PROXY, n))
     refusal = ""
-    if gone and not (wanted - {PROXY}) and (observed.stacks - {PROXY}) and not allow_empty:
+    if gone and not (wanted - {PROXY}) and (observed.stacks - {PROXY}) and not options.allow_empty:
         refusal = (f"the rendered tree of {desired.revision[:12] or 'the checkout'} has no "
                    f"stacks while {len(observed.stacks - {PROXY})} deployed stack(s) run: "
                    "not pruning (a broken checkout must not take the sites down); "

@@ -36,8 +36,11 @@ from vigo.model import (
     REMOVE,
     UNCHANGED,
     UPDATE,
+    Action,
+    Container,
     DesiredState,
     Observed,
+    Options,
     Plan,
     Resolved,
     Stack,
@@ -102,7 +105,7 @@ class Reconciler:
 
     # -- the two entry points ---------------------------------------------------------------
 
-    def apply(self, allow_empty: bool = False) -> Report:
+    def apply(self, options: Options = Options()) -> Report:
         s = self.settings
         report = Report("apply", s.host)
         t0 = time.monotonic()
@@ -112,7 +115,7 @@ class Reconciler:
                 self._warn(report, warning)
             st["started"] = report.started
             try:
-                self._run_apply(report, st, allow_empty)
+                self._run_apply(report, st, options)
             finally:
                 report.duration = time.monotonic() - t0
                 st.update(finished=state.now(), duration=round(report.duration, 3),
@@ -120,7 +123,7 @@ class Reconciler:
                 state.save(s.state, st)
         return report
 
-    def plan(self, fetch: bool = True, allow_empty: bool = False) -> Report:
+    def plan(self, options: Options = Options(), fetch: bool = True) -> Report:
         s = self.settings
         report = Report("plan", s.host)
         t0 = time.monotonic()
@@ -135,8 +138,7 @@ class Reconciler:
                 desired = self._source(report, fetch)
                 if desired is None:
                     return report
-                result = self._prepare(report, desired, st, paths, persist=False,
-                                       allow_empty=allow_empty)
+                result = self._prepare(report, desired, st, paths, options, persist=False)
                 if result is not None:
                     report.plan = result[0]
         finally:
@@ -169,14 +171,14 @@ class Reconciler:
             self._warn(report, w)
         return desired
 
-    def _run_apply(self, report: Report, st: dict[str, Any], allow_empty: bool) -> None:
+    def _run_apply(self, report: Report, st: dict[str, Any], options: Options) -> None:
         s = self.settings
         paths = Paths(s.runtime, s.secrets, s.state / "overrides", s.state / "rendered.json")
         desired = self._source(report)
         if desired is None:
             return
         st["revision_attempted"] = desired.revision
-        result = self._prepare(report, desired, st, paths, persist=True, allow_empty=allow_empty)
+        result = self._prepare(report, desired, st, paths, options, persist=True)
         if result is None:
             return
         the_plan, observed, resolved = result
@@ -184,7 +186,7 @@ class Reconciler:
         self._execute(report, the_plan, desired, observed, resolved, st, paths)
 
     def _prepare(self, report: Report, desired: DesiredState, st: dict[str, Any], paths: Paths,
-                 *, persist: bool, allow_empty: bool
+                 options: Options, *, persist: bool
                  ) -> tuple[Plan, Observed, dict[str, Resolved]] | None:
         """Secrets, runtime tree, observe, resolve, plan. Only vigo's own folders change."""
         records = st["stacks"]
@@ -194,8 +196,9 @@ class Reconciler:
             report.exit_code, report.error = EXIT_FAILED, str(exc)
             self.emit(f"docker: {exc}")
             return None
-        candidates = needs_resolve(desired, observed, records)
-        failures = self._secrets(desired, candidates, st, paths, persist)
+        candidates = needs_resolve(desired, observed, records, options.force)
+        failures = self._secrets(desired, candidates, st, paths,
+                                 persist=persist and not options.force)
         self._render_runtime(desired, paths, failures)
         if any(s.name == PROXY for s in desired.stacks):
             err = fs.ensure_private_file(paths.runtime / ACME_JSON)
@@ -206,7 +209,7 @@ class Reconciler:
             if name not in failures:
                 resolved[name] = self._resolve(desired.stack(name), paths,  # type: ignore[arg-type]
                                                set(desired.files))
-        return (plan(desired, observed, records, resolved, failures, allow_empty),
+        return (plan(desired, observed, records, resolved, failures, options),
                 observed, resolved)
 
     def _observe(self) -> Observed:
@@ -215,7 +218,7 @@ class Reconciler:
                               if c.instance == prefix and c.project == prefix + c.stack))
 
     def _secrets(self, desired: DesiredState, candidates: list[str], st: dict[str, Any],
-                 paths: Paths, persist: bool) -> dict[str, str]:
+                 paths: Paths, *, persist: bool) -> dict[str, str]:
         """Decrypt the env files the candidate stacks use (when their ciphertext changed or
         the tmpfs lost them). Returns failures per stack."""
         s = self.settings
@@ -289,7 +292,8 @@ class Reconciler:
         def up(action) -> StackResult:
             stack = desired.stack(action.stack)
             assert stack is not None
-            return self._up(stack, action, resolved[stack.name], paths)
+            return self._up(stack, action, resolved[stack.name], paths,
+                            observed.stack(stack.name))
 
         def publish(result: StackResult) -> None:
             results[result.stack] = result
@@ -315,7 +319,7 @@ class Reconciler:
                                                     action.line())
         if the_plan.refusal:
             self.emit(f"prune refused: {the_plan.refusal}")
-        self._record(report, desired, results, st, records)
+        self._record(desired, results, records)
         report.results = [results[a.stack] for a in the_plan.actions if a.stack in results]
         if the_plan.refusal or any(not r.ok for r in report.results):
             report.exit_code = EXIT_FAILED
@@ -327,7 +331,8 @@ class Reconciler:
             self.emit(f"{desired.revision[:12]}: nothing to do, {len(desired.stacks)} "
                       "stack(s) unchanged")
 
-    def _up(self, stack: Stack, action, res: Resolved, paths: Paths) -> StackResult:
+    def _up(self, stack: Stack, action: Action, res: Resolved, paths: Paths,
+            before: tuple[Container, ...]) -> StackResult:
         project = self.settings.project(stack.name)
         override = paths.overrides / f"{project}.json"
         labels = {LABEL_STACK: stack.name, LABEL_INSTANCE: self.settings.project_prefix}
@@ -343,10 +348,22 @@ class Reconciler:
         if not out.ok:
             return StackResult(stack.name, action.kind, False,
                                f"{stack.name}: failed (docker compose up: {out.error(4)})")
+        try:
+            after = self.compose.containers(project)
+        except (DockerError, CommandTimeout) as exc:
+            return StackResult(stack.name, action.kind, False,
+                               f"{stack.name}: failed (compose up succeeded, but {exc})")
+        why = list(action.reasons)
         verb = "created" if action.kind == CREATE else "updated"
-        why = "; ".join(action.reasons)
+        if before and {(c.id, c.config_hash) for c in after} == {
+                (c.id, c.config_hash) for c in before} and all(
+                c.state == "running" for c in (*before, *after)):
+            verb = "unchanged"
+            why.append("no container needed a change")
+        why_text = "; ".join(why)
         return StackResult(stack.name, action.kind, True,
-                           f"{stack.name}: {verb}" + (f" ({why})" if why else ""))
+                           f"{stack.name}: {verb}" + (f" ({why_text})" if why_text else ""),
+                           containers=after)
 
     def _down(self, name: str) -> StackResult:
         try:
@@ -358,16 +375,8 @@ class Reconciler:
                                f"{name}: failed to remove (docker compose down: {out.error(3)})")
         return StackResult(name, REMOVE, True, f"{name}: removed (no longer in the repo)")
 
-    def _record(self, report: Report, desired: DesiredState, results: dict[str, StackResult],
-                st: dict[str, Any], records: dict[str, Any]) -> None:
-        applied = [n for n, r in results.items() if r.ok and r.action in (CREATE, UPDATE)]
-        containers: dict[str, dict[str, str]] = {}
-        if applied:
-            try:
-                for c in self._observe().containers:
-                    containers.setdefault(c.stack, {})[c.name] = c.config_hash
-            except (DockerError, CommandTimeout) as exc:
-                self._warn(report, f"could not record the containers: {exc}")
+    def _record(self, desired: DesiredState, results: dict[str, StackResult],
+                records: dict[str, Any]) -> None:
         now = state.now()
         for name, result in results.items():
             record = records.setdefault(name, {})
@@ -378,7 +387,7 @@ class Reconciler:
             if result.action in (CREATE, UPDATE) and result.ok and stack is not None:
                 record.update(hash=stack.hash, digests=dict(stack.digests),
                               revision=desired.revision, applied_at=now,
-                              containers=containers.get(name, {}))
+                              containers={c.name: c.config_hash for c in result.containers})
             record.update(outcome="ok" if result.ok else "failed",
                           reason="" if result.ok else result.message, checked_at=now)
             if not result.ok:

@@ -65,10 +65,13 @@ class Compose:
         argv = ["docker", "compose", "--project-name", project, "down", "--remove-orphans"]
         return self.runner.run(argv, env=COMPOSE_ENV, timeout=self.timeout)
 
-    def containers(self) -> tuple[Container, ...]:
-        """Every container that carries vigo's stack label: one docker call, any stack count."""
-        res = self.runner.run(("docker", "ps", "--all", "--no-trunc", "--filter",
-                               f"label={LABEL_STACK}", "--format", _PS_FORMAT), timeout=60)
+    def containers(self, project: str = "") -> tuple[Container, ...]:
+        """Every container that carries vigo's stack label (of one compose project, if named):
+        one docker call, whatever the number of stacks."""
+        argv = ["docker", "ps", "--all", "--no-trunc", "--filter", f"label={LABEL_STACK}"]
+        if project:
+            argv += ["--filter", f"label={COMPOSE_PROJECT}={project}"]
+        res = self.runner.run((*argv, "--format", _PS_FORMAT), timeout=60)
         if not res.ok:
             raise DockerError(f"cannot list containers: {res.error(3)}")
         out = []
