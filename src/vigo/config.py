@@ -35,6 +35,11 @@ class Settings:
     # Timeouts in seconds for one git and one compose call.
     git_timeout: int = 120
     compose_timeout: int = 600
+    # Policy allowlists for the rules of `vigo check`, which apply runs stack by stack.
+    allow_unpinned: tuple[str, ...] = ()  # stacks that may run latest / branch-* tags
+    allow_caps: tuple[str, ...] = ("NET_BIND_SERVICE", "CHOWN", "SETUID", "SETGID",
+                                   "DAC_OVERRIDE", "FOWNER", "KILL")
+    allow_host_paths: tuple[str, ...] = ()  # absolute host path prefixes stacks may bind
 
     def project(self, stack: str) -> str:
         return self.project_prefix + stack
@@ -42,6 +47,7 @@ class Settings:
 
 _PATH_KEYS = {"checkout", "runtime", "secrets", "state", "age_key_file"}
 _INT_KEYS = {"git_timeout", "compose_timeout"}
+_LIST_KEYS = {"allow_unpinned", "allow_caps", "allow_host_paths"}
 _PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$|^$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -85,6 +91,13 @@ def _validate(values: dict[str, object], sources: dict[str, str], path: str) -> 
                 raise ConfigError(f"{where}: {key} must be a positive whole number of seconds")
             out[key] = value
             continue
+        if key in _LIST_KEYS:
+            if isinstance(value, str):  # from the environment: comma-separated
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: {key} must be a list of strings")
+            out[key] = tuple(value)
+            continue
         if not isinstance(value, str):
             raise ConfigError(f"{where}: {key} must be a string, not {type(value).__name__}")
         if key in _PATH_KEYS:
@@ -105,3 +118,10 @@ def _validate(values: dict[str, object], sources: dict[str, str], path: str) -> 
     if not str(out.get("branch", "main")) or str(out.get("branch", "main")).startswith("-"):
         raise ConfigError("branch must be a branch name")
     return Settings(**out)  # type: ignore[arg-type]
+
+
+def load_optional(path: Path | None) -> Settings | None:
+    """Settings for commands that also work without them (check on a workstation)."""
+    if path is None and not Path(os.environ.get("VIGO_CONFIG", DEFAULT_CONFIG)).exists():
+        return None
+    return load(path)

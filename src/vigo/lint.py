@@ -26,11 +26,11 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from vigo.model import COMPOSE_NAMES, PROXY
+
 ERROR = "error"
 WARNING = "warning"
-PROXY = "proxy"
 DEFAULT_PROXY_NETWORK = "proxy_default"
-COMPOSE_NAMES = ("docker-compose.yml", "compose.yaml")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROXY = "proxy"
+COMPOSE_NAMES = ("docker-compose.yml", "compose.yaml")  # a stack's compose file, in this order
 
 # Labels vigo puts on every container it deploys (through a generated compose override).
 LABEL_STACK = "io.vigo.stack"

@@ -204,6 +204,8 @@ class Reconciler:
             err = fs.ensure_private_file(paths.runtime / ACME_JSON)
             if err:
                 failures[PROXY] = err
+        failures.update(self._policy(desired, [n for n in candidates if n not in failures],
+                                     paths))
         resolved = {}
         for name in candidates:
             if name not in failures:
@@ -211,6 +213,28 @@ class Reconciler:
                                                set(desired.files))
         return (plan(desired, observed, records, resolved, failures, options),
                 observed, resolved)
+
+    def _policy(self, desired: DesiredState, names: list[str], paths: Paths) -> dict[str, str]:
+        """The rules of `vigo check`, stack by stack: a stack with an error is not applied."""
+        if not names:
+            return {}
+        from vigo import lint  # ruamel.yaml: imported only when a stack may change
+        from vigo.check import policy_of
+
+        policy = policy_of(self.settings)
+        failures = {}
+        for name in names:
+            stack = desired.stack(name)
+            assert stack is not None
+            keys = set().union(*(lint.env_key_names(desired.env_files[rel])
+                                 for rel in stack.interpolation_env))
+            errors = [f for f in lint.lint_stack(paths.runtime, name, stack.compose_file, keys,
+                                                 policy) if f.severity == lint.ERROR]
+            if errors:
+                failures[name] = "; ".join(
+                    f"policy [{f.rule}] {f.path}" + (f":{f.line}" if f.line else "")
+                    + f": {f.message}" for f in errors)
+        return failures
 
     def _observe(self) -> Observed:
         prefix = self.settings.project_prefix

@@ -8,11 +8,10 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from vigo.model import PROXY, DesiredState, Stack
+from vigo.model import COMPOSE_NAMES, PROXY, DesiredState, Stack
 
 # Bump when what vigo generates around a stack changes, so every stack is applied once again.
 RENDER_VERSION = "1"
-COMPOSE_NAMES = ("docker-compose.yml", "compose.yaml", "docker-compose.yaml", "compose.yml")
 STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 OVERLAY_ROOTS = ("proxy/", "stacks/", "env/")
 SKIP_DIRS = {".git"}

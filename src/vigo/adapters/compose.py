@@ -56,6 +56,17 @@ class Compose:
                 "--no-env-resolution"]
         return self.runner.run(argv, env=COMPOSE_ENV, timeout=120, mask_output=False)
 
+    def validate(self, compose_file: Path) -> str | None:
+        """'' when compose accepts the file (no interpolation, no env files read), the reason
+        when it does not, None when docker compose is not installed."""
+        argv = ["docker", "compose", "--project-name", "vigo-check", "--file", str(compose_file),
+                "--env-file", "/dev/null", "config", "--quiet", "--no-interpolate",
+                "--no-env-resolution"]
+        res = self.runner.run(argv, env=COMPOSE_ENV, timeout=60)
+        if res.returncode == 127 or "is not a docker command" in res.stderr:
+            return None
+        return "" if res.ok else res.error(3)
+
     def up(self, project: str, files: Sequence[Path], env_files: Sequence[Path]) -> Result:
         argv = [*self._argv(project, files, env_files), "up", "--detach", "--remove-orphans",
                 "--quiet-pull"]
