@@ -14,9 +14,9 @@ GIT_ID = ["-c", "user.name=vigo test", "-c", "user.email=test@vigo.invalid",
 
 
 def sh(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-       check: bool = True) -> subprocess.CompletedProcess[str]:
+       check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
     res = subprocess.run(argv, cwd=cwd, env={**os.environ, **(env or {})}, text=True,
-                         capture_output=True, check=False)
+                         capture_output=True, check=False, input=input)
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} exited {res.returncode}:\n{res.stdout}{res.stderr}")
     return res

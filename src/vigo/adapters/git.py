@@ -72,6 +72,17 @@ class Git:
             raise SourceError(f"{checkout}: {res.error()}")
         return res.stdout.strip()
 
+    def init_and_commit(self, repo: Path, message: str) -> str:
+        """`git init` a new repo on a workstation and commit everything in it. The user's own
+        git config (identity, signing) applies here, unlike the host's pinned calls."""
+        for args in (("init", "-q", "-b", "main"), ("add", "-A"), ("commit", "-q", "-m", message)):
+            res = self.runner.run(("git", "-C", str(repo), *args), timeout=self.timeout)
+            if not res.ok:
+                hint = (" (set your identity: git config --global user.name / user.email)"
+                        if "tell me who you are" in res.stderr.lower() else "")
+                raise SourceError(f"git {args[0]} in {repo} failed: {res.error(2)}{hint}")
+        return self.head(repo)
+
     def head(self, checkout: Path) -> str:
         res = self._git(checkout, "rev-parse", "HEAD")
         return res.stdout.strip() if res.ok else ""

@@ -64,7 +64,10 @@ class CommandTimeout(Exception):
 # feed compose interpolation (the shell environment wins over --env-file) or alias a project.
 PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "DOCKER_HOST", "DOCKER_CONFIG",
             "DOCKER_CONTEXT", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "SSH_AUTH_SOCK",
-            "GIT_SSH_COMMAND", "TMPDIR")
+            "GIT_SSH_COMMAND", "TMPDIR",
+            # a workstation's identity for the commits of init / promote (host runs pin config)
+            "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL",
+            "GNUPGHOME")
 
 
 class Runner:

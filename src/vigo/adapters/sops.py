@@ -28,6 +28,18 @@ class Sops:
         self.runner = runner
         self.timeout = timeout
 
+    def encrypt_dotenv(self, plaintext: str, rel: str, repo: Path) -> str:
+        """Encrypt dotenv text for `rel` with the creation rule of repo/.sops.yaml. The plaintext
+        goes through a pipe only: it never touches the disk."""
+        res = self.runner.run(
+            ("sops", "--encrypt", "--input-type", "dotenv", "--output-type", "dotenv",
+             "--filename-override", rel, "/dev/stdin"),
+            env={"SOPS_DISABLE_VERSION_CHECK": "1"}, cwd=repo, input=plaintext,
+            timeout=self.timeout)
+        if not res.ok:
+            raise DecryptError(f"sops could not encrypt {rel}: {res.error(2)}")
+        return res.stdout
+
     def decrypt_dotenv(self, path: Path, age_key_file: Path) -> str:
         if not age_key_file.is_file():
             raise DecryptError(f"the age key {age_key_file} does not exist "
