@@ -39,7 +39,7 @@ def parse_written(text: str) -> list[tuple[str, str]]:
     """Read back a file written by format_for_compose."""
     pairs = []
     escapes = {"n": "\n", "\\": "\\", '"': '"', "$": "$"}
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): values may hold \x85, \u2028, ...
         key, sep, value = line.partition("=")
         if not sep:
             continue

@@ -74,7 +74,7 @@ def _image_reasons(stack: Stack, resolved: Resolved,
         who = "" if single else f"{service}: "
         if old is None:
             if containers:
-                reasons.append(f"{who}new service {service}" if who else f"new service {service}")
+                reasons.append(f"{who}new service" if who else f"new service {service}")
         elif old != image:
             reasons.append(f"{who}image {_short(old, image)} -> {_short(image, old)}")
     for service in sorted(set(running) - set(resolved.services)):
@@ -142,7 +142,11 @@ def plan(
     wanted = {s.name for s in desired.stacks}
     gone = sorted(observed.stacks - wanted, key=lambda n: (n == PROXY, n))
     refusal = ""
-    if gone and not (wanted - {PROXY}) and (observed.stacks - {PROXY}) and not options.allow_empty:
+    # A tree with no app stacks while apps run, or nothing at all while something runs, looks
+    # like a broken checkout: refuse to prune.
+    empty = (not wanted and observed.stacks) or (
+        not (wanted - {PROXY}) and (observed.stacks - {PROXY}))
+    if gone and empty and not options.allow_empty:
         refusal = (f"the rendered tree of {desired.revision[:12] or 'the checkout'} has no "
                    f"stacks while {len(observed.stacks - {PROXY})} deployed stack(s) run: "
                    "not pruning (a broken checkout must not take the sites down); "

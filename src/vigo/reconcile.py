@@ -287,7 +287,11 @@ class Reconciler:
         keep = {rel for s in desired.stacks if s.name in broken for rel in s.files}
         keep |= set(desired.blocked)
         links = {rel: paths.secrets / rel for rel in desired.env_files}
-        fs.sync_tree(paths.runtime, desired.files, links, keep, paths.manifest)
+        synced = fs.sync_tree(paths.runtime, desired.files, links, keep, paths.manifest)
+        for rel, why in synced.errors.items():
+            name = render.owner(rel)
+            if name is not None:
+                failures.setdefault(name, why)
 
     def _resolve(self, stack: Stack, paths: Paths, rendered: set[str]) -> Resolved:
         res = self.compose.config(self.settings.project(stack.name),

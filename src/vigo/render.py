@@ -132,7 +132,9 @@ def _find_stacks(files: Mapping[str, Path]) -> dict[str, str]:
             folders.setdefault(PROXY, []).append(rel)
         elif parts[0] == "stacks" and len(parts) == 3 and parts[2] in COMPOSE_NAMES:
             folders.setdefault(parts[1], []).append(rel)
-    return {name: sorted(found, key=lambda r: COMPOSE_NAMES.index(r.rsplit("/", 1)[1]))[0]
+    # proxy/ always wins over a stacks/proxy/ (which is reported as a problem of the proxy).
+    return {name: sorted(found, key=lambda r: (r.startswith("stacks/"),
+                                               COMPOSE_NAMES.index(r.rsplit("/", 1)[1])))[0]
             for name, found in folders.items()}
 
 
@@ -145,7 +147,7 @@ def _stack(name: str, compose_file: str, files: Mapping[str, Path],
     if name != PROXY and not STACK_NAME.match(name):
         issues.append(f"stack name {name!r} is not a valid compose project name "
                       "(use lowercase letters, digits, '-' and '_')")
-    if name == PROXY and compose_file.startswith("stacks/"):
+    if name == PROXY and any(rel.startswith("stacks/proxy/") for rel in files):
         issues.append("a stack may not be called 'proxy' (that is the proxy's project name)")
     composes = [rel for rel in own if rel.count("/") == folder.count("/")
                 and rel.rsplit("/", 1)[1] in COMPOSE_NAMES]
@@ -153,8 +155,8 @@ def _stack(name: str, compose_file: str, files: Mapping[str, Path],
         issues.append(f"{' and '.join(composes)} both exist: keep one compose file")
     interpolation = tuple(p for p in ("env/global.env", f"env/{name}.env") if p in env_files)
     text = _read_text(files[compose_file]) if compose_file in files else ""
-    mentioned = tuple(rel for rel in env_files
-                      if rel not in interpolation and rel.split("/", 1)[1] in text)
+    mentioned = tuple(rel for rel in env_files if rel not in interpolation and re.search(
+        r"(?<![\w.-])" + re.escape(rel.split("/", 1)[1]) + r"(?![\w.-])", text))
     env = interpolation + tuple(sorted(mentioned))
     stack_digests = {rel: digests[rel] for rel in (*own, *env)}
     h = hashlib.sha256(f"vigo-render-{RENDER_VERSION}\n{name}\n".encode())

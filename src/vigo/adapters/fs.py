@@ -8,6 +8,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -80,16 +81,23 @@ def _same_file(dst: Path, data: bytes, mode: int) -> bool:
     return dst.read_bytes() == data
 
 
+@dataclass(frozen=True)
+class Synced:
+    changed: list[str]  # paths written or removed
+    errors: dict[str, str]  # paths that could not be written, and why
+
+
 def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
-              keep: Iterable[str], manifest: Path) -> list[str]:
+              keep: Iterable[str], manifest: Path) -> Synced:
     """Make root hold `files` (copies) and `links` (symlinks), removing what vigo wrote
     before and no longer renders. Paths vigo never wrote (acme.json, data folders) and the
-    paths in `keep` are left alone. Returns the paths written or removed."""
+    paths in `keep` are left alone. A path that cannot be written does not stop the others."""
     root.mkdir(parents=True, exist_ok=True, mode=0o755)
     keep = set(keep)
     old = read_json(manifest) or {}
     assert isinstance(old, dict)
     changed: list[str] = []
+    errors: dict[str, str] = {}
     for rel in sorted(set(old) - set(files) - set(links) - keep, reverse=True):
         dst = root / rel
         if dst.is_symlink() or dst.is_file():
@@ -104,10 +112,17 @@ def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
         mode = 0o755 if os.access(src, os.X_OK) else 0o644
         if _same_file(dst, data, mode):
             continue
+        if dst.is_dir() and not dst.is_symlink():
+            errors[rel] = (f"{dst} is a folder (Docker creates one when a mounted file is "
+                           "missing at start): remove it, vigo will write the file")
+            continue
         if dst.is_symlink():
             dst.unlink()
-        atomic_write(dst, data, mode)
-        changed.append(rel)
+        try:
+            atomic_write(dst, data, mode)
+            changed.append(rel)
+        except OSError as exc:
+            errors[rel] = f"cannot write {dst}: {exc.strerror or exc}"
     for rel, target in links.items():
         dst = root / rel
         if dst.is_symlink() and os.readlink(dst) == str(target):
@@ -118,11 +133,12 @@ def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
         os.symlink(target, tmp)
         os.replace(tmp, dst)
         changed.append(rel)
-    recorded = {rel: "file" for rel in files} | {rel: "link" for rel in links}
+    recorded = {rel: "file" for rel in files if rel not in errors} | {
+        rel: "link" for rel in links}
     recorded |= {rel: old[rel] for rel in keep if rel in old}
     if recorded != old:
         write_json(manifest, recorded)
-    return changed
+    return Synced(changed, errors)
 
 
 def _prune_empty(folder: Path, root: Path) -> None:
