@@ -1,0 +1,249 @@
+"""Deploy one stack safely: images first, zero-downtime rollout of routed services, `compose
+up`, the health gate, and a rollback to the last healthy state when the gate fails.
+
+The decisions (who is healthy, which service can roll) are pure and live in health.py and
+rollout.py; this module sequences the adapter calls and waits.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from vigo import health, rollout
+from vigo.adapters import fs
+from vigo.adapters.compose import Compose, DockerError
+from vigo.adapters.run import CommandTimeout
+from vigo.model import (
+    CREATE,
+    LABEL_INSTANCE,
+    LABEL_MOUNTS,
+    LABEL_STACK,
+    Action,
+    Container,
+    Paths,
+    Resolved,
+    Stack,
+    StackResult,
+)
+
+ROUTE_DELAY = 3.0  # Traefik routes a container ~1 s after it is healthy; events throttle 2 s
+DRAIN_SETTLE = 5.0  # after the old container turns unhealthy, until Traefik has dropped it
+POLL = 1.0
+
+
+def image_ref(image: str) -> str:
+    """The name `docker images` lists an image under."""
+    for prefix in ("docker.io/library/", "docker.io/", "index.docker.io/library/"):
+        if image.startswith(prefix):
+            image = image[len(prefix):]
+            break
+    if "@" in image or ":" in image.rsplit("/", 1)[-1]:
+        return image
+    return image + ":latest"
+
+
+@dataclass
+class Deployer:
+    compose: Compose
+    project_prefix: str
+    paths: Paths
+    health_timeout: int
+    log: Callable[[str], None]
+    sleep: Callable[[float], None] = time.sleep
+
+    # -- one stack ----------------------------------------------------------------------------
+
+    def deploy(self, stack: Stack, action: Action, res: Resolved, before: tuple[Container, ...],
+               record: dict, revision: str) -> StackResult:
+        project = self.project_prefix + stack.name
+        files = [self.paths.runtime / stack.compose_file, self._override(project, stack, res)]
+        envs = [self.paths.secrets / rel for rel in stack.interpolation_env]
+        timeout = res.health_timeout or self.health_timeout
+        why = list(action.reasons)
+        try:
+            missing = self._pull(res)
+            if missing:  # nothing was touched: the running containers stay as they are
+                return StackResult(stack.name, action.kind, False, f"{stack.name}: failed "
+                                   f"({missing}; the running containers were left as they are)")
+            rolled = self._roll_services(project, files, envs, res, before, timeout)
+            if rolled.failure:
+                return self._rollback(stack, action, rolled.failure, record, revision,
+                                      kept=rolled.kept)
+            up = self.compose.up(project, files, envs)
+            if not up.ok:
+                return self._rollback(stack, action, f"docker compose up: {up.error(4)}", record,
+                                      revision)
+            verdict = self.gate(project, res.services, timeout)
+            if verdict.status != health.OK:
+                return self._rollback(stack, action, self._explain(verdict), record, revision)
+            after = self.compose.containers(project)
+        except (DockerError, CommandTimeout) as exc:
+            return StackResult(stack.name, action.kind, False, f"{stack.name}: failed ({exc})",
+                               hold=False)
+        self._save_good(project, files, envs)
+        if rolled.names:
+            why.append(f"{', '.join(rolled.names)} replaced without downtime")
+        verb = "created" if action.kind == CREATE else "updated"
+        if before and not rolled.names and {(c.id, c.config_hash) for c in after} == {
+                (c.id, c.config_hash) for c in before} and all(
+                c.state == "running" for c in (*before, *after)):
+            verb = "unchanged"
+            why.append("no container needed a change")
+        text = "; ".join(why)
+        return StackResult(stack.name, action.kind, True,
+                           f"{stack.name}: {verb}" + (f" ({text})" if text else ""),
+                           containers=after)
+
+    def _override(self, project: str, stack: Stack, res: Resolved) -> Path:
+        """vigo's labels on every service, and drain-aware healthchecks on rolled services."""
+        services: dict[str, dict] = {}
+        for svc in res.services:
+            labels = {LABEL_STACK: stack.name, LABEL_INSTANCE: self.project_prefix}
+            if svc in res.mounts_hash:
+                labels[LABEL_MOUNTS] = res.mounts_hash[svc]
+            services[svc] = {"labels": labels}
+            spec = res.rollouts.get(svc)
+            if spec is not None and spec.zero_downtime:
+                services[svc]["healthcheck"] = {"test": rollout.drain_test(spec.test)}
+        path = self.paths.overrides / f"{project}.json"
+        fs.write_json(path, {"services": services}, mode=0o600)
+        return path
+
+    def _pull(self, res: Resolved) -> str:
+        """Pull every image the stack lacks before any container is touched ('' when all are
+        there); the reason when one cannot be pulled."""
+        have = self.compose.local_images()
+        for image in sorted(set(res.services.values())):
+            if image and image_ref(image) not in have:
+                pulled = self.compose.pull(image)
+                if not pulled.ok:
+                    return f"image {image} cannot be pulled: {pulled.error(2)}"
+        return ""
+
+    # -- zero-downtime rollout ------------------------------------------------------------------
+
+    @dataclass(frozen=True)
+    class Rolled:
+        names: tuple[str, ...] = ()
+        failure: str = ""
+        kept: str = ""  # the old container that still serves after a failed rollout
+
+    def _roll_services(self, project: str, files: list[Path], envs: list[Path], res: Resolved,
+                       before: tuple[Container, ...], timeout: int) -> Deployer.Rolled:
+        olds = {svc: [c for c in before if c.service == svc] for svc in res.services}
+        candidates = [svc for svc, spec in res.rollouts.items() if spec.zero_downtime
+                      and len(olds.get(svc, [])) == 1 and olds[svc][0].state == "running"
+                      and olds[svc][0].health == "healthy"]
+        if not candidates:
+            return self.Rolled()
+        hashes = self.compose.config_hashes(project, files, envs)
+        done = []
+        for svc in candidates:
+            old = olds[svc][0]
+            if hashes.get(svc) == old.config_hash:
+                continue
+            failure = self._roll(project, files, envs, svc, res.rollouts[svc], old, timeout)
+            if failure:
+                return self.Rolled(tuple(done), failure, kept=old.name)
+            done.append(svc)
+        return self.Rolled(tuple(done))
+
+    def _roll(self, project: str, files: list[Path], envs: list[Path], service: str,
+              spec, old: Container, timeout: int) -> str:
+        """Start the new container beside the old one, wait until it is healthy and routed,
+        drain the old one, stop it. On failure the new container goes, the old one stays."""
+        self.log(f"{project}: {service}: starting the new container beside {old.name}")
+        up = self.compose.up_service(project, files, envs, service, scale=2)
+        new = {c.id for c in self.compose.containers(project)
+               if c.service == service and c.id != old.id}
+        verdict = (self.gate(project, [service], timeout, only=new) if up.ok and new
+                   else health.Verdict(health.FAIL, f"docker compose up: {up.error(3)}"))
+        if verdict.status != health.OK:
+            reason = self._explain(verdict)
+            for cid in new:
+                self.compose.remove(cid, stop_timeout=5)
+            return f"{service}: {reason}"
+        self.sleep(ROUTE_DELAY)
+        drainable = any(rollout.DRAIN_FILE in " ".join(
+            ((doc.get("Config") or {}).get("Healthcheck") or {}).get("Test") or [])
+            for doc in self.compose.inspect([old.id]))
+        if drainable and self.compose.exec(old.id, "touch", rollout.DRAIN_FILE).ok:
+            deadline = time.monotonic() + rollout.drain_seconds(spec) + 5
+            while time.monotonic() < deadline:
+                probes = [health.probe(d) for d in self.compose.inspect([old.id])]
+                if not probes or probes[0].health == "unhealthy":
+                    break
+                self.sleep(0.5)
+            self.sleep(DRAIN_SETTLE)  # Traefik reacts to the health event, throttled
+        self.compose.remove(old.id)
+        return ""
+
+    # -- the health gate ------------------------------------------------------------------------
+
+    def gate(self, project: str, services: Collection[str], timeout: float,
+             only: set[str] | None = None) -> health.Verdict:
+        """Wait until every container of the project (or the `only` ones) is healthy, or one
+        fails, or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        baseline: dict[str, int] | None = None
+        while True:
+            ids = [c.id for c in self.compose.containers(project) if only is None or c.id in only]
+            probes = [health.probe(d) for d in self.compose.inspect(ids)]
+            if baseline is None:
+                baseline = {p.id: p.restarts for p in probes}
+            verdict = health.judge(probes, services, baseline, time.time())
+            if verdict.status != health.WAIT:
+                return verdict
+            if time.monotonic() >= deadline:
+                return health.Verdict(health.FAIL, f"not healthy after {timeout:.0f}s: "
+                                      f"{verdict.reason}", verdict.container)
+            self.sleep(POLL)
+
+    def _explain(self, verdict: health.Verdict) -> str:
+        if not verdict.container:
+            return verdict.reason
+        lines = self.compose.logs(verdict.container, 5).splitlines()
+        tail = " | ".join(line.strip() for line in lines if line.strip())
+        return verdict.reason + (f"; last log lines: {tail}" if tail else "")
+
+    # -- rollback -------------------------------------------------------------------------------
+
+    def _save_good(self, project: str, files: list[Path], envs: list[Path]) -> None:
+        """Keep the resolved model of a healthy stack (it holds secrets: tmpfs, 0600)."""
+        res = self.compose.resolved(project, files, envs)
+        if res.ok:
+            fs.write_secret(self.paths.good_model(project), res.stdout)
+
+    def _rollback(self, stack: Stack, action: Action, reason: str, record: dict,
+                  revision: str, kept: str = "") -> StackResult:
+        project = self.project_prefix + stack.name
+        good = self.paths.good_model(project)
+        last = str(record.get("revision") or "")[:12]
+        if kept:  # a failed zero-downtime rollout never touched the old container
+            return StackResult(stack.name, action.kind, False,
+                               f"{stack.name}: rolled back to {last or 'the running container'}"
+                               f"; {revision[:12]} failed: {reason} ({kept} kept serving)",
+                               containers=self.compose.containers(project), hold=True,
+                               rolled_back_to=last)
+        if not record.get("containers") or not good.is_file():
+            note = ("nothing to roll back to" if not record.get("containers") else
+                    "its last healthy state is lost (the secrets tmpfs was cleared)")
+            return StackResult(stack.name, action.kind, False,
+                               f"{stack.name}: failed ({reason}; {note})", hold=True)
+        self.log(f"{stack.name}: {reason}; rolling back to {last}")
+        up = self.compose.up_model(project, good)
+        services = list(json.loads(good.read_text()).get("services") or {})
+        verdict = (self.gate(project, services, self.health_timeout) if up.ok else
+                   health.Verdict(health.FAIL, f"docker compose up: {up.error(3)}"))
+        if verdict.status != health.OK:
+            return StackResult(stack.name, action.kind, False,
+                               f"{stack.name}: failed ({reason}); the rollback to {last} "
+                               f"failed too: {self._explain(verdict)}", hold=True)
+        return StackResult(stack.name, action.kind, False,
+                           f"{stack.name}: rolled back to {last}; {revision[:12]} failed: "
+                           f"{reason}", containers=self.compose.containers(project),
+                           hold=True, rolled_back_to=last)
