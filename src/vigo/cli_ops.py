@@ -1,0 +1,172 @@
+"""Command line of the host operations: install, bootstrap, status, suspend, resume, and the
+suspension gate of apply. Argument parsing, output and exit codes only (cli.py registers it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vigo import config, journal
+
+# Commands that read (or write) the settings file themselves: main() loads nothing for them.
+SETTINGS_SELF = {"bootstrap"}
+
+
+def _say(level: int, text: str) -> None:
+    print(journal.tagged(level, text), flush=True)
+
+
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds")
+    return value
+
+
+def _unit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",
+                   help="write the units under DIR/etc/systemd/system and enable them there "
+                        "offline (packaging, tests); default /")
+    p.add_argument("--no-enable", action="store_true",
+                   help="write the units, do not enable or start the timer")
+    p.add_argument("--randomized-delay", type=_seconds, default=0, metavar="SEC",
+                   help="RandomizedDelaySec of the timer: spreads a fleet's fetches (default 0)")
+
+
+def add_parsers(sub, common: argparse.ArgumentParser) -> None:
+    install = sub.add_parser(
+        "install", parents=[common], help="write and enable vigo.service and vigo.timer",
+        description="Write vigo.service (a hardened oneshot running `vigo apply --timer` with "
+                    "this settings file) and vigo.timer (30 s after boot, then 60 s after each "
+                    "run ends), check them with systemd-analyze verify, create the folders "
+                    "they may write, daemon-reload, enable --now the timer. Idempotent.")
+    _unit_options(install)
+    install.set_defaults(func=cmd_install)
+    boot = sub.add_parser(
+        "bootstrap", parents=[common], help="set up a new host: checks, settings, first apply, "
+                                            "units",
+        description="Check docker, compose v2, sops, git and the age key (owned by root, "
+                    "readable by nobody else); write the settings file if it does not exist "
+                    "(from these options and any VIGO_<KEY> variables; never overwritten); "
+                    "run a first apply (which clones the repo); install the units. "
+                    "Idempotent: run it again after fixing what it reports missing.")
+    boot.add_argument("--repo", required=True, metavar="URL", help="the infra repo")
+    boot.add_argument("--branch", default="", help="branch to follow (default main)")
+    boot.add_argument("--host", default="", help="host name (default: the machine's)")
+    boot.add_argument("--age-key-file", type=Path, default=None, metavar="FILE",
+                      help="the host's age identity (default /root/.config/sops/age/keys.txt)")
+    _unit_options(boot)
+    boot.set_defaults(func=cmd_bootstrap)
+    status = sub.add_parser(
+        "status", parents=[common], help="the last run, revisions, and every stack as Docker "
+                                         "runs it now",
+        description="Last run (when, result, duration), the revision applied vs the newest "
+                    "fetched vs the last attempted, suspension, and every stack's containers "
+                    "as Docker sees them now, with each stack's last failure. Reads only: "
+                    "works while a run is in progress.")
+    status.set_defaults(func=cmd_status)
+    sus = sub.add_parser(
+        "suspend", parents=[common], help="stop timer runs from changing anything",
+        description="Record who suspends vigo, when and why in <state>/suspended.json. Timer "
+                    "runs then print one line and exit 0; manual `vigo apply` refuses unless "
+                    "--ignore-suspend. A run in progress finishes.")
+    sus.add_argument("--reason", default="", metavar="TEXT", help="why (shown by vigo status)")
+    sus.set_defaults(func=cmd_suspend)
+    res = sub.add_parser("resume", parents=[common], help="end a suspension",
+                         description="Remove the suspension: the next timer run applies.")
+    res.set_defaults(func=cmd_resume)
+
+
+def apply_gate(args: argparse.Namespace, settings: config.Settings) -> int | None:
+    """Before `vigo apply`: None to go on, else the exit code (suspended)."""
+    from vigo import operations
+
+    return operations.before_apply(
+        settings, timer=args.timer, ignore_suspend=args.ignore_suspend,
+        out=lambda line: print(line, flush=True),
+        err=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+def _systemd(root: Path):
+    from vigo.adapters.run import Runner
+    from vigo.adapters.systemd import Systemd
+
+    return Systemd(Runner(), root)
+
+
+def cmd_install(args: argparse.Namespace, settings: config.Settings) -> int:
+    from vigo import install
+
+    return install.install(settings, install.config_path(args.config), _systemd(args.root),
+                           _say, enable=not args.no_enable,
+                           randomized_delay=args.randomized_delay)
+
+
+def cmd_bootstrap(args: argparse.Namespace, settings: None) -> int:
+    from vigo import install
+    from vigo.adapters.lock import Locked
+    from vigo.adapters.run import Runner
+    from vigo.model import Options
+    from vigo.reconcile import Reconciler
+
+    def apply(s: config.Settings) -> int:
+        reconciler = Reconciler(s, verbose=args.verbose,
+                                emit=lambda line: print("  " + line, flush=True),
+                                debug=lambda line: print("  " + line, file=sys.stderr,
+                                                         flush=True))
+        try:
+            return reconciler.apply(Options()).exit_code
+        except Locked:
+            return 75
+
+    opts = install.BootstrapOptions(
+        repo=args.repo, config=install.config_path(args.config), branch=args.branch,
+        host=args.host, age_key_file=args.age_key_file.absolute() if args.age_key_file else None,
+        enable=not args.no_enable, randomized_delay=args.randomized_delay)
+    return install.bootstrap(opts, _say, _systemd(args.root), apply, Runner())
+
+
+def cmd_status(args: argparse.Namespace, settings: config.Settings) -> int:
+    from vigo import install, status
+    from vigo.adapters.compose import Compose
+    from vigo.adapters.git import Git
+    from vigo.adapters.run import Runner
+
+    runner = Runner()
+    try:
+        data = status.gather(settings, install.config_path(args.config), Compose(runner),
+                             Git(runner, settings.git_timeout))
+    except PermissionError as exc:
+        print(f"vigo: cannot read {exc.filename}: run vigo status as root", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print("\n".join(status.to_text(data)))
+    return 0
+
+
+def cmd_suspend(args: argparse.Namespace, settings: config.Settings) -> int:
+    from vigo import suspend
+
+    new, before = suspend.suspend(settings.state, args.reason)
+    if before is not None:
+        print(f"was already {before.line()}; replaced")
+    print(f"{new.line()}: timer runs do nothing until vigo resume")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace, settings: config.Settings) -> int:
+    from vigo import suspend
+
+    before = suspend.resume(settings.state)
+    if before is None:
+        print("not suspended: nothing to resume")
+    else:
+        print(f"resumed (was {before.line()}): the next timer run applies")
+    return 0

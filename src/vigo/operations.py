@@ -1,0 +1,191 @@
+"""Around every `vigo apply`: the suspension gate and the healthchecks start ping before it;
+bookkeeping, metrics and notifications after it (docs/operations.md).
+
+Nothing here can fail a run: every problem becomes a warning line.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from vigo import metrics, notify, suspend
+from vigo.adapters import http
+from vigo.adapters.compose import Compose, DockerError
+from vigo.adapters.run import CommandTimeout, Runner
+from vigo.config import Settings
+from vigo.model import Container
+
+if TYPE_CHECKING:
+    from vigo.reconcile import Reconciler, Report
+
+# Exit code of a manual `vigo apply` refused because vigo is suspended.
+EXIT_SUSPENDED = 1
+
+
+def before_apply(settings: Settings, *, timer: bool, ignore_suspend: bool,
+                 out: Callable[[str], None], err: Callable[[str], None],
+                 send: Callable[..., str] = http.send) -> int | None:
+    """None to go on with the run, else the exit code to stop with (one line printed)."""
+    held = suspend.read(settings.state)
+    if held is not None and not ignore_suspend:
+        if timer:
+            out(f"{held.line()}: nothing done (vigo resume to continue)")
+            _write_metrics_suspended(settings, err)
+            return 0
+        err(f"vigo: {held.line()}: nothing done; run `vigo resume`, or "
+            "`vigo apply --ignore-suspend` for this one run")
+        return EXIT_SUSPENDED
+    if settings.healthchecks_url:
+        why = send(*_args(notify.ping_start(settings.healthchecks_url)))
+        if why:
+            err(f"warning: healthchecks start ping: {why}")
+    return None
+
+
+def finished(reconciler: Reconciler, report: Report, st: dict[str, Any]) -> None:
+    """Called by Reconciler.apply once the run is over, under the lock, before the state file
+    is saved: updates `st` (consecutive failures, what was announced, each stack's last
+    failure), writes the metrics file, sends notifications. Never raises."""
+    crash = sys.exc_info()[1]
+    if crash is not None and not isinstance(crash, Exception):
+        return  # Ctrl-C or exit: not an outcome to count or announce
+    try:
+        _finished(reconciler, report, st, crash)
+    except Exception as exc:  # a bug here must not turn a good run into a crash
+        _warn(reconciler, report, f"after the run: {type(exc).__name__}: {exc}")
+
+
+def _warn(reconciler: Reconciler, report: Report, text: str) -> None:
+    text = reconciler.masker(text)
+    report.warnings.append(text)
+    reconciler.emit(f"warning: {text}")
+
+
+def _finished(reconciler: Reconciler, report: Report, st: dict[str, Any],
+              crash: BaseException | None) -> None:
+    s = reconciler.settings
+    mask = reconciler.masker
+    ok = report.exit_code == 0 and crash is None
+    error = report.error or (f"vigo stopped: {type(crash).__name__}: {crash}" if crash else "")
+    ops = st.setdefault("ops", {})
+    before = int(ops.get("consecutive_failures", 0) or 0)
+    ops["consecutive_failures"] = 0 if ok else before + 1
+    for record in st.get("stacks", {}).values():
+        if isinstance(record, dict):
+            record_failure(record, st.get("started", ""))
+
+    if s.metrics_file is not None:
+        try:
+            containers: tuple[Container, ...] | None = _containers(reconciler)
+        except (DockerError, CommandTimeout) as exc:
+            _warn(reconciler, report, f"metrics: {exc}; every stack counted as down")
+            containers = None
+        try:
+            metrics.write(s.metrics_file,
+                          _snapshot(st, time.time(), ok, report.duration, containers))
+        except OSError as exc:
+            _warn(reconciler, report, f"metrics: cannot write {s.metrics_file}: {exc}")
+
+    status = notify.OK if ok else notify.FAILED
+    failed = tuple((r.stack, mask(r.message)) for r in report.results if not r.ok)
+    if s.healthchecks_url:
+        summary = (f"{s.host}: converged at {report.revision[:12]}" if ok else
+                   notify.Event(notify.FAILURE, s.host, report.revision, report.exit_code,
+                                mask(error), failed, ops["consecutive_failures"],
+                                report.started, report.duration).text)
+        why = http.send(*_args(notify.ping_end(s.healthchecks_url, ok, mask(summary))))
+        if why:
+            _warn(reconciler, report, f"healthchecks ping: {why}")
+    kind = notify.pending(ops.get("announced"), status)
+    channels = [(name, url) for name, url in (("webhook", s.notify_webhook),
+                                              ("ntfy", s.notify_ntfy)) if url]
+    if kind is None or not channels:
+        ops["announced"] = status
+        return
+    event = notify.Event(kind, s.host, report.revision, report.exit_code, mask(error), failed,
+                         before if kind == notify.RECOVERY else ops["consecutive_failures"],
+                         report.started, report.duration)
+    requests = [notify.webhook(url, event) if name == "webhook" else notify.ntfy(url, event)
+                for name, url in channels]
+    results = notify.deliver(requests, http.send)
+    for channel, why in results.items():
+        if why:
+            _warn(reconciler, report, f"notify {channel}: {why}")
+    if any(not why for why in results.values()):
+        ops["announced"] = status  # else the next run tries again
+        reconciler.emit(f"notified ({', '.join(c for c, w in results.items() if not w)}): "
+                        f"{event.title}")
+
+
+def record_failure(record: dict[str, Any], started: str) -> None:
+    """Keep each stack's last failure (and since when it has been failing) in its record,
+    for `vigo status`: the reconciler clears the reason once the stack is applied again."""
+    last = record.get("last_failure")
+    if record.get("outcome") == "failed":
+        at = str(record.get("checked_at") or started)
+        ongoing = isinstance(last, dict) and last.get("ongoing")
+        record["last_failure"] = {"since": last["since"] if ongoing else at, "at": at,
+                                  "revision": str(record.get("failed_revision", "")),
+                                  "reason": str(record.get("reason", "")), "ongoing": True}
+    elif isinstance(last, dict):
+        last["ongoing"] = False
+
+
+def _args(r: notify.Request) -> tuple[str, str, bytes | None, dict[str, str]]:
+    return r.method, r.url, r.body, r.headers
+
+
+def _containers(reconciler: Reconciler) -> tuple[Container, ...]:
+    prefix = reconciler.settings.project_prefix
+    return tuple(c for c in reconciler.compose.containers()
+                 if c.instance == prefix and c.project == prefix + c.stack)
+
+
+def stack_up(containers: tuple[Container, ...]) -> bool:
+    return bool(containers) and all(c.state == "running" and c.health != "unhealthy"
+                                    for c in containers)
+
+
+def _snapshot(st: dict[str, Any], finished: float, ok: bool, duration: float,
+              containers: tuple[Container, ...] | None, suspended: bool = False
+              ) -> metrics.Snapshot:
+    records = st.get("stacks", {})
+    names = set(records) | {c.stack for c in containers or ()}
+    stacks = {n: (containers is not None and stack_up(tuple(c for c in containers
+                                                            if c.stack == n)),
+                  isinstance(records.get(n), dict) and records[n].get("outcome") == "failed")
+              for n in names}
+    return metrics.Snapshot(finished, ok, duration, str(st.get("revision_applied", "")),
+                            int(st.get("ops", {}).get("consecutive_failures", 0) or 0),
+                            stacks, suspended)
+
+
+def _write_metrics_suspended(settings: Settings, err: Callable[[str], None]) -> None:
+    """A suspended timer run refreshes the metrics file (vigo_suspended 1) from the state
+    file, so a dashboard tells "suspended" from "stopped running"."""
+    if settings.metrics_file is None:
+        return
+    from vigo import state
+
+    st, _ = state.load(settings.state)
+    try:
+        finished = datetime.fromisoformat(str(st.get("finished", ""))).timestamp()
+    except ValueError:
+        finished = 0.0  # no run finished yet
+    try:
+        containers: tuple[Container, ...] | None = tuple(
+            c for c in Compose(Runner()).containers()
+            if c.instance == settings.project_prefix
+            and c.project == settings.project_prefix + c.stack)
+    except (DockerError, CommandTimeout):
+        containers = None
+    snap = _snapshot(st, finished, st.get("exit_code", 0) == 0, float(st.get("duration", 0) or 0),
+                     containers, suspended=True)
+    try:
+        metrics.write(settings.metrics_file, snap)
+    except OSError as exc:
+        err(f"warning: metrics: cannot write {settings.metrics_file}: {exc}")

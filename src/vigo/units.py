@@ -1,0 +1,138 @@
+"""vigo.service and vigo.timer as text (pure): a hardened oneshot and the timer that runs it.
+
+Writing them, `systemctl` and `systemd-analyze verify` live in adapters/systemd.py.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vigo import __version__
+from vigo.config import Settings
+
+SERVICE, TIMER = "vigo.service", "vigo.timer"
+BOOT_DELAY, INTERVAL = "30s", "60s"
+# A path under one of these handed to the engine (bind sources, resolved on the host) must not
+# be hidden behind a private /tmp.
+_TMP_DIRS = (Path("/tmp"), Path("/var/tmp"))
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """What the two units say: everything comes from the settings and the install command."""
+
+    exec_argv: tuple[str, ...]  # how to start vigo, e.g. ("/usr/local/bin/vigo",)
+    config: Path  # the settings file ExecStart names
+    read_write: tuple[Path, ...]  # must exist when the unit starts (vigo install makes them)
+    read_write_optional: tuple[Path, ...]  # may be missing (a tmpfs after a boot): vigo makes it
+    private_tmp: bool
+    timeout_start: int  # seconds
+    randomized_delay: int = 0  # seconds, 0: none
+
+
+def spec(settings: Settings, exec_argv: Sequence[str], config: Path,
+         randomized_delay: int = 0) -> UnitSpec:
+    """The unit spec for these settings. The folders vigo writes become ReadWritePaths
+    (under ProtectSystem=strict everything else is read-only, /run included)."""
+    paths = [settings.checkout, settings.runtime, settings.state]
+    if settings.metrics_file is not None:
+        paths.append(settings.metrics_file.parent)
+    paths = _dedup([*paths, Path("/run")])
+    # The secrets live on a tmpfs that a boot empties: a missing ReadWritePaths entry would
+    # stop the unit (status 226/NAMESPACE), so it is optional ("-"). /run and /dev/shm stay
+    # writable, so vigo can make the folder there again.
+    optional = [] if any(settings.secrets.is_relative_to(p) for p in paths) else [
+        settings.secrets]
+    private_tmp = not any(p.is_relative_to(t) for p in [*paths, *optional] for t in _TMP_DIRS)
+    # A run: one fetch, the proxy, the stacks (4 at a time) and the prunes, each bounded by
+    # its own timeout; three compose timeouts cover a host whose stacks fit in one batch.
+    timeout = settings.git_timeout + 3 * settings.compose_timeout
+    return UnitSpec(tuple(exec_argv), config, tuple(paths), tuple(optional), private_tmp,
+                    timeout, randomized_delay)
+
+
+def _dedup(paths: Sequence[Path]) -> list[Path]:
+    """Drop paths that sit inside another listed path."""
+    return [p for p in dict.fromkeys(paths)
+            if not any(p != q and p.is_relative_to(q) for q in paths)]
+
+
+def _argv(argv: Sequence[str]) -> str:
+    """A command line for ExecStart=: systemd's quoting is close enough to the shell's for
+    plain paths; `%` would be a specifier and is escaped."""
+    return " ".join(shlex.quote(str(a)) for a in argv).replace("%", "%%")
+
+
+def _path(p: Path) -> str:
+    text = str(p).replace("%", "%%")
+    return f'"{text}"' if " " in text else text
+
+
+def service(u: UnitSpec) -> str:
+    rw = " ".join([_path(p) for p in u.read_write] + [f"-{_path(p)}" for p in
+                                                      u.read_write_optional])
+    lines = [
+        f"# Written by `vigo install` (vigo {__version__}); run it again to update this file.",
+        "# Local changes belong in a drop-in: systemctl edit vigo.service",
+        "[Unit]",
+        "Description=vigo: converge this host to its infra repo (one reconcile)",
+        "Wants=network-online.target",
+        "After=network-online.target docker.service",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        f"ExecStart={_argv([*u.exec_argv, '--config', str(u.config), 'apply', '--timer'])}",
+        # A oneshot has no start timeout by default: a hung run would stop the timer forever.
+        f"TimeoutStartSec={u.timeout_start}",
+        # 75: another run (a manual one) holds the lock; nothing was done, nothing is wrong.
+        "SuccessExitStatus=75",
+        "Environment=PYTHONUNBUFFERED=1",
+        "SyslogIdentifier=vigo",
+        "UMask=0077",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        f"ReadWritePaths={rw}",
+        *(["PrivateTmp=yes"] if u.private_tmp else [
+            "# No PrivateTmp: a folder vigo hands to the engine lives in /tmp, and the engine",
+            "# resolves bind sources on the host, outside this unit's namespace."]),
+        "PrivateDevices=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "RestrictSUIDSGID=yes",
+        "LockPersonality=yes",
+        "RestrictRealtime=yes",
+        "# Not set on purpose: PrivateNetwork (git fetches), DynamicUser (docker.sock).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def timer(u: UnitSpec) -> str:
+    lines = [
+        f"# Written by `vigo install` (vigo {__version__}); run it again to update this file.",
+        "[Unit]",
+        f"Description=vigo: reconcile {BOOT_DELAY} after boot, then {INTERVAL} after each "
+        "run ends",
+        "",
+        "[Timer]",
+        f"OnBootSec={BOOT_DELAY}",
+        # Counted from the end of the last run: runs never pile up, whatever they take.
+        f"OnUnitInactiveSec={INTERVAL}",
+        "AccuracySec=1s",
+        *([f"RandomizedDelaySec={u.randomized_delay}"] if u.randomized_delay else []),
+        f"Unit={SERVICE}",
+        "",
+        "[Install]",
+        "WantedBy=timers.target",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render(u: UnitSpec) -> dict[str, str]:
+    return {SERVICE: service(u), TIMER: timer(u)}
