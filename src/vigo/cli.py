@@ -7,14 +7,17 @@ import json
 import sys
 from pathlib import Path
 
-from vigo import __version__, config
+from vigo import __version__, cli_ops, config, journal
 from vigo.adapters.lock import Locked
 
 EXIT_CODES = """exit codes:
   0   converged (plan: printed)
   1   one or more stacks failed, or a prune was refused (the others were applied)
+      or vigo is suspended (vigo suspend; apply --timer exits 0 then)
   2   invalid settings or repo: nothing applied
   3   the repo could not be fetched: nothing changed
+  4   a fetched commit failed the signature or history check (signed commits): nothing
+      changed
   75  another vigo run holds the lock: nothing done
 """
 
@@ -51,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="prune even when the rendered tree has no stacks at all")
     apply.add_argument("--force", action="store_true",
                        help="re-apply every stack (decrypt, compose up), changed or not")
+    apply.add_argument("--allow-rewind", action="store_true",
+                       help="with signed commits: accept an older commit or a rewritten "
+                            "(force-pushed) history; signatures are still required")
     plan = sub.add_parser(
         "plan", parents=[common], epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -60,8 +66,23 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--no-fetch", action="store_true",
                       help="plan the checkout as it is, without fetching")
     plan.add_argument("--allow-empty", action="store_true", help=argparse.SUPPRESS)
+    fleet_plan = plan.add_mutually_exclusive_group()  # offline, from a clone (docs/fleet.md)
+    fleet_plan.add_argument("--host", default=None, metavar="NAME",
+                            help="offline, from the clone --repo: what host NAME would run "
+                                 "(no Docker, no age key; env files by key names only)")
+    fleet_plan.add_argument("--all-hosts", action="store_true",
+                            help="offline: a summary for the base tree and every hosts/<name>/; "
+                                 "exit 1 if any host has an error")
+    plan.add_argument("--repo", type=Path, default=None, metavar="DIR",
+                      help="with --host / --all-hosts: the clone (default: the current folder)")
+    plan.add_argument("--diff-base", default=None, metavar="REV",
+                      help="with --host / --all-hosts: also say which stacks change since REV")
     plan.set_defaults(func=cmd_plan)
     apply.set_defaults(func=cmd_apply)
+    apply.add_argument("--timer", action="store_true",
+                       help="run by vigo.timer: while suspended, say so and exit 0")
+    apply.add_argument("--ignore-suspend", action="store_true",
+                       help="apply once even though vigo is suspended (vigo suspend)")
     check = sub.add_parser(
         "check", parents=[common],
         help="validate an infra repo offline (for its CI and pre-commit)",
@@ -75,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("dir", nargs="?", type=Path, default=Path("."), metavar="DIR",
                        help="the infra repo (default: the current folder)")
     check.set_defaults(func=cmd_check)
+    retry = sub.add_parser(
+        "retry", parents=[common], help="try a failed, rolled-back revision of a stack again",
+        description="A revision that failed its deploy (compose up or the health gate) is "
+                    "rolled back and not tried again every minute. This lets the next "
+                    "`vigo apply` try it once more.")
+    retry.add_argument("stack")
+    retry.set_defaults(func=cmd_retry)
     init = sub.add_parser(
         "init", parents=[common], help="scaffold a new infra repo that works as it is",
         description="Write the design's layout into DIR: a Traefik proxy (HTTPS with an ACME "
@@ -96,6 +124,27 @@ def _parser() -> argparse.ArgumentParser:
                       "demo image built by scripts/build-images)")
     init.add_argument("--force", action="store_true", help="write into a non-empty DIR")
     init.set_defaults(func=cmd_init)
+    _promote_parsers(sub, common)
+    host = sub.add_parser("host", parents=[common], help="the hosts of a fleet (workstation)",
+                          description="Manage the hosts of one infra repo (docs/fleet.md).")
+    host_sub = host.add_subparsers(dest="action", required=True, metavar="ACTION")
+    host_add = host_sub.add_parser(
+        "add", parents=[common], help="give a host its own age key and overlay",
+        description="Create hosts/NAME/env/, add a .sops.yaml rule encrypting "
+                    "hosts/NAME/env/*.env to NAME's key and the operators' keys (before the "
+                    "base rule: sops uses the first match), add NAME's key to the base rule "
+                    "(env/*.env is shared by every host), and re-encrypt the env files of both "
+                    "rules with `sops updatekeys`. Again with a new KEY: rotate NAME's key.")
+    host_add.add_argument("name", metavar="NAME", help="the host's `host` setting")
+    host_add.add_argument("--age-recipient", required=True, metavar="KEY",
+                          help="the host's age public key (age1...)")
+    host_add.add_argument("--repo", type=Path, default=Path("."), metavar="DIR",
+                          help="the clone of the infra repo (default: the current folder)")
+    host_add.add_argument("--age-key-file", type=Path, default=None, metavar="FILE",
+                          help="an identity that can decrypt the env files today (default: "
+                               "$SOPS_AGE_KEY_FILE, else ~/.config/sops/age/keys.txt)")
+    host_add.set_defaults(func=cmd_host_add)
+    cli_ops.add_parsers(sub, common)  # install, bootstrap, status, suspend, resume
     return p
 
 
@@ -116,15 +165,28 @@ def _finish(args: argparse.Namespace, reconciler, report) -> None:
 def cmd_apply(args: argparse.Namespace, settings: config.Settings) -> int:
     from vigo.model import Options
 
+    if args.allow_rewind and args.timer:
+        print("vigo: --allow-rewind is for a run by hand, never with --timer", file=sys.stderr)
+        return 2
+    stop = cli_ops.apply_gate(args, settings)  # suspended; healthchecks start ping
+    if stop is not None:
+        return stop
     reconciler = _reconciler(args, settings)
-    report = reconciler.apply(Options(allow_empty=args.allow_empty, force=args.force))
+    report = reconciler.apply(Options(allow_empty=args.allow_empty, force=args.force,
+                                      allow_rewind=args.allow_rewind))
     _finish(args, reconciler, report)
     return report.exit_code
+
+
+def _offline_plan(args: argparse.Namespace) -> bool:
+    return args.command == "plan" and bool(args.host or args.all_hosts or args.repo)
 
 
 def cmd_plan(args: argparse.Namespace, settings: config.Settings) -> int:
     from vigo.model import Options
 
+    if _offline_plan(args):
+        return cmd_plan_fleet(args, settings)
     reconciler = _reconciler(args, settings)
     report = reconciler.plan(Options(allow_empty=args.allow_empty), fetch=not args.no_fetch)
     if not args.json and report.plan is not None:
@@ -137,6 +199,61 @@ def cmd_plan(args: argparse.Namespace, settings: config.Settings) -> int:
     if report.plan is not None:
         return 0  # failed stacks are part of the plan, not a failure to plan
     return report.exit_code
+
+
+def cmd_plan_fleet(args: argparse.Namespace, settings: config.Settings | None) -> int:
+    from vigo import check, fleet
+    from vigo.adapters.compose import Compose
+    from vigo.adapters.git import Clone, CloneError
+    from vigo.adapters.run import Runner
+
+    repo = (args.repo or Path(".")).resolve()
+    if not (args.host or args.all_hosts) or args.no_fetch:
+        print("vigo plan: --repo plans a clone offline: give --host NAME or --all-hosts "
+              "(and no --no-fetch)", file=sys.stderr)
+        return 2
+    if not repo.is_dir() or (args.host and not fleet.HOST_NAME.match(args.host)):
+        print(f"vigo plan: {args.repo or '.'} is not a folder, or {args.host!r} not a host "
+              "name", file=sys.stderr)
+        return 2
+    runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
+                    verbose=args.verbose)
+    validate, policy = Compose(runner).validate, check.policy_of(settings)
+    with fleet.diff_base(Clone(runner, repo), args.diff_base) as before:
+        if isinstance(before, CloneError):
+            print(f"vigo plan: --diff-base {args.diff_base}: {before}", file=sys.stderr)
+            return 2
+        plans = (fleet.plan_fleet(repo, policy, validate, before, args.diff_base or "")
+                 if args.all_hosts else
+                 [fleet.plan_host(repo, args.host, policy, validate, before,
+                                  args.diff_base or "")])
+    if args.json:
+        print(json.dumps([p.to_json() for p in plans], indent=2))
+    else:
+        lines = fleet.format_summary(plans) if args.all_hosts else fleet.format_host(plans[0])
+        print("\n".join(lines))
+    return 1 if any(p.errors for p in plans) else 0
+
+
+def cmd_host_add(args: argparse.Namespace, settings: config.Settings | None) -> int:
+    from vigo import fleet
+    from vigo.adapters.run import Runner
+    from vigo.adapters.sops import Sops
+
+    runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
+                    verbose=args.verbose)
+    identity = args.age_key_file.resolve() if args.age_key_file else fleet.default_identity()
+    try:
+        return fleet.add_host(args.repo.resolve(), args.name, args.age_recipient, Sops(runner),
+                              identity, print)
+    except fleet.FleetError as exc:
+        print(f"vigo host add: {exc}", file=sys.stderr)
+        return exc.code
+
+
+def cmd_retry(args: argparse.Namespace, settings: config.Settings) -> int:
+    print(_reconciler(args, settings).retry(args.stack))
+    return 0
 
 
 def cmd_check(args: argparse.Namespace, settings: config.Settings | None) -> int:
@@ -192,14 +309,151 @@ def cmd_init(args: argparse.Namespace, settings: config.Settings | None) -> int:
     return 0
 
 
+PROMOTE_EXIT_CODES = """exit codes:
+  0   done, or nothing to change
+  1   the checks found an error in the file (restored), nothing to roll back to, or git
+      refused the commit or push
+  2   bad arguments, unknown stack or service, not a git repo
+"""
+
+
+def _promote_parsers(sub, common: argparse.ArgumentParser) -> None:
+    """promote, history, rollback: workstation commands, in a clone of the infra repo."""
+    def parser(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=description,
+                           epilog=PROMOTE_EXIT_CODES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--repo", type=Path, default=Path("."), metavar="DIR",
+                       help="the clone of the infra repo (default: the current folder)")
+        p.add_argument("--host", default="", metavar="NAME",
+                       help="the file of hosts/NAME/ (its overlay), not the base one")
+        return p
+
+    def commit_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--commit", action="store_true",
+                       help="git add and commit the file (as you: your git identity, signing)")
+        p.add_argument("--push", action="store_true",
+                       help="commit, then push the branch to its upstream")
+
+    promote = parser(
+        "promote", "set a service's image tag in the infra repo",
+        "Set the image tag of STACK's service in its compose file, changing nothing else in "
+        "the file; run the checks of `vigo check` and restore the file if they find an error "
+        "in it; optionally commit ('promote STACK/SERVICE: OLD -> NEW') and push.")
+    promote.add_argument("target", metavar="STACK[/SERVICE]",
+                         help="SERVICE may be left out when one service has an image")
+    promote.add_argument("tag", metavar="TAG", help="sha-<7 to 40 hex> or sha256:<64 hex>")
+    commit_options(promote)
+    promote.add_argument("--allow-unpinned", action="store_true",
+                         help="accept any tag (hosts still refuse it unless allowed)")
+    promote.set_defaults(func=cmd_promote)
+    history = parser(
+        "history", "the tags a stack ran, newest first",
+        "One row per change of a service's image in the git history of the stack's compose "
+        "file: tag, commit, date, author, subject.")
+    history.add_argument("stack", metavar="STACK[/SERVICE]")
+    history.add_argument("--service", default=None, metavar="S", help="only this service")
+    history.set_defaults(func=cmd_history)
+    rollback = parser(
+        "rollback", "promote back to the previous (or a named) tag",
+        "Set the image of STACK's service back to the one before the current one in the "
+        "history (or to --to TAG), with the same checks, commit and push as promote.")
+    rollback.add_argument("target", metavar="STACK[/SERVICE]")
+    rollback.add_argument("--to", default=None, metavar="TAG",
+                          help="this pinned tag instead of the previous one")
+    commit_options(rollback)
+    rollback.set_defaults(func=cmd_rollback)
+
+
+def _promoter(args: argparse.Namespace, settings: config.Settings | None):
+    from vigo import check, promote
+    from vigo.adapters.compose import Compose
+    from vigo.adapters.git import Clone
+    from vigo.adapters.run import Runner
+
+    repo = args.repo.resolve()
+    if not repo.is_dir():
+        raise promote.PromoteError(f"{args.repo} is not a folder")
+    runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
+                    verbose=args.verbose)
+    validate = Compose(runner).validate
+    return promote.Promoter(
+        repo, Clone(runner, repo),
+        lambda root, policy, hosts: check.check(root, policy, validate, hosts),
+        check.policy_of(settings), args.host)
+
+
+def _promotion(args: argparse.Namespace, settings: config.Settings | None, verb: str) -> int:
+    from vigo import check, promote
+
+    try:
+        promoter = _promoter(args, settings)
+        if verb == "promote":
+            outcome = promoter.promote(args.target, args.tag, allow_unpinned=args.allow_unpinned,
+                                       commit=args.commit, push=args.push)
+        else:
+            outcome = promoter.rollback(args.target, args.to, commit=args.commit, push=args.push)
+    except promote.ChecksFailed as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc), "findings": check.to_json(exc.findings)},
+                             indent=2))
+        else:
+            print("\n".join(check.format_text(exc.findings, args.repo)))
+        print(f"vigo {verb}: {exc}", file=sys.stderr)
+        return exc.code
+    except promote.PromoteError as exc:
+        print(f"vigo {verb}: {exc}", file=sys.stderr)
+        return exc.code
+    if args.json:
+        print(json.dumps(outcome.to_json(), indent=2))
+    else:
+        print(outcome.line())
+    for f in outcome.findings:
+        where = f.path + (f":{f.line}" if f.line else "")
+        print(f"warning: {where} [{f.rule}] {f.message}", file=sys.stderr)
+    for line in outcome.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace, settings: config.Settings | None) -> int:
+    return _promotion(args, settings, "promote")
+
+
+def cmd_rollback(args: argparse.Namespace, settings: config.Settings | None) -> int:
+    return _promotion(args, settings, "rollback")
+
+
+def cmd_history(args: argparse.Namespace, settings: config.Settings | None) -> int:
+    from vigo import promote
+
+    try:
+        stack, service = promote.parse_target(args.stack)
+        rows = _promoter(args, settings).history(stack, args.service or service)
+    except promote.PromoteError as exc:
+        print(f"vigo history: {exc}", file=sys.stderr)
+        return exc.code
+    if args.json:
+        print(json.dumps([promote.row_json(r) for r in rows], indent=2))
+    elif not rows:
+        print(f"{stack}: no committed version of its compose file names an image")
+    else:
+        many = len({r.service for r in rows}) > 1
+        print("\n".join(promote.format_history(rows, services=many)))
+    return 0
+
+
 # Commands that work without a settings file (on a workstation, in the infra repo's CI).
-SETTINGS_OPTIONAL = {"check", "init"}
+SETTINGS_OPTIONAL = {"check", "init", "promote", "history", "rollback", "host"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    journal.attach()  # <N> priority prefixes when stdout/stderr is the journal
     args = _parser().parse_args(argv)
     try:
-        if args.command in SETTINGS_OPTIONAL:
+        if args.command in cli_ops.SETTINGS_SELF:
+            settings = None
+        elif args.command in SETTINGS_OPTIONAL or _offline_plan(args):
             settings = config.load_optional(args.config)
         else:
             settings = config.load(args.config)

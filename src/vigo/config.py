@@ -11,6 +11,7 @@ import socket
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_CONFIG = Path("/etc/vigo/vigo.toml")
 
@@ -35,19 +36,37 @@ class Settings:
     # Timeouts in seconds for one git and one compose call.
     git_timeout: int = 120
     compose_timeout: int = 600
+    # Seconds a stack's containers get to be running and healthy after an apply (a stack's
+    # compose file may set its own: `x-vigo: {health_timeout: 300}`).
+    health_timeout: int = 120
+    keep_images: int = 3  # revisions per stack whose images are kept for a rollback
+    # Decrypted env files live on tmpfs; a `secrets` folder on disk is refused unless this is
+    # set (a host without a tmpfs, accepting that plaintext may reach the disk).
+    secrets_on_disk: bool = False
     # Policy allowlists for the rules of `vigo check`, which apply runs stack by stack.
     allow_unpinned: tuple[str, ...] = ()  # stacks that may run latest / branch-* tags
     allow_caps: tuple[str, ...] = ("NET_BIND_SERVICE", "CHOWN", "SETUID", "SETGID",
                                    "DAC_OVERRIDE", "FOWNER", "KILL")
     allow_host_paths: tuple[str, ...] = ()  # absolute host path prefixes stacks may bind
+    # Operations (docs/operations.md): a Prometheus textfile, outbound notifications.
+    metrics_file: Path | None = None  # written atomically after every apply
+    notify_webhook: str = ""  # generic JSON POST on failure and on recovery
+    notify_ntfy: str = ""  # ntfy topic URL, same events
+    healthchecks_url: str = ""  # healthchecks.io style: /start, success, /fail on every run
+    # Signed commits (docs/security.md): apply only commits signed by these keys, at most one.
+    allowed_signers: Path | None = None  # SSH allowed-signers file
+    gpg_keyring: Path | None = None  # GnuPG home folder holding the trusted public keys
 
     def project(self, stack: str) -> str:
         return self.project_prefix + stack
 
 
-_PATH_KEYS = {"checkout", "runtime", "secrets", "state", "age_key_file"}
-_INT_KEYS = {"git_timeout", "compose_timeout"}
+_PATH_KEYS = {"checkout", "runtime", "secrets", "state", "age_key_file", "metrics_file",
+              "allowed_signers", "gpg_keyring"}
+_URL_KEYS = {"notify_webhook", "notify_ntfy", "healthchecks_url"}
+_INT_KEYS = {"git_timeout", "compose_timeout", "health_timeout", "keep_images"}
 _LIST_KEYS = {"allow_unpinned", "allow_caps", "allow_host_paths"}
+_BOOL_KEYS = {"secrets_on_disk"}
 _PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$|^$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -88,7 +107,15 @@ def _validate(values: dict[str, object], sources: dict[str, str], path: str) -> 
             if isinstance(value, str) and value.isdigit():
                 value = int(value)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{where}: {key} must be a positive whole number of seconds")
+                raise ConfigError(f"{where}: {key} must be a positive whole number")
+            out[key] = value
+            continue
+        if key in _BOOL_KEYS:
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0",
+                                                             "no"):
+                value = value.lower() in ("true", "1", "yes")
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: {key} must be true or false")
             out[key] = value
             continue
         if key in _LIST_KEYS:
@@ -109,6 +136,17 @@ def _validate(values: dict[str, object], sources: dict[str, str], path: str) -> 
     if not out.get("repo"):
         raise ConfigError(f"{path}: repo is required (the URL or path of the infra repo); "
                           "set it in the settings file or VIGO_REPO")
+    for key in sorted(_URL_KEYS & out.keys()):
+        try:
+            url = urlsplit(str(out[key]))
+            bad = url.scheme not in ("http", "https") or not url.hostname
+        except ValueError:
+            bad = True
+        if out[key] and bad:
+            raise ConfigError(f"{sources[key]}: {key} must be an http:// or https:// URL")
+    if out.get("allowed_signers") and out.get("gpg_keyring"):
+        raise ConfigError(f"{sources['gpg_keyring']}: allowed_signers and gpg_keyring are both "
+                          "set: set at most one (SSH or GPG signed commits)")
     if not _PREFIX_RE.match(str(out.get("project_prefix", ""))):
         raise ConfigError("project_prefix must be lowercase letters, digits, '-' or '_'")
     host = str(out.get("host") or socket.gethostname())

@@ -26,6 +26,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from vigo import rollout
 from vigo.model import COMPOSE_NAMES, PROXY
 
 ERROR = "error"
@@ -84,6 +85,7 @@ RULES: dict[str, str] = {
     "symlink": "no symbolic links anywhere in the repo",
     "stack-layout": "each stack folder has exactly one of docker-compose.yml, compose.yaml",
     "stack-name": "stack names are valid compose project names and not `proxy`",
+    "rollout": "routed services with a healthcheck can run two containers at once (warning)",
 }
 
 
@@ -584,6 +586,23 @@ def _identity(cf: ComposeFile) -> Iterator[Finding]:
             )
             fix = "Remove `container_name`; reach the service by its service name."
             yield _finding(cf, "container-name", _key_line(svc, "container_name"), name, what, fix)
+
+
+@stack_rule
+def _rollout(cf: ComposeFile) -> Iterator[Finding]:
+    """Routed services with a healthcheck are promoted without downtime, unless something
+    about them makes two containers at once impossible: say so before it surprises anyone."""
+    for name, svc, line in _services(cf.doc):
+        spec = rollout.spec(svc)
+        if not spec.test or not _routed(svc) or spec.zero_downtime:
+            continue
+        if spec.blocker.startswith(("label", "not routed", "no healthcheck")):
+            continue
+        what = (f"cannot be promoted without downtime: it {spec.blocker}; each promotion "
+                "recreates it (requests fail while it restarts)")
+        fix = ("Let Traefik publish it instead of host ports, drop container_name, or label it "
+               f"`{rollout.LABEL_ROLLOUT}=recreate` to accept the downtime.")
+        yield _finding(cf, "rollout", line, name, what, fix, severity=WARNING)
 
 
 # --- rule 7: Traefik --------------------------------------------------------------------------

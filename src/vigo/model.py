@@ -19,6 +19,20 @@ COMPOSE_CONFIG_HASH = "com.docker.compose.config-hash"
 
 
 @dataclass(frozen=True)
+class Paths:
+    """Where a run renders: the real runtime for apply, a private temp dir for plan."""
+
+    runtime: Path
+    secrets: Path  # decrypted env files (env/), saved healthy models (good/): tmpfs
+    overrides: Path
+    manifest: Path
+
+    def good_model(self, project: str) -> Path:
+        """The last healthy resolved model of a project, replayed by a rollback."""
+        return self.secrets / "good" / f"{project}.json"
+
+
+@dataclass(frozen=True)
 class Stack:
     """One compose project to run: the proxy or stacks/<name>/."""
 
@@ -88,16 +102,33 @@ class Observed:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """How one service is replaced: started beside the old container and drained, or
+    recreated (with the reason why it cannot be done without downtime)."""
+
+    test: tuple[str, ...] = ()  # the service's healthcheck test as written, () without one
+    interval: float = 30.0  # healthcheck interval and retries: how long a drain takes
+    retries: int = 3
+    blocker: str = ""  # '' when a zero-downtime rollout applies
+
+    @property
+    def zero_downtime(self) -> bool:
+        return not self.blocker
+
+
+@dataclass(frozen=True)
 class Resolved:
     """What `docker compose config` says a stack will run (only for stacks that may change)."""
 
     services: Mapping[str, str]  # service -> image
     mounts_hash: Mapping[str, str] = field(default_factory=dict)  # service -> digest
     error: str = ""
+    rollouts: Mapping[str, Rollout] = field(default_factory=dict)
+    health_timeout: int | None = None  # x-vigo.health_timeout of the stack's compose file
 
 
-CREATE, UPDATE, REMOVE, UNCHANGED, FAIL, KEEP = (
-    "create", "update", "remove", "unchanged", "fail", "keep")
+CREATE, UPDATE, REMOVE, UNCHANGED, FAIL, KEEP, HOLD = (
+    "create", "update", "remove", "unchanged", "fail", "keep", "hold")
 
 
 @dataclass(frozen=True)
@@ -106,18 +137,19 @@ class Options:
 
     allow_empty: bool = False  # prune even when the tree has no stacks
     force: bool = False  # re-apply every stack (decrypt, compose up), changed or not
+    allow_rewind: bool = False  # accept an older signed commit or a rewritten history
 
 
 @dataclass(frozen=True)
 class Action:
     stack: str
-    kind: str  # one of CREATE UPDATE REMOVE UNCHANGED FAIL KEEP
+    kind: str  # one of CREATE UPDATE REMOVE UNCHANGED FAIL KEEP HOLD
     reasons: tuple[str, ...] = ()
 
     def line(self) -> str:
         why = "; ".join(self.reasons)
         verb = {CREATE: "create", UPDATE: "update", REMOVE: "remove", UNCHANGED: "unchanged",
-                FAIL: "failed", KEEP: "kept"}[self.kind]
+                FAIL: "failed", KEEP: "kept", HOLD: "held"}[self.kind]
         return f"{self.stack}: {verb}" + (f" ({why})" if why else "")
 
 
@@ -138,6 +170,8 @@ class StackResult:
     ok: bool
     message: str  # the one output line
     containers: tuple[Container, ...] = ()  # as the engine shows them right after the action
+    hold: bool = False  # a failed deploy: not retried until the stack changes or `vigo retry`
+    rolled_back_to: str = ""  # the revision whose healthy state was restored
 
     def to_json(self) -> dict[str, object]:
         return {"stack": self.stack, "action": self.action, "ok": self.ok,

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from vigo.model import (
     CREATE,
     FAIL,
+    HOLD,
     KEEP,
     PROXY,
     REMOVE,
@@ -51,10 +52,18 @@ def needs_resolve(desired: DesiredState, observed: Observed,
         if stack.problems:
             continue
         record = records.get(stack.name) or {}
+        if held(stack, record) and not force:
+            continue
         if force or record.get("hash") != stack.hash or drift(observed.stack(stack.name),
                                                                record):
             out.append(stack.name)
     return out
+
+
+def held(stack: Stack, record: Mapping[str, object]) -> bool:
+    """A revision of the stack failed its deploy and was rolled back (or could not be): it is
+    not tried again until the stack changes, `vigo retry`, or `--force`."""
+    return record.get("failed_hash") == stack.hash
 
 
 def _short(image: str, other: str) -> str:
@@ -123,6 +132,12 @@ def plan(
             problems.append(res.error)
         if problems:
             actions.append(Action(stack.name, FAIL, tuple(problems)))
+            continue
+        if res is None and held(stack, record):
+            rev = str(record.get("failed_revision") or "")[:12]
+            actions.append(Action(stack.name, HOLD, (
+                f"{rev} failed and is not retried; `vigo retry {stack.name}` or a new commit "
+                "that changes the stack tries again",)))
             continue
         if res is None:
             actions.append(Action(stack.name, UNCHANGED))

@@ -17,21 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vigo import dotenv, render, state
+from vigo import dotenv, render, rollout, state, trust
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
-from vigo.adapters.git import Git, SourceError, url_secrets
+from vigo.adapters.git import Git, SignatureSetupError, SourceError, signature_pins, url_secrets
 from vigo.adapters.lock import RunLock
 from vigo.adapters.run import CommandTimeout, Masker, Runner
 from vigo.adapters.sops import DecryptError, Sops
 from vigo.config import Settings
+from vigo.deploy import Deployer
 from vigo.model import (
     CREATE,
     FAIL,
+    HOLD,
     KEEP,
-    LABEL_INSTANCE,
-    LABEL_MOUNTS,
-    LABEL_STACK,
     PROXY,
     REMOVE,
     UNCHANGED,
@@ -41,6 +40,7 @@ from vigo.model import (
     DesiredState,
     Observed,
     Options,
+    Paths,
     Plan,
     Resolved,
     Stack,
@@ -80,16 +80,6 @@ class Report:
         return out
 
 
-@dataclass(frozen=True)
-class Paths:
-    """Where a run renders: the real runtime for apply, a private temp dir for plan."""
-
-    runtime: Path
-    secrets: Path
-    overrides: Path
-    manifest: Path
-
-
 class Reconciler:
     def __init__(self, settings: Settings, *, verbose: bool = False,
                  emit: Callable[[str], None] = print,
@@ -109,6 +99,14 @@ class Reconciler:
         s = self.settings
         report = Report("apply", s.host)
         t0 = time.monotonic()
+        if not s.secrets_on_disk and fs.filesystem_type(s.secrets) not in ("tmpfs", "ramfs"):
+            report.exit_code = EXIT_INVALID
+            report.error = (f"secrets folder {s.secrets} is not on a tmpfs: decrypted env files "
+                            "must never reach the disk. Mount one (`mount -t tmpfs -o "
+                            f"mode=0700,size=16m tmpfs {s.secrets}`), point `secrets` at one "
+                            "(/dev/shm/vigo), or set secrets_on_disk = true")
+            self.emit(f"settings: {report.error}")
+            return report
         with RunLock(s.state / "lock"):
             st, warning = state.load(s.state)
             if warning:
@@ -120,6 +118,9 @@ class Reconciler:
                 report.duration = time.monotonic() - t0
                 st.update(finished=state.now(), duration=round(report.duration, 3),
                           exit_code=report.exit_code, error=report.error)
+                from vigo import operations  # metrics, notifications: never raises
+
+                operations.finished(self, report, st)
                 state.save(s.state, st)
         return report
 
@@ -127,7 +128,8 @@ class Reconciler:
         s = self.settings
         report = Report("plan", s.host)
         t0 = time.monotonic()
-        tmp = Path(tempfile.mkdtemp(prefix="vigo-plan-"))
+        shm = Path("/dev/shm")  # the plan's decrypted env files stay off the disk when it can
+        tmp = Path(tempfile.mkdtemp(prefix="vigo-plan-", dir=shm if shm.is_dir() else None))
         try:
             os.chmod(tmp, 0o700)
             paths = Paths(tmp / "runtime", tmp / "secrets", tmp / "overrides", tmp / "manifest")
@@ -135,7 +137,7 @@ class Reconciler:
                 st, warning = state.load(s.state)
                 if warning:
                     self._warn(report, warning)
-                desired = self._source(report, fetch)
+                desired = self._source(report, fetch, trust.base(st))
                 if desired is None:
                     return report
                 result = self._prepare(report, desired, st, paths, options, persist=False)
@@ -146,17 +148,39 @@ class Reconciler:
             report.duration = time.monotonic() - t0
         return report
 
+    def retry(self, stack: str) -> str:
+        """Let the next run try a held (failed, rolled back) revision of a stack again."""
+        with RunLock(self.settings.state / "lock"):
+            st, _ = state.load(self.settings.state)
+            record = st["stacks"].get(stack)
+            if not record or "failed_hash" not in record:
+                return f"{stack}: nothing to retry (no failed revision is held)"
+            record.pop("failed_hash")
+            state.save(self.settings.state, st)
+        return f"{stack}: the next run tries {str(record.get('failed_revision'))[:12]} again"
+
     # -- steps --------------------------------------------------------------------------------
+
+    def _progress(self, text: str) -> None:
+        """Steps inside one stack's deploy: shown with -v, like the commands."""
+        if self.runner.verbose and self.runner.log:
+            self.runner.log(self.masker(text))
 
     def _warn(self, report: Report, text: str) -> None:
         report.warnings.append(self.masker(text))
         self.emit(f"warning: {text}")
 
-    def _source(self, report: Report, fetch: bool = True) -> DesiredState | None:
+    def _source(self, report: Report, fetch: bool = True, accepted: str = "",
+                allow_rewind: bool = False) -> DesiredState | None:
         s = self.settings
         try:
             if fetch:
-                rev = self.git.sync(s.repo, s.branch, s.checkout)
+                fetched = self.git.fetch(s.repo, s.branch, s.checkout)
+                if not self._trusted(report, fetched, accepted, allow_rewind):
+                    return None  # before the checkout moves: nothing changed
+                rev = self.git.checkout(s.repo, s.branch, s.checkout, fetched)
+                if self.git.recovered:
+                    self._warn(report, self.git.recovered)
             else:
                 rev = self.git.head(s.checkout)
                 if not rev:
@@ -171,13 +195,60 @@ class Reconciler:
             self._warn(report, w)
         return desired
 
+    def _trusted(self, report: Report, fetched: str, accepted: str,
+                 allow_rewind: bool) -> bool:
+        """Signed commits (trust.py), when a key setting is on: the fetched commit must descend
+        from the last accepted one, and every commit in between be signed by a trusted key."""
+        s = self.settings
+        if s.allowed_signers is None and s.gpg_keyring is None:
+            return True
+        try:
+            pins = signature_pins(s.allowed_signers, s.gpg_keyring)
+        except SignatureSetupError as exc:
+            report.exit_code, report.error = EXIT_INVALID, f"signed commits: {exc}"
+            self.emit(f"settings: {report.error}; nothing changed")
+            return False
+        if fetched == accepted:  # an idle run asks git nothing more
+            return True
+        decision = trust.verify(
+            accepted or self.git.read_ref(s.checkout, trust.REF), fetched,
+            trust.SSH if s.allowed_signers else trust.GPG, allow_rewind,
+            is_ancestor=lambda a, b: self.git.is_ancestor(s.checkout, a, b),
+            log=lambda revisions: self.git.signatures(s.checkout, revisions, pins))
+        if not decision.ok:
+            report.exit_code, report.error = trust.EXIT_REFUSED, decision.line
+            report.revision = fetched
+            self.emit(f"source: {decision.line}; nothing changed")  # an error in the journal
+        elif decision.line:
+            self.emit(f"signatures: {decision.line}")
+        return decision.ok
+
+    def _accept(self, report: Report, st: dict[str, Any], rev: str) -> None:
+        """Remember the commit apply checked out: the base of the next signature check. Saved
+        at once, then pinned as refs/vigo/applied (gc keeps it): the state is never older."""
+        s = self.settings
+        if st.get(trust.STATE_KEY) == rev:
+            return
+        st[trust.STATE_KEY] = rev
+        if s.allowed_signers is None and s.gpg_keyring is None:
+            return
+        try:
+            state.save(s.state, st)
+        except OSError as exc:
+            self._warn(report, f"cannot save the state file: {exc}")
+        error = self.git.update_ref(s.checkout, trust.REF, rev)
+        if error:
+            self._warn(report, f"cannot pin {rev[:12]} as {trust.REF}: {error}")
+
     def _run_apply(self, report: Report, st: dict[str, Any], options: Options) -> None:
         s = self.settings
         paths = Paths(s.runtime, s.secrets, s.state / "overrides", s.state / "rendered.json")
-        desired = self._source(report)
+        desired = self._source(report, accepted=trust.base(st),
+                               allow_rewind=options.allow_rewind)
         if desired is None:
             return
         st["revision_attempted"] = desired.revision
+        self._accept(report, st, desired.revision)
         result = self._prepare(report, desired, st, paths, options, persist=True)
         if result is None:
             return
@@ -307,7 +378,12 @@ class Reconciler:
         images = {name: str(svc.get("image") or "") for name, svc in services.items()}
         mounts = {name: h for name, svc in services.items()
                   if (h := _mounts_hash(svc, paths.runtime, rendered))}
-        return Resolved(images, mounts)
+        options = model.get("x-vigo") or {}
+        timeout = options.get("health_timeout") if isinstance(options, dict) else None
+        return Resolved(images, mounts,
+                        rollouts={name: rollout.spec(svc) for name, svc in services.items()},
+                        health_timeout=timeout if isinstance(timeout, int) and timeout > 0
+                        else None)
 
     # -- apply ----------------------------------------------------------------------------
 
@@ -316,12 +392,15 @@ class Reconciler:
                  paths: Paths) -> None:
         records: dict[str, Any] = st["stacks"]
         results: dict[str, StackResult] = {}
+        deployer = Deployer(self.compose, self.settings.project_prefix, paths,
+                            self.settings.health_timeout, self._progress)
 
-        def up(action) -> StackResult:
+        def up(action: Action) -> StackResult:
             stack = desired.stack(action.stack)
             assert stack is not None
-            return self._up(stack, action, resolved[stack.name], paths,
-                            observed.stack(stack.name))
+            return deployer.deploy(stack, action, resolved[stack.name],
+                                   observed.stack(stack.name), records.get(stack.name) or {},
+                                   desired.revision)
 
         def publish(result: StackResult) -> None:
             results[result.stack] = result
@@ -339,15 +418,19 @@ class Reconciler:
             if action.kind == FAIL:
                 publish(StackResult(action.stack, FAIL, False, action.line()))
             elif action.kind == REMOVE:
-                publish(self._down(action.stack))
+                publish(self._down(action.stack, paths))
             elif action.kind == KEEP:
                 publish(StackResult(action.stack, KEEP, True, action.line()))
+            elif action.kind == HOLD:
+                publish(StackResult(action.stack, HOLD, False, action.line()))
             elif action.kind == UNCHANGED:
                 results[action.stack] = StackResult(action.stack, UNCHANGED, True,
                                                     action.line())
         if the_plan.refusal:
             self.emit(f"prune refused: {the_plan.refusal}")
-        self._record(desired, results, records)
+        dropped = self._record(desired, results, records)
+        if dropped:
+            self._clean_images(records, dropped)
         report.results = [results[a.stack] for a in the_plan.actions if a.stack in results]
         if the_plan.refusal or any(not r.ok for r in report.results):
             report.exit_code = EXIT_FAILED
@@ -355,45 +438,11 @@ class Reconciler:
                 r.message for r in report.results if not r.ok)
         else:
             st["revision_applied"] = desired.revision
-        if not work and not the_plan.by_kind(REMOVE, FAIL):
+        if not work and not the_plan.by_kind(REMOVE, FAIL, HOLD):
             self.emit(f"{desired.revision[:12]}: nothing to do, {len(desired.stacks)} "
                       "stack(s) unchanged")
 
-    def _up(self, stack: Stack, action: Action, res: Resolved, paths: Paths,
-            before: tuple[Container, ...]) -> StackResult:
-        project = self.settings.project(stack.name)
-        override = paths.overrides / f"{project}.json"
-        labels = {LABEL_STACK: stack.name, LABEL_INSTANCE: self.settings.project_prefix}
-        body = {"services": {svc: {"labels": labels | (
-            {LABEL_MOUNTS: res.mounts_hash[svc]} if svc in res.mounts_hash else {})}
-            for svc in res.services}}
-        fs.write_json(override, body, mode=0o600)
-        try:
-            out = self.compose.up(project, [paths.runtime / stack.compose_file, override],
-                                  [paths.secrets / rel for rel in stack.interpolation_env])
-        except CommandTimeout as exc:
-            return StackResult(stack.name, action.kind, False, f"{stack.name}: failed ({exc})")
-        if not out.ok:
-            return StackResult(stack.name, action.kind, False,
-                               f"{stack.name}: failed (docker compose up: {out.error(4)})")
-        try:
-            after = self.compose.containers(project)
-        except (DockerError, CommandTimeout) as exc:
-            return StackResult(stack.name, action.kind, False,
-                               f"{stack.name}: failed (compose up succeeded, but {exc})")
-        why = list(action.reasons)
-        verb = "created" if action.kind == CREATE else "updated"
-        if before and {(c.id, c.config_hash) for c in after} == {
-                (c.id, c.config_hash) for c in before} and all(
-                c.state == "running" for c in (*before, *after)):
-            verb = "unchanged"
-            why.append("no container needed a change")
-        why_text = "; ".join(why)
-        return StackResult(stack.name, action.kind, True,
-                           f"{stack.name}: {verb}" + (f" ({why_text})" if why_text else ""),
-                           containers=after)
-
-    def _down(self, name: str) -> StackResult:
+    def _down(self, name: str, paths: Paths) -> StackResult:
         try:
             out = self.compose.down(self.settings.project(name))
         except CommandTimeout as exc:
@@ -401,11 +450,15 @@ class Reconciler:
         if not out.ok:
             return StackResult(name, REMOVE, False,
                                f"{name}: failed to remove (docker compose down: {out.error(3)})")
+        fs.remove(paths.good_model(self.settings.project(name)))
         return StackResult(name, REMOVE, True, f"{name}: removed (no longer in the repo)")
 
     def _record(self, desired: DesiredState, results: dict[str, StackResult],
-                records: dict[str, Any]) -> None:
+                records: dict[str, Any]) -> set[str]:
+        """Update the per-stack records; returns the images that fell out of some stack's
+        last `keep_images` revisions."""
         now = state.now()
+        dropped: set[str] = set()
         for name, result in results.items():
             record = records.setdefault(name, {})
             stack = desired.stack(name)
@@ -416,6 +469,17 @@ class Reconciler:
                 record.update(hash=stack.hash, digests=dict(stack.digests),
                               revision=desired.revision, applied_at=now,
                               containers={c.name: c.config_hash for c in result.containers})
+                for key in ("failed_hash", "failed_revision", "rolled_back_to"):
+                    record.pop(key, None)
+                dropped |= _remember_images(record, desired.revision, result.containers,
+                                            self.settings.keep_images)
+            elif result.rolled_back_to:
+                record["containers"] = {c.name: c.config_hash for c in result.containers}
+                record["rolled_back_to"] = result.rolled_back_to
+            if result.hold and stack is not None:
+                record["failed_hash"] = stack.hash
+            if result.action == HOLD:
+                continue  # keep the reason of the deploy that failed
             record.update(outcome="ok" if result.ok else "failed",
                           reason="" if result.ok else result.message, checked_at=now)
             if not result.ok:
@@ -423,6 +487,30 @@ class Reconciler:
         for name in list(records):
             if name not in results and desired.stack(name) is None:
                 records.pop(name)
+        return dropped
+
+    def _clean_images(self, records: dict[str, Any], dropped: set[str]) -> None:
+        """Remove images vigo deployed that no stack keeps for a rollback any more; docker
+        refuses to remove one a container still uses, and that is fine."""
+        kept = {image for record in records.values()
+                for _, images in record.get("images", []) for image in images}
+        for image in sorted(dropped - kept):
+            if self.compose.remove_image(image).ok:
+                self.emit(f"image {image}: removed (older than the last "
+                          f"{self.settings.keep_images} revisions)")
+
+
+def _remember_images(record: dict[str, Any], revision: str, containers: tuple[Container, ...],
+                     keep: int) -> set[str]:
+    """Append the images a healthy apply runs; forget all but the last `keep` revisions and
+    return the images that were forgotten."""
+    images = sorted({c.image for c in containers if c.image})
+    history: list = record.setdefault("images", [])
+    if not history or history[-1][1] != images:
+        history.append([revision, images])
+    forgotten = history[:-keep]
+    del history[:-keep]
+    return {image for _, old in forgotten for image in old}
 
 
 def _mounts_hash(service: dict[str, Any], runtime: Path, rendered: set[str]) -> str:

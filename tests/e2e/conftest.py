@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -52,7 +53,7 @@ class Host:
         self.port = free_port()
         self.state = root / "state"
         self.runtime = root / "runtime"
-        self.secrets = root / "secrets"
+        self.secrets = Path("/dev/shm") / f"vigo-test-{self.prefix[:-1]}"  # a tmpfs
         self.checkout = root / "checkout"
         self.config = root / "vigo.toml"
         self.config.write_text(
@@ -119,6 +120,7 @@ class Host:
                 if stack is None or c["Config"]["Labels"].get("io.vigo.stack") == stack]
 
     def cleanup(self) -> None:
+        shutil.rmtree(self.secrets, ignore_errors=True)
         ids = sh("docker", "ps", "-aq", "--filter", f"name=^{self.prefix}", check=False
                  ).stdout.split()
         if ids:

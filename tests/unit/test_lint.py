@@ -351,6 +351,19 @@ TREE_CASES = [
     # rule 6: identity
     case("identity: name", stack(top="name: app\n"), "project-name"),
     case("identity: container_name", stack("container_name: web\n"), "container-name"),
+    # rollout: routed services with a healthcheck that cannot run twice
+    case("rollout: routed with healthcheck rolls",
+         stack(ROUTED + "healthcheck: {test: [CMD, /bin/healthy]}\nnetworks: [proxy]\n",
+               top="networks:\n  proxy:\n    external: true\n    name: proxy_default\n")),
+    case("rollout: host ports block it",
+         stack(ROUTED + "healthcheck: {test: [CMD, /bin/healthy]}\nports: ['8080:80']\n"
+               "networks: [proxy]\n",
+               top="networks:\n  proxy:\n    external: true\n    name: proxy_default\n"),
+         "rollout (warning)"),
+    case("rollout: opted out with the label is fine",
+         stack(ROUTED + "  - io.vigo.rollout=recreate\nhealthcheck: {test: [CMD, x]}\n"
+               "ports: ['8080:80']\nnetworks: [proxy]\n",
+               top="networks:\n  proxy:\n    external: true\n    name: proxy_default\n")),
     # rule 7: Traefik
     case(
         "traefik: distinct stacks",

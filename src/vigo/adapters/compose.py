@@ -72,6 +72,35 @@ class Compose:
                 "--quiet-pull"]
         return self.runner.run(argv, env=COMPOSE_ENV, timeout=self.timeout)
 
+    def resolved(self, project: str, files: Sequence[Path], env_files: Sequence[Path]) -> Result:
+        """The fully resolved model, env files inlined: the replayable state of a stack. Holds
+        secrets: callers write it to the secrets folder only and never print it."""
+        argv = [*self._argv(project, files, env_files), "config", "--format", "json"]
+        return self.runner.run(argv, env=COMPOSE_ENV, timeout=120, mask_output=False)
+
+    def config_hashes(self, project: str, files: Sequence[Path],
+                      env_files: Sequence[Path]) -> dict[str, str]:
+        """service -> the config hash compose would give its container now."""
+        argv = [*self._argv(project, files, env_files), "config", "--hash", "*"]
+        res = self.runner.run(argv, env=COMPOSE_ENV, timeout=120)
+        if not res.ok:
+            raise DockerError(f"docker compose config --hash: {res.error(3)}")
+        return dict(line.split(None, 1) for line in res.stdout.splitlines() if " " in line)
+
+    def up_service(self, project: str, files: Sequence[Path], env_files: Sequence[Path],
+                   service: str, scale: int) -> Result:
+        """Start `scale` containers of one service without recreating the running ones (the
+        first step of a zero-downtime rollout)."""
+        argv = [*self._argv(project, files, env_files), "up", "--detach", "--no-deps",
+                "--no-recreate", "--quiet-pull", "--scale", f"{service}={scale}", service]
+        return self.runner.run(argv, env=COMPOSE_ENV, timeout=self.timeout)
+
+    def up_model(self, project: str, model: Path) -> Result:
+        """Bring a project back to a saved resolved model (a rollback)."""
+        argv = ["docker", "compose", "--project-name", project, "--file", str(model),
+                "--env-file", "/dev/null", "up", "--detach", "--remove-orphans", "--quiet-pull"]
+        return self.runner.run(argv, env=COMPOSE_ENV, timeout=self.timeout)
+
     def down(self, project: str) -> Result:
         argv = ["docker", "compose", "--project-name", project, "down", "--remove-orphans"]
         return self.runner.run(argv, env=COMPOSE_ENV, timeout=self.timeout)
@@ -91,6 +120,46 @@ class Compose:
                 row = json.loads(line)
                 out.append(Container(**{k: str(v or "") for k, v in row.items()}))
         return tuple(out)
+
+    def inspect(self, ids: Sequence[str]) -> list[dict[str, object]]:
+        if not ids:
+            return []
+        res = self.runner.run(("docker", "inspect", "--type", "container", *ids), timeout=60)
+        if not res.ok and not res.stdout.strip().startswith("["):
+            raise DockerError(f"docker inspect: {res.error(2)}")
+        return json.loads(res.stdout or "[]")
+
+    def logs(self, container: str, lines: int = 10) -> str:
+        """The last lines a container printed (masked like every output)."""
+        res = self.runner.run(("docker", "logs", "--tail", str(lines), container), timeout=30)
+        return "\n".join((res.stdout + res.stderr).strip().splitlines()[-lines:])
+
+    def exec(self, container: str, *argv: str) -> Result:
+        return self.runner.run(("docker", "exec", container, *argv), timeout=30)
+
+    def remove(self, container: str, stop_timeout: int = 10) -> Result:
+        res = self.runner.run(("docker", "stop", "--time", str(stop_timeout), container),
+                              timeout=stop_timeout + 30)
+        if not res.ok:
+            return res
+        return self.runner.run(("docker", "rm", container), timeout=60)
+
+    def local_images(self) -> set[str]:
+        """Every image reference the engine holds: repo:tag and repo@digest."""
+        res = self.runner.run(("docker", "images", "--digests", "--format",
+                               "{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}"),
+                              timeout=60)
+        if not res.ok:
+            raise DockerError(f"docker images: {res.error(2)}")
+        return {ref for line in res.stdout.splitlines() for ref in line.split()
+                if not ref.endswith((":<none>", "@<none>"))}
+
+    def pull(self, image: str) -> Result:
+        return self.runner.run(("docker", "pull", "--quiet", image), timeout=self.timeout)
+
+    def remove_image(self, image: str) -> Result:
+        """Remove an image unless a container uses it (docker refuses then)."""
+        return self.runner.run(("docker", "image", "rm", image), timeout=120)
 
     def engine_ok(self) -> str:
         res = self.runner.run(("docker", "version", "--format", "{{.Server.Version}}"),

@@ -71,6 +71,27 @@ def ensure_private_file(path: Path) -> str:
     return ""
 
 
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem that holds path (or would hold it), from /proc/mounts."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    path = path.resolve()
+    best, kind = "", ""
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount = parts[1].replace("\\040", " ")
+        if (path == Path(mount) or path.is_relative_to(mount)) and len(mount) >= len(best):
+            best, kind = mount, parts[2]
+    return kind
+
+
 def _same_file(dst: Path, data: bytes, mode: int) -> bool:
     try:
         st = dst.lstat()

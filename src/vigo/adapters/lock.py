@@ -33,3 +33,26 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def holder(path: Path, proc_locks: Path = Path("/proc/locks")) -> int | None:
+    """The pid of the process that holds the run lock now, or None. Reads the pid the holder
+    wrote into the file and checks /proc/locks: never takes the lock, so `vigo status` cannot
+    delay or refuse a run."""
+    try:
+        pid = int(path.read_text().split()[0])
+        inode = path.stat().st_ino
+        table = proc_locks.read_text()
+    except (OSError, ValueError, IndexError):
+        return None
+    for line in table.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 4242 fd:01:131090 0 EOF" (a "->" line is a waiter)
+        parts = line.split()
+        if "->" in parts or len(parts) < 6 or parts[1] != "FLOCK":
+            continue
+        try:
+            if int(parts[4]) == pid and int(parts[5].rsplit(":", 1)[1]) == inode:
+                return pid
+        except (ValueError, IndexError):
+            continue
+    return None

@@ -53,3 +53,21 @@ class Sops:
         if not res.ok:
             raise DecryptError(_reason(res.returncode, res.stderr))
         return res.stdout
+
+    def updatekeys(self, rel: str, repo: Path, identity: Path | None = None) -> bool:
+        """`sops updatekeys -y` of repo/rel: its data key re-encrypted to the recipients of the
+        .sops.yaml rule that matches it now (values and data key unchanged). Needs an identity
+        that can decrypt the file today, unless nothing changes. True when the file changed."""
+        env = {"SOPS_DISABLE_VERSION_CHECK": "1"}
+        if identity is not None:
+            env["SOPS_AGE_KEY_FILE"] = str(identity)
+        res = self.runner.run(("sops", "updatekeys", "--yes", "--input-type", "dotenv", rel),
+                              env=env, cwd=repo, timeout=self.timeout)
+        if res.returncode == 127:
+            raise DecryptError("sops is not installed (see the README: scripts/install-deps)")
+        if res.returncode == 128:
+            raise DecryptError(f"the identity {identity or '(sops default)'} cannot decrypt it: "
+                               "it must be one of the file's recipients today")
+        if not res.ok:
+            raise DecryptError(_reason(res.returncode, res.stderr))
+        return "already up to date" not in res.stderr
