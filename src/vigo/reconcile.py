@@ -99,14 +99,6 @@ class Reconciler:
         s = self.settings
         report = Report("apply", s.host)
         t0 = time.monotonic()
-        if not s.secrets_on_disk and fs.filesystem_type(s.secrets) not in ("tmpfs", "ramfs"):
-            report.exit_code = EXIT_INVALID
-            report.error = (f"secrets folder {s.secrets} is not on a tmpfs: decrypted env files "
-                            "must never reach the disk. Mount one (`mount -t tmpfs -o "
-                            f"mode=0700,size=16m tmpfs {s.secrets}`), point `secrets` at one "
-                            "(/dev/shm/vigo), or set secrets_on_disk = true")
-            self.emit(f"settings: {report.error}")
-            return report
         with RunLock(s.state / "lock"):
             st, warning = state.load(s.state)
             if warning:
@@ -242,6 +234,14 @@ class Reconciler:
 
     def _run_apply(self, report: Report, st: dict[str, Any], options: Options) -> None:
         s = self.settings
+        if not s.secrets_on_disk and fs.filesystem_type(s.secrets) not in ("tmpfs", "ramfs"):
+            report.exit_code = EXIT_INVALID
+            report.error = (f"secrets folder {s.secrets} is not on a tmpfs: decrypted env files "
+                            "must never reach the disk. Mount one (`mount -t tmpfs -o "
+                            f"mode=0700,size=16m tmpfs {s.secrets}`), point `secrets` at one "
+                            "(/dev/shm/vigo), or set secrets_on_disk = true")
+            self.emit(f"settings: {report.error}")
+            return
         paths = Paths(s.runtime, s.secrets, s.state / "overrides", s.state / "rendered.json")
         desired = self._source(report, accepted=trust.base(st),
                                allow_rewind=options.allow_rewind)

@@ -300,3 +300,15 @@ def test_invalid_settings_exit_2(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "vigo", "--config", str(bad), "apply"],
                          capture_output=True, text=True, check=False)
     assert res.returncode == 2 and "unknown key 'branchh'" in res.stderr
+
+
+def test_secrets_folder_on_disk_is_refused(host: Host) -> None:
+    host.seed()
+    on_disk = host.root / "secrets-on-disk"
+    host.config.write_text(host.config.read_text().replace(str(host.secrets), str(on_disk)))
+    res = host.apply(expect=2)
+    assert f"secrets folder {on_disk} is not on a tmpfs" in res.stdout
+    assert host.containers() == [] and not on_disk.exists()
+    host.config.write_text(host.config.read_text() + "secrets_on_disk = true\n")
+    host.apply()
+    assert stat.S_IMODE(on_disk.stat().st_mode) == 0o700
