@@ -60,7 +60,13 @@ class Deployer:
     def deploy(self, stack: Stack, action: Action, res: Resolved, before: tuple[Container, ...],
                record: dict, revision: str) -> StackResult:
         project = self.project_prefix + stack.name
-        files = [self.paths.runtime / stack.compose_file, self._override(project, stack, res)]
+        try:
+            files = [self.paths.runtime / stack.compose_file, self._override(project, stack, res)]
+        except OSError as exc:  # a full state folder: nothing was touched
+            return StackResult(stack.name, action.kind, False, f"{stack.name}: failed (cannot "
+                               f"write {self.paths.overrides / f'{project}.json'}: "
+                               f"{exc.strerror or exc}; the running containers were left as "
+                               "they are)")
         envs = [self.paths.secrets / rel for rel in stack.interpolation_env]
         timeout = res.health_timeout or self.health_timeout
         why = list(action.reasons)
@@ -82,9 +88,11 @@ class Deployer:
                 return self._rollback(stack, action, self._explain(verdict), record, revision)
             after = self.compose.containers(project)
         except (DockerError, CommandTimeout) as exc:
-            return StackResult(stack.name, action.kind, False, f"{stack.name}: failed ({exc})",
-                               hold=False)
-        self._save_good(project, files, envs)
+            return StackResult(stack.name, action.kind, False,
+                               f"{stack.name}: failed ({self._engine_gone() or exc})", hold=False)
+        unsaved = self._save_good(project, files, envs)
+        if unsaved:
+            why.append(unsaved)
         if rolled.names:
             why.append(f"{', '.join(rolled.names)} replaced without downtime")
         verb = "created" if action.kind == CREATE else "updated"
@@ -119,6 +127,7 @@ class Deployer:
         have = self.compose.local_images()
         for image in sorted(set(res.services.values())):
             if image and image_ref(image) not in have:
+                self.log(f"pulling {image}")
                 pulled = self.compose.pull(image)
                 if not pulled.ok:
                     return f"image {image} cannot be pulled: {pulled.error(2)}"
@@ -188,7 +197,8 @@ class Deployer:
              only: set[str] | None = None) -> health.Verdict:
         """Wait until every container of the project (or the `only` ones) is healthy, or one
         fails, or the timeout passes."""
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline, told = start + timeout, start
         baseline: dict[str, int] | None = None
         while True:
             ids = [c.id for c in self.compose.containers(project) if only is None or c.id in only]
@@ -198,9 +208,14 @@ class Deployer:
             verdict = health.judge(probes, services, baseline, time.time())
             if verdict.status != health.WAIT:
                 return verdict
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 return health.Verdict(health.FAIL, f"not healthy after {timeout:.0f}s: "
                                       f"{verdict.reason}", verdict.container)
+            if now - told >= 5:
+                told = now
+                self.log(f"{project}: waiting for health: {verdict.reason} "
+                         f"({now - start:.0f}s of {timeout:.0f}s)")
             self.sleep(POLL)
 
     def _explain(self, verdict: health.Verdict) -> str:
@@ -212,15 +227,34 @@ class Deployer:
 
     # -- rollback -------------------------------------------------------------------------------
 
-    def _save_good(self, project: str, files: list[Path], envs: list[Path]) -> None:
-        """Keep the resolved model of a healthy stack (it holds secrets: tmpfs, 0600)."""
+    def _save_good(self, project: str, files: list[Path], envs: list[Path]) -> str:
+        """Keep the resolved model of a healthy stack (it holds secrets: tmpfs, 0600); the
+        reason when it cannot be kept (a full tmpfs): a later failure then has no rollback."""
         res = self.compose.resolved(project, files, envs)
         if res.ok:
-            fs.write_secret(self.paths.good_model(project), res.stdout)
+            try:
+                fs.write_secret(self.paths.good_model(project), res.stdout)
+            except OSError as exc:
+                return (f"its healthy state was not saved for a rollback: cannot write "
+                        f"{self.paths.good_model(project)}: {exc.strerror or exc}")
+        return ""
+
+    def _engine_gone(self) -> str:
+        """Why the engine does not answer, or '' when it does. A deploy that failed because the
+        engine stopped says nothing about the revision: it is neither rolled back nor held."""
+        try:
+            self.compose.engine_ok()
+        except (DockerError, CommandTimeout) as exc:
+            return f"{exc}; the next run tries again"
+        return ""
 
     def _rollback(self, stack: Stack, action: Action, reason: str, record: dict,
                   revision: str, kept: str = "") -> StackResult:
         project = self.project_prefix + stack.name
+        gone = self._engine_gone()
+        if gone:
+            return StackResult(stack.name, action.kind, False,
+                               f"{stack.name}: failed ({gone}; {reason})", hold=False)
         good = self.paths.good_model(project)
         last = str(record.get("revision") or "")[:12]
         if kept:  # a failed zero-downtime rollout never touched the old container

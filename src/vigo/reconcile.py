@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.git import Git, SignatureSetupError, SourceError, signature_pins, url_secrets
 from vigo.adapters.lock import RunLock
 from vigo.adapters.run import CommandTimeout, Masker, Runner
-from vigo.adapters.sops import DecryptError, Sops
+from vigo.adapters.sops import DecryptError, Sops, key_problem
 from vigo.config import Settings
 from vigo.deploy import Deployer
 from vigo.model import (
@@ -109,11 +110,18 @@ class Reconciler:
             finally:
                 report.duration = time.monotonic() - t0
                 st.update(finished=state.now(), duration=round(report.duration, 3),
-                          exit_code=report.exit_code, error=report.error)
+                          exit_code=report.exit_code, error=self.masker(report.error))
                 from vigo import operations  # metrics, notifications: never raises
 
                 operations.finished(self, report, st)
-                state.save(s.state, st)
+                try:
+                    state.save(s.state, st)
+                except OSError as exc:  # a full disk: the old file stays whole (atomic write)
+                    report.exit_code = report.exit_code or EXIT_FAILED
+                    report.error = report.error or f"cannot save {state.path(s.state)}"
+                    self.emit(f"state: cannot save {state.path(s.state)}: "
+                              f"{exc.strerror or exc}; the previous state file is kept, the "
+                              "next run starts from it")
         return report
 
     def plan(self, options: Options = Options(), fetch: bool = True) -> Report:
@@ -129,6 +137,8 @@ class Reconciler:
                 st, warning = state.load(s.state)
                 if warning:
                     self._warn(report, warning)
+                if self._key_refused(report):
+                    return report
                 desired = self._source(report, fetch, trust.base(st))
                 if desired is None:
                     return report
@@ -154,13 +164,22 @@ class Reconciler:
     # -- steps --------------------------------------------------------------------------------
 
     def _progress(self, text: str) -> None:
-        """Steps inside one stack's deploy: shown with -v, like the commands."""
-        if self.runner.verbose and self.runner.log:
+        """Long steps inside one stack's deploy (pulls, health waits, rollouts): shown on a
+        terminal and with -v; under systemd (no terminal) only the result lines."""
+        if (self.runner.verbose or sys.stderr.isatty()) and self.runner.log:
             self.runner.log(self.masker(text))
 
     def _warn(self, report: Report, text: str) -> None:
         report.warnings.append(self.masker(text))
         self.emit(f"warning: {text}")
+
+    def _key_refused(self, report: Report) -> bool:
+        """Every run, before anything is touched: one stat of the age key (docs/security.md)."""
+        why = key_problem(self.settings.age_key_file)
+        if why:
+            report.exit_code, report.error = EXIT_INVALID, why
+            self.emit(f"settings: {why}; nothing changed")
+        return bool(why)
 
     def _source(self, report: Report, fetch: bool = True, accepted: str = "",
                 allow_rewind: bool = False) -> DesiredState | None:
@@ -242,6 +261,8 @@ class Reconciler:
                             "(/dev/shm/vigo), or set secrets_on_disk = true")
             self.emit(f"settings: {report.error}")
             return
+        if self._key_refused(report):
+            return
         paths = Paths(s.runtime, s.secrets, s.state / "overrides", s.state / "rendered.json")
         desired = self._source(report, accepted=trust.base(st),
                                allow_rewind=options.allow_rewind)
@@ -270,7 +291,7 @@ class Reconciler:
         candidates = needs_resolve(desired, observed, records, options.force)
         failures = self._secrets(desired, candidates, st, paths,
                                  persist=persist and not options.force)
-        self._render_runtime(desired, paths, failures)
+        self._render_runtime(report, desired, paths, failures)
         if any(s.name == PROXY for s in desired.stacks):
             err = fs.ensure_private_file(paths.runtime / ACME_JSON)
             if err:
@@ -337,7 +358,13 @@ class Reconciler:
                 known.pop(rel, None)
                 continue
             self.masker.add(v for _, v in pairs)
-            fs.write_secret(dst, dotenv.format_for_compose(pairs))
+            try:
+                fs.write_secret(dst, dotenv.format_for_compose(pairs))
+            except OSError as exc:  # a full tmpfs: the stacks that use it fail, not the run
+                failed[rel] = f"{rel}: cannot write {dst}: {exc.strerror or exc}"
+                fs.remove(dst)
+                known.pop(rel, None)
+                continue
             known[rel] = digest
         for stale in sorted(env_dir.glob("*.env")):
             rel = f"env/{stale.name}"
@@ -351,7 +378,7 @@ class Reconciler:
                 failures[name] = "; ".join(why)
         return failures
 
-    def _render_runtime(self, desired: DesiredState, paths: Paths,
+    def _render_runtime(self, report: Report, desired: DesiredState, paths: Paths,
                         failures: dict[str, str]) -> None:
         # A stack that cannot be applied keeps the files it last ran with.
         broken = {s.name for s in desired.stacks if s.problems} | set(failures)
@@ -359,6 +386,8 @@ class Reconciler:
         keep |= set(desired.blocked)
         links = {rel: paths.secrets / rel for rel in desired.env_files}
         synced = fs.sync_tree(paths.runtime, desired.files, links, keep, paths.manifest)
+        if synced.warning:
+            self._warn(report, synced.warning)
         for rel, why in synced.errors.items():
             name = render.owner(rel)
             if name is not None:
@@ -481,7 +510,8 @@ class Reconciler:
             if result.action == HOLD:
                 continue  # keep the reason of the deploy that failed
             record.update(outcome="ok" if result.ok else "failed",
-                          reason="" if result.ok else result.message, checked_at=now)
+                          reason="" if result.ok else self.masker(result.message),
+                          checked_at=now)
             if not result.ok:
                 record["failed_revision"] = desired.revision
         for name in list(records):

@@ -15,6 +15,11 @@ RENDER_VERSION = "1"
 STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 OVERLAY_ROOTS = ("proxy/", "stacks/", "env/")
 SKIP_DIRS = {".git"}
+# A rendered file larger than this fails the stack that owns it (outside a stack: not copied).
+# Compose files, configs and env files are kilobytes; a huge one is a mistake or an attack on the
+# disk, the runtime tree and the digests every run computes.
+MAX_FILE_SIZE = 16 * 1024 * 1024
+GITMODULES_WARNING = ".gitmodules: submodules are never fetched; ignored"
 
 
 def owner(path: str) -> str | None:
@@ -49,6 +54,7 @@ def _walk(root: Path) -> tuple[dict[str, Path], dict[str, str]]:
             if not path.is_symlink():
                 if name in filenames:
                     files[rel] = path
+                    _check_size(path, rel, files, refused)
                 continue
             target = path.resolve()
             if not target.is_relative_to(real_root):
@@ -57,10 +63,19 @@ def _walk(root: Path) -> tuple[dict[str, Path], dict[str, str]]:
                 refused[rel] = f"{rel} is a symlink to a folder (not supported: copy the files)"
             elif target.is_file():
                 files[rel] = target
+                _check_size(target, rel, files, refused)
             else:
                 refused[rel] = f"{rel} is a broken symlink"
         dirnames[:] = [d for d in dirnames if not (base / d).is_symlink()]
     return files, refused
+
+
+def _check_size(path: Path, rel: str, files: dict[str, Path], refused: dict[str, str]) -> None:
+    size = path.stat().st_size
+    if size > MAX_FILE_SIZE:
+        del files[rel]
+        refused[rel] = (f"{rel} is {size / 2**20:.1f} MiB ({size} bytes), over the "
+                        f"{MAX_FILE_SIZE // 2**20} MiB limit of a rendered file")
 
 
 def digest(path: Path) -> str:
@@ -78,6 +93,9 @@ def render(checkout: Path, host: str, revision: str) -> DesiredState:
     warnings: list[str] = []
     prefix = f"hosts/{host}/"
     for rel, src in all_files.items():
+        if rel == ".gitmodules":  # git never recurses into submodules for vigo
+            warnings.append(GITMODULES_WARNING)
+            continue
         if rel.startswith("hosts/"):
             if rel.startswith(prefix):
                 inner = rel[len(prefix):]
@@ -89,6 +107,9 @@ def render(checkout: Path, host: str, revision: str) -> DesiredState:
             continue
         files[rel] = src
     files.update(overlay)
+    for rel, why in _clashes(files, overlay, prefix).items():  # refused like a bad symlink
+        del files[rel]
+        refused[rel] = why
     problems: dict[str, list[str]] = {}
     blocked: set[str] = set()
     for rel, why in refused.items():
@@ -99,9 +120,11 @@ def render(checkout: Path, host: str, revision: str) -> DesiredState:
         if name is None and inner.startswith("env/global"):
             name = "*"
         if name is None:
-            warnings.append(f"{why}: not copied")
+            if f"{why}: not copied" not in warnings:  # a clash refuses two paths, says it once
+                warnings.append(f"{why}: not copied")
         else:
-            problems.setdefault(name, []).append(why)
+            if why not in problems.setdefault(name, []):
+                problems[name].append(why)
             blocked.add(inner)
     env_files = {rel: src for rel, src in files.items() if is_env_file(rel)}
     digests = {rel: digest(src) for rel, src in files.items()}
@@ -121,6 +144,23 @@ def render(checkout: Path, host: str, revision: str) -> DesiredState:
         blocked=frozenset(blocked),
         warnings=tuple(warnings),
     )
+
+
+def _clashes(files: Mapping[str, Path], overlay: Mapping[str, Path], prefix: str
+             ) -> dict[str, str]:
+    """Paths that are a file in one tree (base or overlay) and a folder in the other: neither
+    can be copied, whichever tree wins."""
+    out: dict[str, str] = {}
+    for rel in files:
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in files:
+                trees = ((prefix, "the base tree") if parent in overlay
+                         else ("the base tree", prefix))
+                why = f"{parent} is a file in {trees[0]} and a folder in {trees[1]}"
+                out[parent] = out[rel] = why
+    return out
 
 
 def _find_stacks(files: Mapping[str, Path]) -> dict[str, str]:
@@ -155,8 +195,9 @@ def _stack(name: str, compose_file: str, files: Mapping[str, Path],
         issues.append(f"{' and '.join(composes)} both exist: keep one compose file")
     interpolation = tuple(p for p in ("env/global.env", f"env/{name}.env") if p in env_files)
     text = _read_text(files[compose_file]) if compose_file in files else ""
-    mentioned = tuple(rel for rel in env_files if rel not in interpolation and re.search(
-        r"(?<![\w.-])" + re.escape(rel.split("/", 1)[1]) + r"(?![\w.-])", text))
+    mentioned = tuple(rel for rel in env_files if rel not in interpolation
+                      and (name_ := rel.split("/", 1)[1]) in text  # cheap test first: O(n^2)
+                      and re.search(r"(?<![\w.-])" + re.escape(name_) + r"(?![\w.-])", text))
     env = interpolation + tuple(sorted(mentioned))
     stack_digests = {rel: digests[rel] for rel in (*own, *env)}
     h = hashlib.sha256(f"vigo-render-{RENDER_VERSION}\n{name}\n".encode())

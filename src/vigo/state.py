@@ -10,6 +10,7 @@ from typing import Any
 from vigo.adapters import fs
 
 VERSION = 1
+RUN_FILES = ("rendered.json", "overrides")  # what an apply leaves beside state.json
 
 
 def now() -> str:
@@ -26,7 +27,9 @@ def load(state_dir: Path) -> tuple[dict[str, Any], str]:
         data = fs.read_json(path(state_dir))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         return _empty(), f"{path(state_dir)} is unreadable ({exc}); starting from what Docker runs"
-    if data is None:
+    if data is None:  # the first run, or a file lost after runs left their other files
+        if any((state_dir / name).exists() for name in RUN_FILES):
+            return _empty(), f"{path(state_dir)} is missing; starting from what Docker runs"
         return _empty(), ""
     if not isinstance(data, dict) or data.get("version") != VERSION:
         return _empty(), f"{path(state_dir)} has an unknown format; starting from what Docker runs"

@@ -16,6 +16,10 @@ from vigo.model import (
     Container,
 )
 
+# Output that is parsed, never printed (ps, inspect, images, config --hash), is not masked: a
+# secret equal to a stack, service or image name (POSTGRES_DB=shop) would otherwise hide the
+# containers from vigo and redeploy them every run. What vigo prints goes through the masker.
+
 # Remote includes from git or OCI are on by default in compose: never for vigo.
 COMPOSE_ENV = {"COMPOSE_EXPERIMENTAL_GIT_REMOTE": "false",
                "COMPOSE_EXPERIMENTAL_OCI_REMOTE": "false"}
@@ -82,7 +86,7 @@ class Compose:
                       env_files: Sequence[Path]) -> dict[str, str]:
         """service -> the config hash compose would give its container now."""
         argv = [*self._argv(project, files, env_files), "config", "--hash", "*"]
-        res = self.runner.run(argv, env=COMPOSE_ENV, timeout=120)
+        res = self.runner.run(argv, env=COMPOSE_ENV, timeout=120, mask_output=False)
         if not res.ok:
             raise DockerError(f"docker compose config --hash: {res.error(3)}")
         return dict(line.split(None, 1) for line in res.stdout.splitlines() if " " in line)
@@ -111,7 +115,7 @@ class Compose:
         argv = ["docker", "ps", "--all", "--no-trunc", "--filter", f"label={LABEL_STACK}"]
         if project:
             argv += ["--filter", f"label={COMPOSE_PROJECT}={project}"]
-        res = self.runner.run((*argv, "--format", _PS_FORMAT), timeout=60)
+        res = self.runner.run((*argv, "--format", _PS_FORMAT), timeout=60, mask_output=False)
         if not res.ok:
             raise DockerError(f"cannot list containers: {res.error(3)}")
         out = []
@@ -124,7 +128,8 @@ class Compose:
     def inspect(self, ids: Sequence[str]) -> list[dict[str, object]]:
         if not ids:
             return []
-        res = self.runner.run(("docker", "inspect", "--type", "container", *ids), timeout=60)
+        res = self.runner.run(("docker", "inspect", "--type", "container", *ids), timeout=60,
+                              mask_output=False)
         if not res.ok and not res.stdout.strip().startswith("["):
             raise DockerError(f"docker inspect: {res.error(2)}")
         return json.loads(res.stdout or "[]")
@@ -148,7 +153,7 @@ class Compose:
         """Every image reference the engine holds: repo:tag and repo@digest."""
         res = self.runner.run(("docker", "images", "--digests", "--format",
                                "{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}"),
-                              timeout=60)
+                              timeout=60, mask_output=False)
         if not res.ok:
             raise DockerError(f"docker images: {res.error(2)}")
         return {ref for line in res.stdout.splitlines() for ref in line.split()

@@ -95,7 +95,7 @@ def filesystem_type(path: Path) -> str:
 def _same_file(dst: Path, data: bytes, mode: int) -> bool:
     try:
         st = dst.lstat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a file where a folder must be: an error
         return False
     if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != mode or st.st_size != len(data):
         return False
@@ -106,6 +106,7 @@ def _same_file(dst: Path, data: bytes, mode: int) -> bool:
 class Synced:
     changed: list[str]  # paths written or removed
     errors: dict[str, str]  # paths that could not be written, and why
+    warning: str = ""  # the manifest could not be saved (a full state folder)
 
 
 def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
@@ -158,7 +159,10 @@ def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
         rel: "link" for rel in links}
     recorded |= {rel: old[rel] for rel in keep if rel in old}
     if recorded != old:
-        write_json(manifest, recorded)
+        try:
+            write_json(manifest, recorded)
+        except OSError as exc:  # the next run may leave a file vigo no longer renders
+            return Synced(changed, errors, f"cannot save {manifest}: {exc.strerror or exc}")
     return Synced(changed, errors)
 
 

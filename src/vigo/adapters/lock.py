@@ -24,8 +24,11 @@ class RunLock:
         except BlockingIOError as exc:
             os.close(fd)
             raise Locked(f"another vigo run holds {self.path}") from exc
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:  # the pid is for `vigo status` only: a full state folder must not stop the run
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
         self.fd = fd
         return self
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from vigo.adapters.run import Runner
@@ -21,6 +23,26 @@ def _reason(code: int, stderr: str) -> str:
         return ("no key could decrypt it: is this host's age key a recipient in .sops.yaml? "
                 "(re-encrypt with `sops updatekeys`)")
     return f"sops exited {code}"
+
+
+def key_problem(path: Path) -> str:
+    """Why the host's age identity must not be used ('' when it is fine, or absent: a stack
+    that needs it then fails on its own). It must be owned by root (or by the user vigo runs
+    as) and readable or writable by nobody else: one stat."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        return f"the age key {path} cannot be read ({exc.strerror})"
+    fix = f"fix: chown root:root {path} && chmod 600 {path}"
+    if st.st_uid not in (0, os.geteuid()):
+        return (f"the age key {path} is owned by uid {st.st_uid}, not root: that user can "
+                f"read every secret; {fix}")
+    if st.st_mode & 0o077:
+        return (f"the age key {path} has mode {stat.S_IMODE(st.st_mode):04o}: group or others "
+                f"can read or change it; {fix}")
+    return ""
 
 
 class Sops:
