@@ -394,9 +394,12 @@ class Reconciler:
                 failures.setdefault(name, why)
 
     def _resolve(self, stack: Stack, paths: Paths, rendered: set[str]) -> Resolved:
-        res = self.compose.config(self.settings.project(stack.name),
-                                  [paths.runtime / stack.compose_file],
-                                  [paths.secrets / rel for rel in stack.interpolation_env])
+        try:
+            res = self.compose.config(self.settings.project(stack.name),
+                                      [paths.runtime / stack.compose_file],
+                                      [paths.secrets / rel for rel in stack.interpolation_env])
+        except CommandTimeout as exc:  # fails this stack, not the run
+            return Resolved({}, error=str(exc))
         if not res.ok:
             return Resolved({}, error=f"{stack.compose_file} is not valid: {res.error(4)}")
         try:
