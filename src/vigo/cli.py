@@ -282,21 +282,8 @@ def cmd_init(args: argparse.Namespace, settings: config.Settings | None) -> int:
     target = args.dir.resolve()
     try:
         if args.age_keygen:
-            key_file = args.age_keygen.resolve()
-            if key_file.is_relative_to(target):
-                raise scaffold.InitError(f"{args.age_keygen} is inside {args.dir}: keep the "
-                                         "private key out of the repo")
-            if key_file.exists():
-                print(f"{args.age_keygen}: exists, not overwritten; using its public key")
-            else:
-                key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                res = runner.run(("age-keygen", "-o", str(key_file)), timeout=30)
-                if not res.ok:
-                    raise scaffold.InitError(f"age-keygen failed: {res.error(2)}")
-                key_file.chmod(0o600)
-                print(f"{args.age_keygen}: new age identity (mode 0600): put it on each host "
-                      "at /root/.config/sops/age/keys.txt")
-            recipient = scaffold.recipient_of(key_file)
+            recipient, line = scaffold.ensure_key(args.age_keygen, target, runner)
+            print(line)
         else:
             recipient = args.age_recipient
         answers = scaffold.Answers(recipient=recipient, domain=args.domain, email=args.email,

@@ -63,6 +63,23 @@ def recipient_of(key_file: Path) -> str:
     raise InitError(f"{key_file} has no '# public key:' line: is it an age identity file?")
 
 
+def ensure_key(key_file: Path, target: Path, runner: Runner) -> tuple[str, str]:
+    """The recipient of key_file, creating the identity (0600) when it does not exist; never
+    overwrites one, never inside the repo. Returns (recipient, the line to print)."""
+    path = key_file.resolve()
+    if path.is_relative_to(target):
+        raise InitError(f"{key_file} is inside {target}: keep the private key out of the repo")
+    if path.exists():
+        return recipient_of(path), f"{key_file}: exists, not overwritten; using its public key"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    res = runner.run(("age-keygen", "-o", str(path)), timeout=30)
+    if not res.ok:
+        raise InitError(f"age-keygen failed: {res.error(2)}")
+    path.chmod(0o600)
+    return recipient_of(path), (f"{key_file}: new age identity (mode 0600): put it on each "
+                                "host at /root/.config/sops/age/keys.txt")
+
+
 def init(target: Path, answers: Answers, runner: Runner, force: bool = False) -> list[str]:
     """Write the repo, encrypt its env files, `git init` and commit. Returns the lines to print."""
     if not AGE_RECIPIENT.match(answers.recipient):
