@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from vigo import lint, render
+from vigo.adapters import fs
 from vigo.config import Settings
 from vigo.lint import ERROR, WARNING, Finding, Policy
 from vigo.model import DesiredState
@@ -68,11 +69,12 @@ def check(repo: Path, policy: Policy, validate: Validator,
 def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator) -> list[Finding]:
     """The lint rules and compose validation over the tree one host would render."""
     desired = render.render(repo, host, "")
-    tmp = Path(tempfile.mkdtemp(prefix="vigo-check-"))
+    scratch = Path(tempfile.mkdtemp(prefix="vigo-check-"))
+    tmp = scratch / "tree"
     try:
-        for rel, src in {**desired.files, **desired.env_files}.items():
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, tmp / rel)
+        # The same materialisation apply uses for the runtime tree (adapters/fs.py).
+        fs.sync_tree(tmp, {**desired.files, **desired.env_files}, {}, (),
+                     scratch / "manifest.json")
         out = [_origin(f, desired, repo, host) for f in lint.lint_tree(tmp, policy)]
         for stack in desired.stacks:
             compose = tmp / stack.compose_file
@@ -88,7 +90,7 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator) -
                     "fix the file until `docker compose config` accepts it"), desired, repo, host))
         return out
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def schema_reason(compose: Path) -> str:
