@@ -24,7 +24,6 @@ from tests.support.infra import AgeKey, InfraRepo, app_compose, free_port, proxy
 
 TAG_A, TAG_B = "sha-1a2b3c4", "sha-5d6e7f8"
 
-pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="session", autouse=True)
