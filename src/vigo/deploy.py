@@ -233,7 +233,8 @@ class Deployer:
         res = self.compose.resolved(project, files, envs)
         if res.ok:
             try:
-                fs.write_secret(self.paths.good_model(project), res.stdout)
+                fs.write_secret(self.paths.good_model(project), res.stdout,
+                                root=self.paths.secrets)
             except OSError as exc:
                 return (f"its healthy state was not saved for a rollback: cannot write "
                         f"{self.paths.good_model(project)}: {exc.strerror or exc}")

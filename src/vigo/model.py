@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PROXY = "proxy"
 COMPOSE_NAMES = ("docker-compose.yml", "compose.yaml")  # a stack's compose file, in this order
@@ -125,6 +126,7 @@ class Resolved:
     error: str = ""
     rollouts: Mapping[str, Rollout] = field(default_factory=dict)
     health_timeout: int | None = None  # x-vigo.health_timeout of the stack's compose file
+    model: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the JSON
 
 
 CREATE, UPDATE, REMOVE, UNCHANGED, FAIL, KEEP, HOLD = (

@@ -293,7 +293,7 @@ class Reconciler:
                                  persist=persist and not options.force)
         self._render_runtime(report, desired, paths, failures)
         if any(s.name == PROXY for s in desired.stacks):
-            err = fs.ensure_private_file(paths.runtime / ACME_JSON)
+            err = fs.ensure_private_file(paths.runtime / ACME_JSON, paths.runtime)
             if err:
                 failures[PROXY] = err
         failures.update(self._policy(desired, [n for n in candidates if n not in failures],
@@ -303,6 +303,7 @@ class Reconciler:
             if name not in failures:
                 resolved[name] = self._resolve(desired.stack(name), paths,  # type: ignore[arg-type]
                                                set(desired.files))
+        failures.update(self._links(resolved, paths, set(desired.env_files)))
         return (plan(desired, observed, records, resolved, failures, options),
                 observed, resolved)
 
@@ -338,8 +339,7 @@ class Reconciler:
         """Decrypt the env files the candidate stacks use (when their ciphertext changed or
         the tmpfs lost them). Returns failures per stack."""
         s = self.settings
-        env_dir = fs.private_dir(paths.secrets) / "env"
-        fs.private_dir(env_dir)
+        env_dir = fs.private_dir(paths.secrets / "env", root=fs.private_dir(paths.secrets))
         known: dict[str, str] = st["env"] if persist else {}
         wanted = {rel for name in candidates for rel in desired.stack(name).env_files}  # type: ignore[union-attr]
         failed: dict[str, str] = {}
@@ -354,22 +354,22 @@ class Reconciler:
                 pairs = dotenv.parse_sops(self.sops.decrypt_dotenv(src, s.age_key_file))
             except (DecryptError, dotenv.DotenvError, CommandTimeout) as exc:
                 failed[rel] = f"{rel}: {exc}"
-                fs.remove(dst)
+                fs.remove(dst, root=paths.secrets)
                 known.pop(rel, None)
                 continue
             self.masker.add(v for _, v in pairs)
             try:
-                fs.write_secret(dst, dotenv.format_for_compose(pairs))
+                fs.write_secret(dst, dotenv.format_for_compose(pairs), root=paths.secrets)
             except OSError as exc:  # a full tmpfs: the stacks that use it fail, not the run
                 failed[rel] = f"{rel}: cannot write {dst}: {exc.strerror or exc}"
-                fs.remove(dst)
+                fs.remove(dst, root=paths.secrets)
                 known.pop(rel, None)
                 continue
             known[rel] = digest
         for stale in sorted(env_dir.glob("*.env")):
             rel = f"env/{stale.name}"
             if rel not in desired.env_files:
-                fs.remove(stale)
+                fs.remove(stale, root=paths.secrets)
                 known.pop(rel, None)
         failures: dict[str, str] = {}
         for name in candidates:
@@ -392,6 +392,9 @@ class Reconciler:
             name = render.owner(rel)
             if name is not None:
                 failures.setdefault(name, why)
+            for stack in desired.stacks:  # an env file link: every stack that reads it
+                if rel in stack.env_files:
+                    failures.setdefault(stack.name, why)
 
     def _resolve(self, stack: Stack, paths: Paths, rendered: set[str]) -> Resolved:
         try:
@@ -412,10 +415,30 @@ class Reconciler:
                   if (h := _mounts_hash(svc, paths.runtime, rendered))}
         options = model.get("x-vigo") or {}
         timeout = options.get("health_timeout") if isinstance(options, dict) else None
-        return Resolved(images, mounts,
+        return Resolved(images, mounts, model=model,
                         rollouts={name: rollout.spec(svc) for name, svc in services.items()},
                         health_timeout=timeout if isinstance(timeout, int) and timeout > 0
                         else None)
+
+    def _links(self, resolved: dict[str, Resolved], paths: Paths,
+                env_files: set[str]) -> dict[str, str]:
+        """Stacks whose bind sources (or env files, config and secret files) cross a symbolic
+        link below the runtime tree or an allowed host path: refused before compose sees them,
+        since the engine follows links (docs/security.md). vigo's own env file links are fine."""
+        allowed = [Path(p) for p in self.settings.allow_host_paths]
+        own = {paths.runtime / rel for rel in env_files}
+        failures = {}
+        for name, res in resolved.items():
+            if res.error:
+                continue
+            for source in mount_sources(res.model):
+                link = fs.crossed_link(Path(source), paths.runtime, allowed)
+                if link is not None and link not in own:
+                    failures[name] = (f"{name}: mount source {source} crosses the symbolic link "
+                                      f"{link}; vigo never lets a stack mount through a link "
+                                      "(a container may have planted it): remove the link")
+                    break
+        return failures
 
     # -- apply ----------------------------------------------------------------------------
 
@@ -544,6 +567,32 @@ def _remember_images(record: dict[str, Any], revision: str, containers: tuple[Co
     forgotten = history[:-keep]
     del history[:-keep]
     return {image for _, old in forgotten for image in old}
+
+
+def mount_sources(model: Any) -> list[str]:
+    """The host paths the engine (or compose) opens for a resolved model: bind sources, env
+    files, and the files of top-level configs and secrets."""
+    out: list[str] = []
+    if not isinstance(model, dict):
+        return out
+    services = model.get("services")
+    for svc in services.values() if isinstance(services, dict) else ():
+        if not isinstance(svc, dict):
+            continue
+        for volume in svc.get("volumes") or []:
+            if isinstance(volume, dict) and volume.get("type") == "bind" and volume.get("source"):
+                out.append(str(volume["source"]))
+        env_file = svc.get("env_file") or []
+        for entry in [env_file] if isinstance(env_file, str | dict) else env_file:
+            path = entry.get("path") if isinstance(entry, dict) else entry
+            if isinstance(path, str) and path:
+                out.append(path)
+    for kind in ("configs", "secrets"):
+        items = model.get(kind)
+        for item in items.values() if isinstance(items, dict) else ():
+            if isinstance(item, dict) and isinstance(item.get("file"), str) and item["file"]:
+                out.append(item["file"])
+    return out
 
 
 def _mounts_hash(service: dict[str, Any], runtime: Path, rendered: set[str]) -> str:

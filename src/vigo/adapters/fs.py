@@ -3,35 +3,221 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644, dir_mode: int = 0o755) -> None:
-    """Write data to path through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+class UnsafePath(OSError):
+    """A path below one of vigo's folders crosses a symbolic link (or a file where a folder must
+    be): the operation is refused and nothing outside the folder is touched. An OSError, so the
+    callers' per-path error handling turns it into that stack's failure."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(errno.ELOOP, f"{path} {why}", str(path))
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+PUBLIC_DIR, PRIVATE_DIR = 0o755, 0o700
+
+
+def _parts(path: Path, root: Path) -> tuple[str, ...]:
+    """The components of path below root; a path that is not below root is refused."""
+    if not path.is_absolute() or not root.is_absolute():
+        path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        raise UnsafePath(path, f"is not inside {root}") from None
+    if any(p in ("..", ".") for p in parts):
+        raise UnsafePath(path, f"is not inside {root}")
+    return parts
+
+
+def _refusal(path: Path, dir_fd: int, name: str) -> UnsafePath:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return UnsafePath(path, "changed while vigo walked it")
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            target = os.readlink(name, dir_fd=dir_fd)
+        except OSError:
+            target = "?"
+        return UnsafePath(path, f"is a symbolic link (to {target}): vigo never follows a link "
+                                "in its own folders (a container may have planted it); remove it")
+    return UnsafePath(path, "is not a folder: remove it, vigo will create the folder")
+
+
+def _fix_mode(fd: int, mode: int | None) -> None:
+    """Folders vigo makes or walks get their mode whatever the umask: private ones exactly,
+    public ones at least (a folder a container tightened keeps the bits it added)."""
+    if mode is None:
+        return
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        return
+    current = stat.S_IMODE(st.st_mode)
+    wanted = mode if mode == PRIVATE_DIR else current | mode
+    if current != wanted:
+        os.fchmod(fd, wanted)
+
+
+def open_root(root: Path, mode: int | None = None, create: bool = True) -> int:
+    """An fd of one of vigo's root folders (runtime, secrets, state). The root itself and its
+    parents come from the settings and may be links the operator made (/var/lib/vigo ->
+    /data/vigo): they are followed. Everything below is walked by `open_dir`, never followed."""
+    if create and not os.path.isdir(root):
+        os.makedirs(root, mode=mode or PUBLIC_DIR, exist_ok=True)
+        if mode is not None:
+            os.chmod(root, mode)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if mode == PRIVATE_DIR:
+            _fix_mode(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_dir(root: Path, folder: Path, mode: int | None = None, create: bool = True) -> int:
+    """An fd of `folder` (root or below it), walked one component at a time with O_NOFOLLOW:
+    a component that is a link or not a folder raises UnsafePath naming it. Missing folders
+    are made with `mode` (whatever the umask) when `create`, else FileNotFoundError."""
+    parts = _parts(folder, root)
+    fd = open_root(root, mode, create)
+    here = Path(os.path.abspath(root))
+    try:
+        for name in parts:
+            here = here / name
+            nfd = _step(fd, name, here, mode, create)
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _step(fd: int, name: str, here: Path, mode: int | None, create: bool) -> int:
+    try:
+        nfd = os.open(name, _DIR, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _refusal(here, fd, name) from None
+        raise
+    else:
+        try:
+            _fix_mode(nfd, mode)
+        except BaseException:
+            os.close(nfd)
+            raise
+        return nfd
+    try:
+        os.mkdir(name, mode or PUBLIC_DIR, dir_fd=fd)
+        made = True
+    except FileExistsError:
+        made = False
+    try:
+        nfd = os.open(name, _DIR, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _refusal(here, fd, name) from None
+        raise
+    try:
+        if made and mode is not None:
+            os.fchmod(nfd, mode)
+        else:
+            _fix_mode(nfd, mode)
+    except BaseException:
+        os.close(nfd)
+        raise
+    return nfd
+
+
+def first_link(path: Path, root: Path) -> Path | None:
+    """The first component of path below root that is a symbolic link (None when there is
+    none; missing components end the walk). A path outside root is its own answer."""
+    try:
+        parts = _parts(path, root)
+    except UnsafePath:
+        return path
+    here = Path(os.path.abspath(root))
+    for name in parts:
+        here = here / name
+        try:
+            st = os.lstat(here)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            return here
+    return None
+
+
+def crossed_link(path: Path, runtime: Path, allowed: Iterable[Path] = ()) -> Path | None:
+    """The first link `path` crosses: below the runtime tree, or from an allowed host path
+    (itself included: a prefix the operator allowed that became a link points elsewhere) down.
+    None when it crosses none, or when neither holds it (the policy judges those paths)."""
+    path = Path(os.path.abspath(path))
+    runtime = Path(os.path.abspath(runtime))
+    if path.is_relative_to(runtime):
+        return first_link(path, runtime)
+    prefixes = [Path(os.path.abspath(p)) for p in allowed]
+    prefixes = [p for p in prefixes if path.is_relative_to(p) and p != p.parent]
+    if not prefixes:
+        return None
+    prefix = min(prefixes, key=lambda p: len(p.parts))  # the widest allowed prefix
+    return first_link(path, prefix.parent)
+
+
+def _write_at(dir_fd: int, name: str, data: bytes, mode: int) -> None:
+    """Write name in the folder dir_fd through a temp file and a rename (the rename replaces
+    a link at `name` itself, never its target)."""
+    tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600, dir_fd=dir_fd)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
 
 
-def write_json(path: Path, obj: object, mode: int = 0o600) -> None:
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, dir_mode: int = 0o755,
+                 *, root: Path | None = None) -> None:
+    """Write data to path through a temp file in the same folder and a rename; the mode is
+    `mode` whatever the umask. With `root`, the folders from root down to the file are walked
+    without following links (and made with dir_mode); without it the file's folder is the
+    root (a settings path: the metrics file, a unit file)."""
+    fd = open_dir(root, path.parent, dir_mode) if root is not None else open_root(
+        path.parent, dir_mode)
+    try:
+        _write_at(fd, path.name, data, mode)
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, obj: object, mode: int = 0o600, *, root: Path | None = None) -> None:
     atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode,
-                 dir_mode=0o700)
+                 dir_mode=PRIVATE_DIR, root=root or path.parent)
 
 
 def read_json(path: Path) -> object | None:
@@ -41,33 +227,67 @@ def read_json(path: Path) -> object | None:
         return None
 
 
-def private_dir(path: Path) -> Path:
-    """Create (or tighten) a folder readable only by its owner."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+def private_dir(path: Path, *, root: Path | None = None) -> Path:
+    """Create (or tighten) a folder readable only by its owner. With `root`, the folders
+    below root are walked without following links (UnsafePath when one is a link)."""
+    os.close(open_dir(root or path, path, PRIVATE_DIR))
     return path
 
 
-def write_secret(path: Path, text: str) -> None:
-    private_dir(path.parent)
-    atomic_write(path, text.encode(), mode=0o600, dir_mode=0o700)
+def write_secret(path: Path, text: str, *, root: Path | None = None) -> None:
+    """A 0600 file in 0700 folders. With `root` (the secrets folder) nothing below it is
+    followed; without it the file's folder is the root."""
+    atomic_write(path, text.encode(), mode=0o600, dir_mode=PRIVATE_DIR,
+                 root=root or path.parent)
 
 
-def remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+def remove(path: Path, *, root: Path | None = None) -> None:
+    """Remove a file (or a link itself, never its target); a missing one is fine. With `root`,
+    the folders below root are walked without following links."""
+    try:
+        fd = open_dir(root or path.parent, path.parent, create=False)
+    except FileNotFoundError:
+        return
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path.name, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
-def ensure_private_file(path: Path) -> str:
-    """A file that must exist with mode 0600 before a container mounts it (acme.json).
-    Never truncates it. Returns an error text, or ''."""
-    if path.is_dir() and not path.is_symlink():
-        return (f"{path} is a folder (Docker creates one when the file is missing at start): "
-                "remove it, vigo will create the file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
+def ensure_private_file(path: Path, root: Path | None = None) -> str:
+    """A file that must exist with mode 0600 before a container mounts it (acme.json): made
+    without following a link (below `root`, default its folder), 0600, never truncated. A
+    link or a folder at its place is refused. Returns an error text, or ''."""
+    try:
+        fd = open_dir(root or path.parent, path.parent, PUBLIC_DIR if root else None)
+    except OSError as exc:
+        return f"cannot create {path}: {exc.strerror or exc}"
+    try:
+        try:
+            st = os.stat(path.name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            return (f"{path} is a folder (Docker creates one when the file is missing at "
+                    "start): remove it, vigo will create the file")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            return str(_refusal(path, fd, path.name)) if stat.S_ISLNK(st.st_mode) else (
+                f"{path} is not a regular file: remove it, vigo will create the file")
+        try:
+            ffd = os.open(path.name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                          | os.O_NONBLOCK, 0o600, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return str(_refusal(path, fd, path.name))
+            return f"cannot create {path}: {exc.strerror or exc}"
+        try:
+            if stat.S_IMODE(os.fstat(ffd).st_mode) != 0o600:
+                os.fchmod(ffd, 0o600)
+        finally:
+            os.close(ffd)
+    finally:
+        os.close(fd)
     return ""
 
 
@@ -92,14 +312,16 @@ def filesystem_type(path: Path) -> str:
     return kind
 
 
-def _same_file(dst: Path, data: bytes, mode: int) -> bool:
+def _same_file(dir_fd: int, name: str, data: bytes, mode: int) -> bool:
     try:
-        st = dst.lstat()
-    except (FileNotFoundError, NotADirectoryError):  # a file where a folder must be: an error
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
         return False
     if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != mode or st.st_size != len(data):
         return False
-    return dst.read_bytes() == data
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as f:
+        return f.read(len(data) + 1) == data
 
 
 @dataclass(frozen=True)
@@ -113,8 +335,12 @@ def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
               keep: Iterable[str], manifest: Path) -> Synced:
     """Make root hold `files` (copies) and `links` (symlinks), removing what vigo wrote
     before and no longer renders. Paths vigo never wrote (acme.json, data folders) and the
-    paths in `keep` are left alone. A path that cannot be written does not stop the others."""
-    root.mkdir(parents=True, exist_ok=True, mode=0o755)
+    paths in `keep` are left alone. A path that cannot be written does not stop the others.
+    Nothing below root is followed: a folder on the way that is a link (a container with a
+    writable mount may plant one) fails that path, and nothing outside root is touched.
+    Folders are 0755 and files 0644 (0755 when executable) whatever the umask, so a container
+    that does not run as root can read its mounted config."""
+    os.close(open_root(root, PUBLIC_DIR))
     keep = set(keep)
     old = read_json(manifest) or {}
     assert isinstance(old, dict)
@@ -122,9 +348,12 @@ def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
     errors: dict[str, str] = {}
     for rel in sorted(set(old) - set(files) - set(links) - keep, reverse=True):
         dst = root / rel
-        if dst.is_symlink() or dst.is_file():
-            dst.unlink()
-            changed.append(rel)
+        try:
+            if _remove_stale(root, dst):
+                changed.append(rel)
+        except OSError as exc:
+            errors[rel] = f"cannot remove {dst}: {exc.strerror or exc}"
+            continue
         _prune_empty(dst.parent, root)
     for rel, src in files.items():
         if rel in keep:
@@ -132,32 +361,25 @@ def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
         dst = root / rel
         data = src.read_bytes()
         mode = 0o755 if os.access(src, os.X_OK) else 0o644
-        if _same_file(dst, data, mode):
-            continue
-        if dst.is_dir() and not dst.is_symlink():
+        try:
+            if _put_file(root, dst, data, mode):
+                changed.append(rel)
+        except _Folder:
             errors[rel] = (f"{dst} is a folder (Docker creates one when a mounted file is "
                            "missing at start): remove it, vigo will write the file")
-            continue
-        if dst.is_symlink():
-            dst.unlink()
-        try:
-            atomic_write(dst, data, mode)
-            changed.append(rel)
         except OSError as exc:
             errors[rel] = f"cannot write {dst}: {exc.strerror or exc}"
     for rel, target in links.items():
         dst = root / rel
-        if dst.is_symlink() and os.readlink(dst) == str(target):
-            continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.link")
-        remove(tmp)
-        os.symlink(target, tmp)
-        os.replace(tmp, dst)
-        changed.append(rel)
+        try:
+            if _put_link(root, dst, str(target)):
+                changed.append(rel)
+        except OSError as exc:
+            errors[rel] = f"cannot write {dst}: {exc.strerror or exc}"
     recorded = {rel: "file" for rel in files if rel not in errors} | {
-        rel: "link" for rel in links}
+        rel: "link" for rel in links if rel not in errors}
     recorded |= {rel: old[rel] for rel in keep if rel in old}
+    recorded |= {rel: old[rel] for rel in errors if rel in old and rel not in recorded}
     if recorded != old:
         try:
             write_json(manifest, recorded)
@@ -166,10 +388,71 @@ def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
     return Synced(changed, errors)
 
 
+class _Folder(Exception):
+    """A folder where vigo must write a file."""
+
+
+def _remove_stale(root: Path, dst: Path) -> bool:
+    try:
+        fd = open_dir(root, dst.parent, create=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    try:
+        try:
+            st = os.stat(dst.name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            return False
+        os.unlink(dst.name, dir_fd=fd)  # a file or a link itself, never a link's target
+        return True
+    finally:
+        os.close(fd)
+
+
+def _put_file(root: Path, dst: Path, data: bytes, mode: int) -> bool:
+    fd = open_dir(root, dst.parent, PUBLIC_DIR)
+    try:
+        if _same_file(fd, dst.name, data, mode):
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISDIR(os.stat(dst.name, dir_fd=fd, follow_symlinks=False).st_mode):
+                raise _Folder()
+        _write_at(fd, dst.name, data, mode)  # replaces a link itself, never writes through it
+        return True
+    finally:
+        os.close(fd)
+
+
+def _put_link(root: Path, dst: Path, target: str) -> bool:
+    fd = open_dir(root, dst.parent, PUBLIC_DIR)
+    try:
+        with contextlib.suppress(OSError):
+            if os.readlink(dst.name, dir_fd=fd) == target:
+                return False
+        tmp = f".{dst.name}.link"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=fd)
+        os.symlink(target, tmp, dir_fd=fd)
+        os.replace(tmp, dst.name, src_dir_fd=fd, dst_dir_fd=fd)
+        return True
+    finally:
+        os.close(fd)
+
+
 def _prune_empty(folder: Path, root: Path) -> None:
+    """Remove folder and its parents up to root while they are empty (rmdir never follows)."""
+    root = Path(os.path.abspath(root))
+    folder = Path(os.path.abspath(folder))
     while folder != root and folder.is_relative_to(root):
         try:
-            folder.rmdir()
+            fd = open_dir(root, folder.parent, create=False)
         except OSError:
             return
+        try:
+            os.rmdir(folder.name, dir_fd=fd)
+        except OSError:
+            return
+        finally:
+            os.close(fd)
         folder = folder.parent
