@@ -5,17 +5,39 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from vigo.adapters import fs
 from vigo.adapters.run import Runner
 
-# Pinned for every call: no user or system config, no hooks, no submodules, no prompts.
-GIT = ("git", "-c", "core.hooksPath=/dev/null", "-c", "submodule.recurse=false",
+# Pinned for every call: no user or system config, no hooks, no submodules, no prompts, and
+# every setting that makes git run a program pinned off (a `.git/config` someone else wrote
+# must not run anything as root). `-c` wins over the checkout's config for single-valued keys;
+# multi-valued and include-style keys (include.path, includeIf, url.*.insteadOf, core.gitProxy,
+# filter.<x>.*, remote.<x>.vcs) cannot be pinned that way, so `Git._pin_config` rewrites the
+# checkout's `.git/config` before every fetch (docs/security.md). core.sshCommand is pinned to
+# plain ssh: an environment GIT_SSH_COMMAND still wins over it.
+_NOT_RUN = {
+    "core.hooksPath": "/dev/null", "core.fsmonitor": "false", "core.pager": "cat",
+    "core.editor": "false", "core.askPass": "/bin/true", "core.sshCommand": "ssh",
+    "core.attributesFile": "/dev/null", "core.alternateRefsCommand": "true",
+    "diff.external": "false", "log.showSignature": "false", "gpg.program": "/bin/false",
+    "gpg.openpgp.program": "/bin/false", "gpg.ssh.program": "/bin/false",
+    "gpg.x509.program": "/bin/false", "remote.origin.uploadpack": "git-upload-pack",
+    "remote.origin.receivepack": "git-receive-pack", "sequence.editor": "false",
+}
+GIT = ("git", *(a for k, v in _NOT_RUN.items() for a in ("-c", f"{k}={v}")),
+       "-c", "submodule.recurse=false",
        "-c", "protocol.ext.allow=never", "-c", "credential.helper=")
 GIT_ENV = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
-           "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true"}
+           "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "GIT_PAGER": "cat",
+           "GIT_EDITOR": "false", "GIT_ATTR_NOSYSTEM": "1", "GIT_NO_REPLACE_OBJECTS": "1"}
+
+# Files in a checkout's .git that make git read more config or attributes than vigo's own.
+_FOREIGN = ("config.worktree", "commondir", "info/attributes", "objects/info/alternates")
 
 # A person's own clone on a workstation (promote, rollback). Reading it (log, cat-file, status)
 # uses GIT and GIT_ENV like a host. But `add`, `commit` and `push` act for the person at the
@@ -88,6 +110,32 @@ def signature_pins(allowed_signers: Path | None, gpg_keyring: Path | None
     return tuple(a for k, v in pins.items() for a in ("-c", f"{k}={os.path.abspath(v)}")), env
 
 
+def config_text(repo: str, branch: str) -> str:
+    """The whole `.git/config` of vigo's checkout; nothing in it runs a program."""
+    if any(c in repo for c in "\n\r\0"):
+        raise SourceError("the repo URL holds a line break: fix `repo` in the settings")
+    if branch and (any(c.isspace() or c in '"\\;#:' for c in branch) or branch.startswith("-")):
+        raise SourceError(f"branch {branch!r} is not a branch name: fix `branch` in the settings")
+    quoted = repo.replace("\\", "\\\\").replace('"', '\\"')
+    refspec = (f"+refs/heads/{branch}:refs/remotes/origin/{branch}" if branch
+               else "+refs/heads/*:refs/remotes/origin/*")
+    return ("[core]\n\trepositoryformatversion = 0\n\tbare = false\n"
+            f'[remote "origin"]\n\turl = "{quoted}"\n\tfetch = {refspec}\n')
+
+
+def _read_at(dir_fd: int, name: str) -> bytes | None:
+    """A file's bytes, or None when it is missing or not a regular file (a link included)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return f.read(1 << 20)
+
+
 class Git:
     def __init__(self, runner: Runner, timeout: float = 120) -> None:
         self.runner = runner
@@ -104,7 +152,7 @@ class Git:
         A broken checkout (stale index.lock, corrupt objects) is replaced by a fresh clone
         when the remote answers."""
         try:
-            self._ensure_repo(repo, checkout)
+            self._ensure_repo(repo, checkout, branch)
             return self._fetch(repo, branch, checkout)
         except SourceError as first:
             if not self._remote_answers(repo, branch, checkout.parent):
@@ -134,20 +182,58 @@ class Git:
         """Fetch and check out the branch; return the commit id."""
         return self.checkout(repo, branch, checkout, self.fetch(repo, branch, checkout))
 
-    def _ensure_repo(self, repo: str, checkout: Path) -> None:
-        if not (checkout / ".git").is_dir():
+    def _ensure_repo(self, repo: str, checkout: Path, branch: str = "") -> None:
+        dotgit = checkout / ".git"
+        if not dotgit.is_dir() and not dotgit.is_symlink():
             if checkout.exists() and any(checkout.iterdir()):
                 raise SourceError(f"{checkout} exists and is not a git checkout: move it away "
                                   "or set `checkout` to an empty folder")
             checkout.mkdir(parents=True, exist_ok=True, mode=0o700)
-            for args in (("init", "-q"), ("remote", "add", "origin", repo)):
-                res = self._git(checkout, *args)
-                if not res.ok:
-                    shutil.rmtree(checkout / ".git", ignore_errors=True)
-                    raise SourceError(f"cannot create the checkout in {checkout}: {res.error()}")
-        res = self._git(checkout, "remote", "set-url", "origin", repo)
-        if not res.ok:
-            raise SourceError(f"{checkout}: {res.error()}")
+            res = self._git(checkout, "init", "-q")
+            if not res.ok:
+                shutil.rmtree(checkout / ".git", ignore_errors=True)
+                raise SourceError(f"cannot create the checkout in {checkout}: {res.error()}")
+        self._pin_config(repo, branch, checkout)
+
+    def _pin_config(self, repo: str, branch: str, checkout: Path) -> bool:
+        """Make the checkout's `.git/config` exactly vigo's own (format 0, not bare, the origin
+        remote and its refspec), 0600, never through a link; remove the files that make git
+        read other config or attributes; the checkout folder 0700. Compares before it writes:
+        an unchanged checkout costs a few stats and one small read. True when it wrote."""
+        text = config_text(repo, branch)
+        try:
+            if stat.S_IMODE(os.stat(checkout).st_mode) != 0o700:
+                os.chmod(checkout, 0o700)
+            gitdir = fs.open_dir(checkout, checkout / ".git", create=False)
+        except OSError as exc:  # a .git that is a link or a file (gitdir: elsewhere)
+            raise SourceError(f"{checkout}/.git is not vigo's checkout: {exc.strerror or exc}; "
+                              "it is replaced by a fresh clone") from None
+        try:
+            for rel in _FOREIGN:
+                folder, _, name = rel.rpartition("/")
+                try:
+                    fd = fs.open_dir(checkout / ".git", checkout / ".git" / folder,
+                                     create=False) if folder else os.dup(gitdir)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise SourceError(f"{checkout}/.git/{folder}: {exc.strerror or exc}; it is "
+                                      "replaced by a fresh clone") from None
+                try:
+                    os.unlink(name, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+                except IsADirectoryError:
+                    shutil.rmtree(name, dir_fd=fd)
+                finally:
+                    os.close(fd)
+            if _read_at(gitdir, "config") == text.encode():
+                return False
+            fs.atomic_write(checkout / ".git" / "config", text.encode(), mode=0o600,
+                            dir_mode=0o700, root=checkout / ".git")
+            return True
+        finally:
+            os.close(gitdir)
 
     def _fetch(self, repo: str, branch: str, checkout: Path) -> str:
         ref = f"refs/remotes/origin/{branch}"
@@ -179,6 +265,7 @@ class Git:
             shutil.rmtree(fresh, ignore_errors=True)
             raise SourceError(f"{checkout} is broken ({why}) and a fresh clone failed: "
                               f"{res.error(3)}")
+        self._pin_config(repo, branch, fresh)  # clone wrote it with the umask's mode
         broken = checkout.with_name(f".{checkout.name}.broken")
         shutil.rmtree(broken, ignore_errors=True)
         if checkout.exists():
