@@ -434,7 +434,7 @@ class Reconciler:
             for source in mount_sources(res.model):
                 link = fs.crossed_link(Path(source), paths.runtime, allowed)
                 if link is not None and link not in own:
-                    failures[name] = (f"{name}: mount source {source} crosses the symbolic link "
+                    failures[name] = (f"mount source {source} crosses the symbolic link "
                                       f"{link}; vigo never lets a stack mount through a link "
                                       "(a container may have planted it): remove the link")
                     break
