@@ -46,6 +46,10 @@ def tree(root: Path) -> dict[str, tuple[int, str]]:
     return out
 
 
+def look(outside: Path) -> tuple[int, dict[str, tuple[int, str]]]:
+    return outside.stat().st_mode, tree(outside)
+
+
 def sources(tmp_path: Path, files: dict[str, str]) -> dict[str, Path]:
     out = {}
     for rel, text in files.items():
@@ -309,11 +313,53 @@ def test_no_operation_touches_outside(tmp_path_factory, first, second, planted, 
             elif path.exists() or path.is_symlink():
                 path.unlink()
             path.symlink_to(outside / "x" / "a" if to_file else outside)
-    before = tree(outside)
+    before = look(outside)
     synced = fs.sync_tree(root, sources(tmp / "2", second), {"env/e.env": Path("/run/e")},
                           keep, manifest)
     with contextlib.suppress(OSError):
         fs.ensure_private_file(root / "a" / "b" / "acme.json", root)
-    assert tree(outside) == before
+    assert look(outside) == before
     for why in synced.errors.values():
         assert str(root) in why
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(made=st.lists(RELS, max_size=4), planted=st.lists(st.tuples(RELS, st.booleans()),
+                                                         min_size=1, max_size=3),
+       ops=st.lists(st.tuples(st.sampled_from(["write", "remove", "dir", "acme", "json"]),
+                              RELS), min_size=1, max_size=6))
+def test_secret_and_state_writes_never_leave_the_root(tmp_path_factory, made, planted,
+                                                      ops) -> None:
+    tmp = tmp_path_factory.mktemp("prop2")
+    root, outside = tmp / "secrets", tmp / "outside"
+    for rel in ("a", "x/b"):
+        (outside / rel).mkdir(parents=True, exist_ok=True)
+        (outside / rel / "a").write_text("outside")
+    for rel in made:
+        with contextlib.suppress(OSError):
+            (root / rel).mkdir(parents=True, exist_ok=True)
+    for rel, to_file in planted:
+        path = root / rel
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_dir() and not path.is_symlink():
+                os.rename(path, tmp / f"moved-{len(os.listdir(tmp))}")
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            path.symlink_to(outside / "a" / "a" if to_file else outside)
+    before = look(outside)
+    for op, rel in ops:
+        path = root / rel
+        with contextlib.suppress(OSError):
+            if op == "write":
+                fs.write_secret(path, "K=v", root=root)
+            elif op == "remove":
+                fs.remove(path, root=root)
+            elif op == "dir":
+                fs.private_dir(path, root=root)
+            elif op == "json":
+                fs.write_json(path, {"a": 1}, root=root)
+            else:
+                fs.ensure_private_file(path, root)
+    assert look(outside) == before

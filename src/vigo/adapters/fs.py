@@ -340,8 +340,45 @@ def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
     writable mount may plant one) fails that path, and nothing outside root is touched.
     Folders are 0755 and files 0644 (0755 when executable) whatever the umask, so a container
     that does not run as root can read its mounted config."""
-    os.close(open_root(root, PUBLIC_DIR))
-    keep = set(keep)
+    dirs = _Dirs(root, PUBLIC_DIR)
+    try:
+        return _sync(root, dirs, files, links, set(keep), manifest)
+    finally:
+        dirs.close()
+
+
+class _Dirs:
+    """Folder descriptors below a root, each opened once per call by `_step` from its parent's
+    (never following a link), so a tree of many files costs one open per folder."""
+
+    def __init__(self, root: Path, mode: int) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.mode = mode
+        self.fds: dict[Path, int] = {self.root: open_root(self.root, mode)}
+
+    def get(self, folder: Path, create: bool = True) -> int:
+        folder = Path(os.path.abspath(folder))
+        fd = self.fds.get(folder)
+        if fd is not None:
+            return fd
+        _parts(folder, self.root)  # refuses a folder outside the root
+        parent = self.get(folder.parent, create)
+        fd = self.fds[folder] = _step(parent, folder.name, folder, self.mode, create)
+        return fd
+
+    def forget(self, folder: Path) -> None:
+        """folder was removed: drop it and what was below it."""
+        for path in [p for p in self.fds if p == folder or p.is_relative_to(folder)]:
+            os.close(self.fds.pop(path))
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
+def _sync(root: Path, dirs: _Dirs, files: Mapping[str, Path], links: Mapping[str, Path],
+          keep: set[str], manifest: Path) -> Synced:
     old = read_json(manifest) or {}
     assert isinstance(old, dict)
     changed: list[str] = []
@@ -349,12 +386,12 @@ def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
     for rel in sorted(set(old) - set(files) - set(links) - keep, reverse=True):
         dst = root / rel
         try:
-            if _remove_stale(root, dst):
+            if _remove_stale(dirs, dst):
                 changed.append(rel)
         except OSError as exc:
             errors[rel] = f"cannot remove {dst}: {exc.strerror or exc}"
             continue
-        _prune_empty(dst.parent, root)
+        _prune_empty(dst.parent, dirs)
     for rel, src in files.items():
         if rel in keep:
             continue
@@ -362,7 +399,7 @@ def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
         data = src.read_bytes()
         mode = 0o755 if os.access(src, os.X_OK) else 0o644
         try:
-            if _put_file(root, dst, data, mode):
+            if _put_file(dirs, dst, data, mode):
                 changed.append(rel)
         except _Folder:
             errors[rel] = (f"{dst} is a folder (Docker creates one when a mounted file is "
@@ -372,7 +409,7 @@ def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
     for rel, target in links.items():
         dst = root / rel
         try:
-            if _put_link(root, dst, str(target)):
+            if _put_link(dirs, dst, str(target)):
                 changed.append(rel)
         except OSError as exc:
             errors[rel] = f"cannot write {dst}: {exc.strerror or exc}"
@@ -392,67 +429,53 @@ class _Folder(Exception):
     """A folder where vigo must write a file."""
 
 
-def _remove_stale(root: Path, dst: Path) -> bool:
+def _remove_stale(dirs: _Dirs, dst: Path) -> bool:
     try:
-        fd = open_dir(root, dst.parent, create=False)
+        fd = dirs.get(dst.parent, create=False)
     except (FileNotFoundError, NotADirectoryError):
         return False
     try:
-        try:
-            st = os.stat(dst.name, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
+        st = os.stat(dst.name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        return False
+    os.unlink(dst.name, dir_fd=fd)  # a file or a link itself, never a link's target
+    return True
+
+
+def _put_file(dirs: _Dirs, dst: Path, data: bytes, mode: int) -> bool:
+    fd = dirs.get(dst.parent)
+    if _same_file(fd, dst.name, data, mode):
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISDIR(os.stat(dst.name, dir_fd=fd, follow_symlinks=False).st_mode):
+            raise _Folder()
+    _write_at(fd, dst.name, data, mode)  # replaces a link itself, never writes through it
+    return True
+
+
+def _put_link(dirs: _Dirs, dst: Path, target: str) -> bool:
+    fd = dirs.get(dst.parent)
+    with contextlib.suppress(OSError):
+        if os.readlink(dst.name, dir_fd=fd) == target:
             return False
-        if stat.S_ISDIR(st.st_mode):
-            return False
-        os.unlink(dst.name, dir_fd=fd)  # a file or a link itself, never a link's target
-        return True
-    finally:
-        os.close(fd)
+    tmp = f".{dst.name}.link"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=fd)
+    os.symlink(target, tmp, dir_fd=fd)
+    os.replace(tmp, dst.name, src_dir_fd=fd, dst_dir_fd=fd)
+    return True
 
 
-def _put_file(root: Path, dst: Path, data: bytes, mode: int) -> bool:
-    fd = open_dir(root, dst.parent, PUBLIC_DIR)
-    try:
-        if _same_file(fd, dst.name, data, mode):
-            return False
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISDIR(os.stat(dst.name, dir_fd=fd, follow_symlinks=False).st_mode):
-                raise _Folder()
-        _write_at(fd, dst.name, data, mode)  # replaces a link itself, never writes through it
-        return True
-    finally:
-        os.close(fd)
-
-
-def _put_link(root: Path, dst: Path, target: str) -> bool:
-    fd = open_dir(root, dst.parent, PUBLIC_DIR)
-    try:
-        with contextlib.suppress(OSError):
-            if os.readlink(dst.name, dir_fd=fd) == target:
-                return False
-        tmp = f".{dst.name}.link"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=fd)
-        os.symlink(target, tmp, dir_fd=fd)
-        os.replace(tmp, dst.name, src_dir_fd=fd, dst_dir_fd=fd)
-        return True
-    finally:
-        os.close(fd)
-
-
-def _prune_empty(folder: Path, root: Path) -> None:
-    """Remove folder and its parents up to root while they are empty (rmdir never follows)."""
-    root = Path(os.path.abspath(root))
+def _prune_empty(folder: Path, dirs: _Dirs) -> None:
+    """Remove folder and its parents up to the root while they are empty (rmdir never
+    follows a link)."""
     folder = Path(os.path.abspath(folder))
-    while folder != root and folder.is_relative_to(root):
+    while folder != dirs.root and folder.is_relative_to(dirs.root):
         try:
-            fd = open_dir(root, folder.parent, create=False)
+            os.rmdir(folder.name, dir_fd=dirs.get(folder.parent, create=False))
         except OSError:
             return
-        try:
-            os.rmdir(folder.name, dir_fd=fd)
-        except OSError:
-            return
-        finally:
-            os.close(fd)
+        dirs.forget(folder)
         folder = folder.parent
