@@ -168,3 +168,19 @@ def test_runtime_readable_by_a_non_root_container_under_umask_077(host: Host) ->
     assert stat.S_IMODE((host.runtime / "stacks/reader/config/sub/app.conf").stat().st_mode
                         ) == 0o644
     assert stat.S_IMODE(host.state.stat().st_mode) == 0o700
+
+
+def test_allowed_host_path_that_is_a_link_is_refused(host: Host, tmp_path: Path) -> None:
+    real, shared = tmp_path / "real", tmp_path / "shared"
+    (real / "a").mkdir(parents=True)
+    shared.symlink_to(real)
+    with open(host.config, "a") as f:
+        f.write(f'allow_host_paths = ["{shared}"]\n')
+    light.add(host, "alpha")
+    light.add(host, "mounter", extra=f"    volumes:\n      - {shared}/a:/a:ro\n")
+    host.repo.commit("a bind from an allowed prefix that is a link")
+    res = vigo077(host, expect=1)
+    [line] = [s for s in res.stdout.splitlines() if s.startswith("mounter: ")]
+    assert f"mount source {shared}/a crosses the symbolic link {shared}" in line, res.stdout
+    assert "alpha: created" in res.stdout
+    assert host.containers("mounter") == []
