@@ -119,6 +119,7 @@ def _folders(settings: Settings, spec: units.UnitSpec) -> list[Path]:
             continue
         if folder in public:  # compose reads the runtime; node_exporter reads the metrics
             folder.mkdir(parents=True, mode=0o755)
+            folder.chmod(0o755)  # whatever the umask
         else:
             fs.private_dir(folder)
         made.append(folder)
