@@ -363,3 +363,15 @@ def test_secret_and_state_writes_never_leave_the_root(tmp_path_factory, made, pl
             else:
                 fs.ensure_private_file(path, root)
     assert look(outside) == before
+
+
+def test_stale_file_whose_folder_became_a_file_is_gone(tmp_path: Path) -> None:
+    root, _, manifest = setup(tmp_path)
+    fs.sync_tree(root, sources(tmp_path, {REL: "x"}), {}, (), manifest)
+    folder = root / "stacks/app/data/x"
+    (folder / "authorized_keys").unlink()
+    folder.rmdir()
+    folder.write_text("a container's file")
+    synced = fs.sync_tree(root, {}, {}, (), manifest)
+    assert synced.errors == {} and folder.read_text() == "a container's file"
+    assert fs.read_json(manifest) == {}

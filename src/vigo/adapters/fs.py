@@ -17,9 +17,10 @@ class UnsafePath(OSError):
     be): the operation is refused and nothing outside the folder is touched. An OSError, so the
     callers' per-path error handling turns it into that stack's failure."""
 
-    def __init__(self, path: Path, why: str) -> None:
+    def __init__(self, path: Path, why: str, link: bool = False) -> None:
         super().__init__(errno.ELOOP, f"{path} {why}", str(path))
         self.path = path
+        self.link = link  # a symbolic link (not a file where a folder must be)
 
     def __str__(self) -> str:
         return str(self.strerror)
@@ -53,7 +54,8 @@ def _refusal(path: Path, dir_fd: int, name: str) -> UnsafePath:
         except OSError:
             target = "?"
         return UnsafePath(path, f"is a symbolic link (to {target}): vigo never follows a link "
-                                "in its own folders (a container may have planted it); remove it")
+                                "in its own folders (a container may have planted it); remove it",
+                          link=True)
     return UnsafePath(path, "is not a folder: remove it, vigo will create the folder")
 
 
@@ -434,6 +436,10 @@ def _remove_stale(dirs: _Dirs, dst: Path) -> bool:
         fd = dirs.get(dst.parent, create=False)
     except (FileNotFoundError, NotADirectoryError):
         return False
+    except UnsafePath as exc:
+        if exc.link:  # what is below the link is not vigo's to remove: an error, kept
+            raise
+        return False  # a file where its folder was: the old file is gone already
     try:
         st = os.stat(dst.name, dir_fd=fd, follow_symlinks=False)
     except FileNotFoundError:
