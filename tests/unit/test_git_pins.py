@@ -149,9 +149,16 @@ def test_links_in_the_checkout_are_never_followed(tmp_path: Path, kind: str) -> 
     assert not (checkout / ".git" / "config").is_symlink()
 
 
-def test_ssh_command_pin_loses_to_the_environment() -> None:
-    assert "core.sshCommand=ssh" in GIT  # GIT_SSH_COMMAND beats core.sshCommand (git-config)
-    assert "core.fsmonitor=false" in GIT and "core.hooksPath=/dev/null" in GIT
+def test_ssh_command_pin_loses_to_the_environment(tmp_path: Path) -> None:
+    """core.sshCommand is pinned to plain ssh, and an environment GIT_SSH_COMMAND (the SSH key
+    setting's) still wins over it."""
+    assert "core.sshCommand=ssh" in GIT and "core.fsmonitor=false" in GIT
+    mark = tmp_path / "ran"
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_SSH_COMMAND": f"touch {mark}; false"}
+    subprocess.run([*GIT, "ls-remote", "ssh://git@example.invalid/repo.git"], env=env,
+                   capture_output=True, check=False, cwd=tmp_path, timeout=30)
+    assert mark.exists()
 
 
 @pytest.mark.parametrize("repo, branch", [("/r\n[core]", "main"), ("/r", "ma\nin"),
