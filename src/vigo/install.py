@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from vigo import config, units
 from vigo.adapters import fs
+from vigo.adapters.git import Git, redact, ssh_target
+from vigo.adapters.sops import private_file_problem
 from vigo.adapters.systemd import Systemd
 from vigo.adapters.tools import probe
 from vigo.config import ConfigError, Settings
@@ -136,6 +139,20 @@ class BootstrapOptions:
     age_key_file: Path | None = None
     enable: bool = True
     randomized_delay: int = 0
+    # a private infra repo (docs/host-setup.md)
+    ssh_key: Path | None = None  # an existing deploy key
+    ssh_keygen: Path | None = None  # create this deploy key (ed25519, 0600) if it is missing
+    known_hosts: Path | None = None  # an existing pinned known_hosts file
+    host_key_fingerprint: str = ""  # SHA256:...: keyscan, keep the matching key, write the file
+    git_token_file: Path | None = None
+
+    def credential_values(self) -> dict[str, str]:
+        """The settings these options stand for."""
+        known = self.known_hosts or (self.config.parent / "known_hosts"
+                                     if self.host_key_fingerprint else None)
+        values = {"ssh_key": self.ssh_key or self.ssh_keygen, "ssh_known_hosts": known,
+                  "git_token_file": self.git_token_file}
+        return {k: str(v) for k, v in values.items() if v}
 
 
 def settings_text(values: Mapping[str, str]) -> str:
@@ -159,6 +176,7 @@ def _values(opts: BootstrapOptions, environ: Mapping[str, str]) -> dict[str, str
                        ("age_key_file", str(opts.age_key_file or ""))):
         if value:
             values[key] = value
+    values.update(opts.credential_values())
     return values
 
 
@@ -216,24 +234,58 @@ def bootstrap(opts: BootstrapOptions, say: Say, systemd: Systemd,
         missing += 1
     else:
         say(INFO, f"age key: {settings.age_key_file} (root, readable by root only)")
+    if not write_settings:
+        for key, value in opts.credential_values().items():
+            if str(getattr(settings, key) or "") != value:
+                say(ERR, f"settings: missing: {opts.config} exists without {key} = "
+                         f"{json.dumps(value)}; fix: add that line (vigo never overwrites it)")
+                missing += 1
+    known_hosts = _host_key_step(opts, settings, say, runner)
+    if known_hosts is None:
+        missing += 1
+    token = settings.git_token_file
+    why = private_file_problem(token, "git_token_file") if token else ""
+    if why:
+        say(ERR, f"git token: missing: {why}")
+        missing += 1
+    elif token:
+        say(INFO, f"git token: {token} (root, readable by root only)")
     if missing:
         say(ERR, f"bootstrap: {missing} thing(s) missing, nothing written; fix them and run "
                  "vigo bootstrap again")
         return EXIT_MISSING
 
+    new_key = _deploy_key_step(opts, settings, say, runner)
+    if new_key is None:
+        return EXIT_MISSING
+    if known_hosts and settings.ssh_known_hosts:
+        path = settings.ssh_known_hosts
+        same = path.is_file() and path.read_text() == known_hosts
+        if not same:
+            fs.atomic_write(path, known_hosts.encode(), mode=0o644)
+        say(INFO, f"host key: {'unchanged in' if same else 'wrote'} {path}")
+
     if write_settings:
         fs.atomic_write(opts.config, text.encode(), mode=0o600)
-        say(INFO, f"settings: wrote {opts.config} (repo {settings.repo}, branch "
+        say(INFO, f"settings: wrote {opts.config} (repo {redact(settings.repo)}, branch "
                   f"{settings.branch}, host {settings.host})")
     else:
         say(INFO, f"settings: {opts.config} exists, not overwritten")
 
-    say(INFO, f"apply: first reconcile of {settings.host} (clones {settings.repo} into "
-              f"{settings.checkout})")
+    if new_key:
+        say(WARNING, f"deploy key: {settings.ssh_key} is new: add the public half above to "
+                     "the infra repo as a read-only deploy key, then run the same vigo "
+                     "bootstrap command again")
+        return EXIT_MISSING
+
+    say(INFO, f"apply: first reconcile of {settings.host} (clones {redact(settings.repo)} "
+              f"into {settings.checkout})")
     code = apply(settings)
     if code in (2, 3):
-        say(ERR, f"apply: exit {code}: the repo could not be fetched or rendered (see above); "
-                 "fix it and run vigo bootstrap again (units not installed yet)")
+        hint = (f" (is the public half of {settings.ssh_key} added to the repo as a deploy "
+                "key?)" if settings.ssh_key and code == 3 else "")
+        say(ERR, f"apply: exit {code}: the repo could not be fetched or rendered (see above)"
+                 f"{hint}; fix it and run vigo bootstrap again (units not installed yet)")
         return code
     if code == 75:
         say(WARNING, "warning: apply: another vigo run holds the lock (is the timer already "
@@ -249,6 +301,74 @@ def bootstrap(opts: BootstrapOptions, say: Say, systemd: Systemd,
         return rc
     say(INFO, "bootstrap: done; vigo status shows what runs")
     return 1 if code not in (0, 75) else 0
+
+
+FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
+
+
+def _host_key_step(opts: BootstrapOptions, settings: Settings, say: Say, runner
+                   ) -> str | None:
+    """The pinned host key: '' when there is nothing to write, the known_hosts text to write
+    (--host-key-fingerprint: only the offered keys with that fingerprint), None on an error."""
+    fp = opts.host_key_fingerprint
+    if opts.known_hosts:
+        if not opts.known_hosts.is_file():
+            say(ERR, f"host key: missing: {opts.known_hosts} does not exist; fix: give the "
+                     "known_hosts file of the git server, or --host-key-fingerprint SHA256:...")
+            return None
+        say(INFO, f"host key: pinned by {opts.known_hosts}")
+        return ""
+    if not fp:
+        return ""
+    target = ssh_target(settings.repo)
+    if not FINGERPRINT_RE.match(fp) or target is None:
+        say(ERR, f"host key: missing: {fp!r} is not a SHA256:... fingerprint, or "
+                 f"{redact(settings.repo)} is not an ssh:// or user@host:path repo")
+        return None
+    host, port = target
+    say(INFO, f"host key: asking {host} port {port} for its keys (ssh-keyscan)")
+    offered = Git(runner, settings.git_timeout).host_keys(host, port)
+    lines = [line for line, found in offered if found == fp.rstrip("=")]
+    if not lines:
+        shown = ", ".join(f"{line.split()[1].removeprefix('ssh-').upper()} {found}"
+                          for line, found in offered) or "no key (is the server up?)"
+        say(ERR, f"host key: missing: {host} port {port} offers {shown}, not {fp}: nothing "
+                 "pinned; fix: check the fingerprint with the git server's admin")
+        return None
+    say(INFO, f"host key: {host} port {port} offers {fp}: pinned")
+    return "".join(line + "\n" for line in lines)
+
+
+def _deploy_key_step(opts: BootstrapOptions, settings: Settings, say: Say, runner
+                     ) -> bool | None:
+    """The SSH deploy key: True when it was created now, False when it exists, None when it
+    cannot be used. Its public half is printed either way (add it as a read-only deploy key)."""
+    key = settings.ssh_key
+    if key is None:
+        return False
+    created = False
+    if opts.ssh_keygen and not key.exists():
+        if not key.parent.exists():
+            fs.private_dir(key.parent)
+        res = runner.run(("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                          f"vigo@{settings.host}", "-f", str(key)), timeout=60)
+        if not res.ok:
+            say(ERR, f"deploy key: cannot create {key}: {res.error(2)}")
+            return None
+        os.chmod(key, 0o600)
+        created = True
+    why = private_file_problem(key, "ssh_key")
+    if why:
+        say(ERR, f"deploy key: missing: {why}")
+        return None
+    public = key.with_name(key.name + ".pub")
+    res = runner.run(("ssh-keygen", "-y", "-f", str(key)), timeout=60) if not \
+        public.is_file() else None
+    text = public.read_text().strip() if res is None else res.stdout.strip()
+    say(INFO, f"deploy key: {'created' if created else 'using'} {key} (root, 0600); add its "
+              "public half to the infra repo as a read-only deploy key:")
+    say(INFO, f"  {text}")
+    return created
 
 
 def _load_text(text: str, environ: Mapping[str, str]) -> Settings:
