@@ -65,6 +65,7 @@ def redact(url: str) -> str:
 CREDENTIAL_HELPER = ('!f() { test "$1" = get && printf \'username=%s\\npassword=%s\\n\' '
                      '"$VIGO_GIT_USERNAME" "$VIGO_GIT_PASSWORD"; }; f')
 DEFAULT_TOKEN_USER = "x-access-token"  # any user name works with a token (GitHub, GitLab, ...)
+TOKEN_AS_USER_LEN = 20  # a longer user name with no password in a URL is taken as a token
 
 
 class CredentialError(SourceError):
@@ -160,6 +161,8 @@ def remote_for(url: str, auth: GitAuth, token: str = "") -> Remote:
     """Pure: the URL, `-c` options and environment of every host git call that may reach
     the remote. `token` is the content of auth.token_file (read by the caller)."""
     bare, user, password = split_credentials(url)
+    if user and not password and len(user) >= TOKEN_AS_USER_LEN:  # https://TOKEN@host/...
+        user, password = "", user
     env = {"GIT_SSH_COMMAND": ssh_command(auth), "GIT_SSH_VARIANT": "ssh",
            "SSH_AUTH_SOCK": ""}  # an empty socket is no agent (and IdentityAgent=none)
     args: list[str] = []
