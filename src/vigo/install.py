@@ -19,7 +19,7 @@ from pathlib import Path
 
 from vigo import config, units
 from vigo.adapters import fs
-from vigo.adapters.git import Git, redact, ssh_target
+from vigo.adapters.git import Git, split_credentials, ssh_target
 from vigo.adapters.sops import private_file_problem
 from vigo.adapters.systemd import Systemd
 from vigo.adapters.tools import probe
@@ -217,10 +217,13 @@ def bootstrap(opts: BootstrapOptions, say: Say, systemd: Systemd,
         say(ERR, f"settings: {exc}")
         return 2
     if not write_settings and settings.repo != opts.repo:
-        say(ERR, f"settings: missing: {opts.config} exists with repo {settings.repo!r}, not "
-                 f"{opts.repo!r}; fix: edit or remove that file (vigo never overwrites it)")
+        say(ERR, f"settings: missing: {opts.config} exists with repo "
+                 f"{_shown(settings.repo)!r}, not {_shown(opts.repo)!r}; fix: edit or remove "
+                 "that file (vigo never overwrites it)")
         return EXIT_MISSING
 
+    step = _Steps(say)
+    step("checks: tools, the age key, the repo's credentials")
     missing = 0
     for tool in probe(runner):
         if tool.version:
@@ -255,6 +258,7 @@ def bootstrap(opts: BootstrapOptions, say: Say, systemd: Systemd,
                  "vigo bootstrap again")
         return EXIT_MISSING
 
+    step("keys and settings")
     new_key = _deploy_key_step(opts, settings, say, runner)
     if new_key is None:
         return EXIT_MISSING
@@ -267,18 +271,26 @@ def bootstrap(opts: BootstrapOptions, say: Say, systemd: Systemd,
 
     if write_settings:
         fs.atomic_write(opts.config, text.encode(), mode=0o600)
-        say(INFO, f"settings: wrote {opts.config} (repo {redact(settings.repo)}, branch "
+        say(INFO, f"settings: wrote {opts.config} (repo {_shown(settings.repo)}, branch "
                   f"{settings.branch}, host {settings.host})")
     else:
         say(INFO, f"settings: {opts.config} exists, not overwritten")
+    summary = [f"settings  {opts.config} ({'written' if write_settings else 'kept'})",
+               f"repo      {_shown(settings.repo)}, branch {settings.branch}, host "
+               f"{settings.host}"]
+    if settings.ssh_key:
+        summary.append(f"ssh       key {settings.ssh_key}, host keys "
+                       f"{settings.ssh_known_hosts or '~/.ssh/known_hosts'}")
 
     if new_key:
         say(WARNING, f"deploy key: {settings.ssh_key} is new: add the public half above to "
                      "the infra repo as a read-only deploy key, then run the same vigo "
                      "bootstrap command again")
+        _summary(say, *summary, "next      add the deploy key, run vigo bootstrap again")
         return EXIT_MISSING
 
-    say(INFO, f"apply: first reconcile of {settings.host} (clones {redact(settings.repo)} "
+    step("first apply: clone, decrypt, pull, start, health checks (may take minutes)")
+    say(INFO, f"apply: first reconcile of {settings.host} (clones {_shown(settings.repo)} "
               f"into {settings.checkout})")
     code = apply(settings)
     if code in (2, 3):
@@ -286,6 +298,8 @@ def bootstrap(opts: BootstrapOptions, say: Say, systemd: Systemd,
                 "key?)" if settings.ssh_key and code == 3 else "")
         say(ERR, f"apply: exit {code}: the repo could not be fetched or rendered (see above)"
                  f"{hint}; fix it and run vigo bootstrap again (units not installed yet)")
+        _summary(say, *summary, f"apply     exit {code}: fix what it says, run vigo "
+                                 "bootstrap again", "units     not installed yet")
         return code
     if code == 75:
         say(WARNING, "warning: apply: another vigo run holds the lock (is the timer already "
@@ -295,12 +309,41 @@ def bootstrap(opts: BootstrapOptions, say: Say, systemd: Systemd,
                      "retries every minute")
     else:
         say(INFO, "apply: converged")
+    summary.append("apply     " + {0: "converged", 75: "another run holds the lock"}.get(
+        code, f"exit {code}: some stacks failed (see above)"))
+    step("systemd units")
     rc = install(settings, opts.config, systemd, say, enable=opts.enable,
                  randomized_delay=opts.randomized_delay)
+    summary.append(f"units     {'installed' if not rc else f'failed (exit {rc}, see above)'}"
+                   + ("" if rc else ", timer enabled" if opts.enable else
+                      ", timer not enabled (--no-enable)"))
+    _summary(say, *summary, "next      vigo status; journalctl -u vigo; docs/host-setup.md")
     if rc:
         return rc
     say(INFO, "bootstrap: done; vigo status shows what runs")
     return 1 if code not in (0, 75) else 0
+
+
+def _shown(url: str) -> str:
+    """A repo URL as bootstrap prints it: without user and password (https), or a password."""
+    return split_credentials(url)[0]
+
+
+class _Steps:
+    """`bootstrap: step N: what` before each step, so a person can follow it."""
+
+    def __init__(self, say: Say) -> None:
+        self.say, self.n = say, 0
+
+    def __call__(self, what: str) -> None:
+        self.n += 1
+        self.say(INFO, f"bootstrap: step {self.n}/4: {what}")
+
+
+def _summary(say: Say, *lines: str) -> None:
+    say(INFO, "bootstrap: summary")
+    for line in lines:
+        say(INFO, f"  {line}")
 
 
 FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
@@ -323,7 +366,7 @@ def _host_key_step(opts: BootstrapOptions, settings: Settings, say: Say, runner
     target = ssh_target(settings.repo)
     if not FINGERPRINT_RE.match(fp) or target is None:
         say(ERR, f"host key: missing: {fp!r} is not a SHA256:... fingerprint, or "
-                 f"{redact(settings.repo)} is not an ssh:// or user@host:path repo")
+                 f"{_shown(settings.repo)} is not an ssh:// or user@host:path repo")
         return None
     host, port = target
     say(INFO, f"host key: asking {host} port {port} for its keys (ssh-keyscan)")

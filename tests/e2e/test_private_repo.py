@@ -130,7 +130,15 @@ def test_bootstrap_ssh_keygen_and_host_key_fingerprint(host: Host, sshd: SshGitS
     sshd.allow(public)
     res = bootstrap("--host-key-fingerprint", sshd.fingerprint())
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "  proxy: created (new stack)" in res.stdout.splitlines()
+    lines = res.stdout.splitlines()
+    assert "  proxy: created (new stack)" in lines
+    steps = [x for x in lines if x.startswith("bootstrap: step ")]
+    assert [x.split(":")[1] for x in steps] == [" step 1/4", " step 2/4", " step 3/4",
+                                                 " step 4/4"], res.stdout
+    summary = lines[lines.index("bootstrap: summary"):]
+    assert "  apply     converged" in summary and "  units     installed, timer enabled" in summary
+    assert f"  ssh       key {key}, host keys {known}" in summary
+    assert f"  repo      {sshd.url(host.repo.remote)}, branch main, host testhost" in summary
     assert "bootstrap: done" in res.stdout
     assert not (home / ".ssh").exists()
 
