@@ -17,6 +17,7 @@ from vigo.adapters.git import (
     GitAuth,
     HostKeyRefusal,
     host_key_refusal,
+    known_hosts_problem,
     read_token,
     refusal_line,
     remote_for,
@@ -223,4 +224,23 @@ def test_token_file_checked_like_the_age_key(tmp_path: Path) -> None:
     with pytest.raises(CredentialError, match=r"ssh_key .* does not exist"):
         Git(runner, 30, GitAuth(ssh_key=tmp_path / "nokey")).fetch("ssh://h/r", "main",
                                                                    tmp_path / "c")
+    assert runner.calls == []
+
+
+def test_known_hosts_changed_only_by_root(tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    assert "does not exist; fix: vigo bootstrap --host-key-fingerprint" in \
+        known_hosts_problem(known)
+    known.write_text("[h]:22 ssh-ed25519 AAAA\n")
+    for mode in (0o644, 0o600, 0o444):
+        known.chmod(mode)
+        assert known_hosts_problem(known) == ""
+    for mode in (0o664, 0o646, 0o666):
+        known.chmod(mode)
+        assert known_hosts_problem(known) == (
+            f"ssh_known_hosts {known} has mode {mode:04o}: group or others can change the "
+            f"pinned host key; fix: chown root:root {known} && chmod 644 {known}")
+    runner = Recording()
+    with pytest.raises(CredentialError, match="can change the pinned host key"):
+        Git(runner, 30, GitAuth(ssh_known_hosts=known)).fetch("ssh://h/r", "main", tmp_path)
     assert runner.calls == []

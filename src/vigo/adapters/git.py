@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -139,6 +140,27 @@ def ssh_command(auth: GitAuth) -> str:
         argv += ["-o", f"UserKnownHostsFile={_ssh_path(auth.ssh_known_hosts)}",
                  "-o", "GlobalKnownHostsFile=/dev/null"]
     return " ".join(shlex.quote(a) for a in argv)
+
+
+def known_hosts_problem(path: Path) -> str:
+    """The pinned known_hosts file may be read by anyone, but changed only by root: whoever
+    can add a line to it can stand in for the git server."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return (f"ssh_known_hosts {path} does not exist; fix: vigo bootstrap "
+                "--host-key-fingerprint SHA256:... writes it, or copy the server's line there")
+    except OSError as exc:
+        return f"ssh_known_hosts {path} cannot be read ({exc.strerror})"
+    fix = f"fix: chown root:root {path} && chmod 644 {path}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"ssh_known_hosts {path} is not a file"
+    if st.st_uid not in (0, os.geteuid()):
+        return f"ssh_known_hosts {path} is owned by uid {st.st_uid}, not root; {fix}"
+    if st.st_mode & 0o022:
+        return (f"ssh_known_hosts {path} has mode {stat.S_IMODE(st.st_mode):04o}: group or "
+                f"others can change the pinned host key; {fix}")
+    return ""
 
 
 def read_token(path: Path) -> str:
@@ -312,6 +334,10 @@ class Git:
         token = read_token(self.auth.token_file) if self.auth.token_file else ""
         if self.auth.ssh_key is not None:
             why = private_file_problem(self.auth.ssh_key, "ssh_key")
+            if why:
+                raise CredentialError(why)
+        if self.auth.ssh_known_hosts is not None:
+            why = known_hosts_problem(self.auth.ssh_known_hosts)
             if why:
                 raise CredentialError(why)
         remote = remote_for(repo, self.auth, token)
