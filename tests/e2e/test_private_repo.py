@@ -85,9 +85,14 @@ def test_ssh_deploy_key_pinned_host_key_unknown_and_changed_keys_refused(
     assert _head(host) == first
     assert known.read_text().count("\n") == 1  # never rewritten by ssh
 
-    # Pinned again: the push is applied.
+    # Pinned again: the push is applied, with HOME read-only as under the unit's
+    # ProtectSystem=strict / ProtectHome=read-only (a private mount namespace).
     sshd.known_hosts(known)
-    host.apply()
+    res = subprocess.run(
+        ["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$HOME" "$HOME" && exec "$@"', "sh",
+         sys.executable, "-m", "vigo", "--config", str(host.config), "apply"],
+        capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
     assert _head(host) != first
     assert not (home / ".ssh").exists()
     assert (host.checkout / ".git/config").stat().st_mode & 0o777 == 0o600
@@ -215,5 +220,21 @@ def test_https_url_with_embedded_token_is_stripped(host: Host, https_git: HttpsG
     assert res.returncode == 0, res.stdout + res.stderr
     assert _head(host) == first
     assert TOKEN not in res.stdout + res.stderr
+    assert "https://127.0.0.1" in res.stdout + res.stderr  # -v shows the git argv, stripped
     assert TOKEN not in (host.checkout / ".git/config").read_text()
     assert (host.checkout / ".git/config").stat().st_mode & 0o777 == 0o600
+
+    # A broken checkout is cloned afresh over the same credentials: still 0600, no token.
+    host.repo.write("README.md", "second\n")
+    second = host.repo.commit("second")
+    sh("git", "-C", str(bare), "fetch", "-q", str(host.repo.remote), "main:main")
+    (host.checkout / ".git/index.lock").write_text("")
+    res = host.vigo("apply")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "replaced it with a fresh clone" in res.stdout
+    assert _head(host) == second
+    git_config = host.checkout / ".git/config"
+    assert TOKEN not in git_config.read_text() and "deploy" not in git_config.read_text()
+    assert git_config.stat().st_mode & 0o777 == 0o600
+    assert host.checkout.stat().st_mode & 0o777 == 0o700
+    assert TOKEN not in res.stdout + res.stderr
