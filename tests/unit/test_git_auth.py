@@ -166,6 +166,10 @@ def test_refusal_line_names_fingerprint_file_and_fix() -> None:
     line = refusal_line(host_key_refusal(CHANGED), fp, "127.0.0.1", 2222, None)
     assert "CHANGED" in line and "~/.ssh/known_hosts (set ssh_known_hosts)" in line
     assert "\n" not in line
+    odd = HostKeyRefusal("unknown", "", "")  # ssh said only "Host key verification failed"
+    assert "the server offers key SHA256:" in refusal_line(odd, fp, "h", 22, None)
+    assert "of h is not in" in refusal_line(odd, fp, "h", 22, None)
+    assert "the server offers a key it did not show" in refusal_line(odd, "", "h", 22, None)
 
 
 class Recording(Runner):

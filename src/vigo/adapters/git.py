@@ -262,7 +262,8 @@ def refusal_line(refusal: HostKeyRefusal, fingerprint: str, host: str, port: int
     """Pure: the one line for a refused host key, with the offered fingerprint and the fix."""
     pinned = str(known_hosts) if known_hosts else "~/.ssh/known_hosts (set ssh_known_hosts)"
     name = refusal.host or known_hosts_name(host, port)
-    offered = f"{refusal.key_type} key {fingerprint}" if fingerprint else "a key"
+    offered = " ".join(w for w in (refusal.key_type, "key", fingerprint) if w)
+    offered = offered if fingerprint else "a key it did not show (ssh-keyscan found none)"
     pin = (f"vigo bootstrap --host-key-fingerprint {fingerprint}" if fingerprint else
            "vigo bootstrap --host-key-fingerprint SHA256:...")
     if refusal.kind == "changed":
