@@ -19,7 +19,7 @@ from pathlib import Path
 
 from vigo import config, units
 from vigo.adapters import fs
-from vigo.adapters.git import Git, split_credentials, ssh_target
+from vigo.adapters.git import Git, known_hosts_problem, split_credentials, ssh_target
 from vigo.adapters.sops import private_file_problem
 from vigo.adapters.systemd import Systemd
 from vigo.adapters.tools import probe
@@ -355,13 +355,17 @@ def _host_key_step(opts: BootstrapOptions, settings: Settings, say: Say, runner
     (--host-key-fingerprint: only the offered keys with that fingerprint), None on an error."""
     fp = opts.host_key_fingerprint
     if opts.known_hosts:
-        if not opts.known_hosts.is_file():
-            say(ERR, f"host key: missing: {opts.known_hosts} does not exist; fix: give the "
-                     "known_hosts file of the git server, or --host-key-fingerprint SHA256:...")
+        why = known_hosts_problem(opts.known_hosts)
+        if why:
+            say(ERR, f"host key: missing: {why}")
             return None
         say(INFO, f"host key: pinned by {opts.known_hosts}")
         return ""
     if not fp:
+        if ssh_target(settings.repo) and not settings.ssh_known_hosts:
+            say(WARNING, "warning: host key: no ssh_known_hosts: ssh checks the server's key "
+                         "against root's ~/.ssh/known_hosts; pin it with "
+                         "--host-key-fingerprint SHA256:... (docs/host-setup.md)")
         return ""
     target = ssh_target(settings.repo)
     if not FINGERPRINT_RE.match(fp) or target is None:

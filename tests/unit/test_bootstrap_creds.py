@@ -83,9 +83,17 @@ def test_host_key_step_refuses_what_the_server_does_not_offer(tmp_path: Path) ->
          f"host key: missing: {FP!r} is not a SHA256:... fingerprint, or "
          "https://git.example.org/ops/infra.git is not an ssh:// or user@host:path repo"),
         (_opts(tmp_path, known_hosts=tmp_path / "nope"),
-         f"host key: missing: {tmp_path / 'nope'} does not exist; fix: give the known_hosts "
-         "file of the git server, or --host-key-fingerprint SHA256:..."),
+         f"host key: missing: ssh_known_hosts {tmp_path / 'nope'} does not exist; fix: vigo "
+         "bootstrap --host-key-fingerprint SHA256:... writes it, or copy the server's line "
+         "there"),
     ]
+    loose = tmp_path / "loose_known_hosts"
+    loose.write_text(ED + "\n")
+    loose.chmod(0o666)
+    cases.append((_opts(tmp_path, known_hosts=loose),
+                  f"host key: missing: ssh_known_hosts {loose} has mode 0666: group or others "
+                  f"can change the pinned host key; fix: chown root:root {loose} && chmod 644 "
+                  f"{loose}"))
     for opts, line in cases:
         said: list[str] = []
         settings = _settings(tmp_path, opts)
