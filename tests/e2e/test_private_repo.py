@@ -132,10 +132,18 @@ def test_bootstrap_ssh_keygen_and_host_key_fingerprint(host: Host, sshd: SshGitS
     assert f'ssh_key = "{key}"' in written and f'ssh_known_hosts = "{known}"' in written
     assert host.containers() == []
 
+    res = bootstrap("--host-key-fingerprint", sshd.fingerprint())  # the key is not added yet
+    assert res.returncode == 3, res.stdout + res.stderr
+    line = next(x for x in res.stdout.splitlines() if x.startswith("clone: "
+                                                                   ) and "nothing" in x)
+    assert "Permission denied (publickey)" in line and f"public half of {key}" in line
+    assert host.containers() == []
+
     sshd.allow(public)
     res = bootstrap("--host-key-fingerprint", sshd.fingerprint())
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.splitlines()
+    assert any(x.startswith("clone: fetched ") for x in lines), res.stdout
     assert "  proxy: created (new stack)" in lines
     steps = [x for x in lines if x.startswith("bootstrap: step ")]
     assert [x.split(":")[1] for x in steps] == [" step 1/4", " step 2/4", " step 3/4",

@@ -441,8 +441,13 @@ class Git:
             refused = self._refused(remote, res)
             if refused:
                 raise CredentialError(refused)
+            why = res.error(3)
+            if "Permission denied (publickey" in res.stderr:
+                key = self.auth.ssh_key or "root's default SSH key (set ssh_key)"
+                why = (f"the server refused the key (Permission denied (publickey)): add the "
+                       f"public half of {key} to the repo as a read-only deploy key")
             raise SourceError(f"fetch of branch {branch!r} from {redact(remote.url)} failed: "
-                              f"{res.error(3)}")
+                              f"{why}")
         res = self._git(checkout, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}")
         if not res.ok:
             raise SourceError(f"{checkout}: the fetched branch {branch!r} has no commit: "
