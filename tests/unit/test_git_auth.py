@@ -16,6 +16,7 @@ from vigo.adapters.git import (
     Git,
     GitAuth,
     HostKeyRefusal,
+    SourceError,
     host_key_refusal,
     known_hosts_problem,
     read_token,
@@ -248,3 +249,29 @@ def test_known_hosts_changed_only_by_root(tmp_path: Path) -> None:
     with pytest.raises(CredentialError, match="can change the pinned host key"):
         Git(runner, 30, GitAuth(ssh_known_hosts=known)).fetch("ssh://h/r", "main", tmp_path)
     assert runner.calls == []
+
+
+class Refusing(Recording):
+    """The server refuses the key: every fetch and ls-remote fails as ssh makes git fail."""
+
+    def run(self, argv, *, timeout=300, env=None, cwd=None, input=None, mask_output=True):
+        argv = tuple(str(a) for a in argv)
+        self.calls.append((argv, dict(env or {})))
+        if "fetch" in argv or "ls-remote" in argv:
+            return Result(argv, 128, "", "root@127.0.0.1: Permission denied (publickey).\r\n"
+                          "fatal: Could not read from remote repository.\n\nPlease make sure "
+                          "you have the correct access rights\nand the repository exists.\n")
+        return Result(argv, 0, "", "")
+
+
+def test_a_refused_deploy_key_names_the_public_half_to_add(tmp_path: Path) -> None:
+    key = tmp_path / "deploy_key"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    key.chmod(0o600)
+    git = Git(Refusing(), 30, GitAuth(ssh_key=key))
+    with pytest.raises(SourceError) as exc:
+        git.fetch("ssh://root@127.0.0.1:2222/srv/infra.git", "main", tmp_path / "c")
+    assert str(exc.value).endswith(
+        "failed: the server refused the key (Permission denied (publickey)): add the public "
+        f"half of {key} to the repo as a read-only deploy key")
+    assert not isinstance(exc.value, CredentialError)  # the next run tries again
