@@ -51,7 +51,9 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
         "bootstrap", parents=[common], help="set up a new host: checks, settings, first apply, "
                                             "units",
         description="Check docker, compose v2, sops, git and the age key (owned by root, "
-                    "readable by nobody else); write the settings file if it does not exist "
+                    "readable by nobody else); for a private repo, the SSH deploy key (or "
+                    "create one) and the server's pinned host key, or the token file "
+                    "(docs/host-setup.md); write the settings file if it does not exist "
                     "(from these options and any VIGO_<KEY> variables; never overwritten); "
                     "run a first apply (which clones the repo); install the units. "
                     "Idempotent: run it again after fixing what it reports missing.")
@@ -60,6 +62,21 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
     boot.add_argument("--host", default="", help="host name (default: the machine's)")
     boot.add_argument("--age-key-file", type=Path, default=None, metavar="FILE",
                       help="the host's age identity (default /root/.config/sops/age/keys.txt)")
+    key = boot.add_mutually_exclusive_group()
+    key.add_argument("--ssh-key", type=Path, default=None, metavar="FILE",
+                     help="an SSH deploy key of the repo (root's, mode 0600): setting ssh_key")
+    key.add_argument("--ssh-keygen", type=Path, default=None, metavar="FILE",
+                     help="create an ed25519 deploy key there if it is missing and print its "
+                          "public half, to add to the repo as a read-only deploy key")
+    pin = boot.add_mutually_exclusive_group()
+    pin.add_argument("--known-hosts", type=Path, default=None, metavar="FILE",
+                     help="the pinned known_hosts file of the git server: ssh_known_hosts")
+    pin.add_argument("--host-key-fingerprint", default="", metavar="SHA256:...",
+                     help="ask the server for its host keys (ssh-keyscan), keep the one with "
+                          "this fingerprint and write it to known_hosts beside the settings")
+    boot.add_argument("--git-token-file", type=Path, default=None, metavar="FILE",
+                      help="a root-only file holding the HTTPS token of the repo: "
+                           "git_token_file")
     _unit_options(boot)
     boot.set_defaults(func=cmd_bootstrap)
     status = sub.add_parser(
@@ -127,8 +144,15 @@ def cmd_bootstrap(args: argparse.Namespace, settings: None) -> int:
     opts = install.BootstrapOptions(
         repo=args.repo, config=install.config_path(args.config), branch=args.branch,
         host=args.host, age_key_file=args.age_key_file.absolute() if args.age_key_file else None,
-        enable=not args.no_enable, randomized_delay=args.randomized_delay)
+        enable=not args.no_enable, randomized_delay=args.randomized_delay,
+        ssh_key=_abs(args.ssh_key), ssh_keygen=_abs(args.ssh_keygen),
+        known_hosts=_abs(args.known_hosts), host_key_fingerprint=args.host_key_fingerprint,
+        git_token_file=_abs(args.git_token_file))
     return install.bootstrap(opts, _say, _systemd(args.root), apply, Runner())
+
+
+def _abs(path: Path | None) -> Path | None:
+    return path.absolute() if path else None
 
 
 def cmd_status(args: argparse.Namespace, settings: config.Settings) -> int:

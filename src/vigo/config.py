@@ -56,13 +56,20 @@ class Settings:
     # Signed commits (docs/security.md): apply only commits signed by these keys, at most one.
     allowed_signers: Path | None = None  # SSH allowed-signers file
     gpg_keyring: Path | None = None  # GnuPG home folder holding the trusted public keys
+    # A private infra repo (docs/host-setup.md): an SSH deploy key and the pinned known_hosts
+    # file, or a token in a root-only file for HTTPS, and a private CA of the git server.
+    ssh_key: Path | None = None
+    ssh_known_hosts: Path | None = None
+    git_token_file: Path | None = None
+    git_ca_file: Path | None = None
 
     def project(self, stack: str) -> str:
         return self.project_prefix + stack
 
 
 _PATH_KEYS = {"checkout", "runtime", "secrets", "state", "age_key_file", "metrics_file",
-              "allowed_signers", "gpg_keyring"}
+              "allowed_signers", "gpg_keyring", "ssh_key", "ssh_known_hosts", "git_token_file",
+              "git_ca_file"}
 _URL_KEYS = {"notify_webhook", "notify_ntfy", "healthchecks_url"}
 _INT_KEYS = {"git_timeout", "compose_timeout", "health_timeout", "keep_images"}
 _LIST_KEYS = {"allow_unpinned", "allow_caps", "allow_host_paths"}

@@ -21,10 +21,17 @@ from typing import Any
 from vigo import dotenv, render, rollout, state, trust
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
-from vigo.adapters.git import Git, SignatureSetupError, SourceError, signature_pins, url_secrets
+from vigo.adapters.git import (
+    Git,
+    SignatureSetupError,
+    SourceError,
+    git_auth,
+    signature_pins,
+    url_secrets,
+)
 from vigo.adapters.lock import RunLock
 from vigo.adapters.run import CommandTimeout, Masker, Runner
-from vigo.adapters.sops import DecryptError, Sops, key_problem
+from vigo.adapters.sops import DecryptError, Sops, credential_problem, key_problem
 from vigo.config import Settings
 from vigo.deploy import Deployer
 from vigo.model import (
@@ -90,7 +97,7 @@ class Reconciler:
         self.masker.add(url_secrets(settings.repo))
         self.emit = lambda line: emit(self.masker(line))
         self.runner = Runner(self.masker, log=debug or self.emit, verbose=verbose)
-        self.git = Git(self.runner, settings.git_timeout)
+        self.git = Git(self.runner, settings.git_timeout, git_auth(settings))
         self.sops = Sops(self.runner)
         self.compose = Compose(self.runner, settings.compose_timeout)
 
@@ -175,7 +182,7 @@ class Reconciler:
 
     def _key_refused(self, report: Report) -> bool:
         """Every run, before anything is touched: one stat of the age key (docs/security.md)."""
-        why = key_problem(self.settings.age_key_file)
+        why = key_problem(self.settings.age_key_file) or credential_problem(self.settings)
         if why:
             report.exit_code, report.error = EXIT_INVALID, why
             self.emit(f"settings: {why}; nothing changed")

@@ -59,6 +59,7 @@ def test_init_check_apply_verified_tls_and_http_redirect(host: Host, pebble: Pat
     assert res.returncode == 0 and "0 error(s), 0 warning(s)" in res.stdout, res.stdout
     # Test-only overrides, as a host overlay: free ports, the local CA, this test's network.
     http, https = free_port(), free_port()
+    acme_port = sh(str(ROOT / "scripts/pebble"), "port", str(pebble)).stdout.strip()
     network = f"{host.prefix}proxy"
     proxy = (repo / "proxy/docker-compose.yml").read_text()
     proxy = proxy.replace('"${HTTP_PORT:-80}:80"', '"127.0.0.1:${HTTP_PORT}:80"')
@@ -68,7 +69,7 @@ def test_init_check_apply_verified_tls_and_http_redirect(host: Host, pebble: Pat
     proxy = proxy.replace(
         "      - --certificatesresolvers.le.acme.storage=/letsencrypt/acme.json\n",
         "      - --certificatesresolvers.le.acme.storage=/letsencrypt/acme.json\n"
-        "      - --certificatesresolvers.le.acme.caserver=https://pebble.test:14000/dir\n"
+        f"      - --certificatesresolvers.le.acme.caserver=https://pebble.test:{acme_port}/dir\n"
         f"      - --providers.docker.constraints=Label(`io.vigo.instance`,`{host.prefix}`)\n")
     proxy = proxy.replace(
         "    restart: unless-stopped\n",

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from vigo.adapters import fs
 from vigo.adapters.run import Runner
+from vigo.adapters.sops import private_file_problem
 
 # Pinned for every call: no user or system config, no hooks, no submodules, no prompts, and
 # every setting that makes git run a program pinned off (a `.git/config` someone else wrote
@@ -77,6 +79,225 @@ def redact(url: str) -> str:
     return re.sub(r"(?<=://)[^/@]+@", "***@", url)
 
 
+# -- credentials of a private infra repo (docs/host-setup.md) -----------------------------
+# The token reaches git through this credential helper: a shell function run by git's `sh -c`
+# that prints two variables of its own environment with the builtin printf. Its text (the only
+# part in an argv) holds no secret; the environment of a root process is readable by root only.
+CREDENTIAL_HELPER = ('!f() { test "$1" = get && printf \'username=%s\\npassword=%s\\n\' '
+                     '"$VIGO_GIT_USERNAME" "$VIGO_GIT_PASSWORD"; }; f')
+DEFAULT_TOKEN_USER = "x-access-token"  # any user name works with a token (GitHub, GitLab, ...)
+TOKEN_AS_USER_LEN = 20  # a longer user name with no password in a URL is taken as a token
+
+
+class CredentialError(SourceError):
+    """A credential setting cannot be used (missing file, wrong owner or mode, empty)."""
+
+
+@dataclass(frozen=True)
+class GitAuth:
+    """How the host's git proves who it is to a private repo: an SSH deploy key and a pinned
+    known_hosts file, or a token read from a root-only file, and a private CA for HTTPS."""
+
+    ssh_key: Path | None = None
+    ssh_known_hosts: Path | None = None
+    token_file: Path | None = None
+    ca_file: Path | None = None
+
+
+def git_auth(settings) -> GitAuth:
+    return GitAuth(settings.ssh_key, settings.ssh_known_hosts, settings.git_token_file,
+                   settings.git_ca_file)
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A remote as git is given it: the URL without credentials, `-c` options and
+    environment. `secrets` are masked everywhere."""
+
+    url: str
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    secrets: tuple[str, ...] = ()
+
+
+def split_credentials(url: str) -> tuple[str, str, str]:
+    """(url without user and password, user, password) of an http(s) URL; any other URL is
+    returned as it is, less a password (an ssh user name is not a secret)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return url, "", ""
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url, "", ""
+    user, colon, password = userinfo.partition(":")
+    if parts.scheme not in ("http", "https"):
+        if not colon:
+            return url, "", ""
+        return urlunsplit(parts._replace(netloc=f"{user}@{hostport}")), "", unquote(password)
+    return urlunsplit(parts._replace(netloc=hostport)), unquote(user), unquote(password)
+
+
+def _ssh_path(path: Path) -> str:
+    """A path as one ssh -o value: ssh expands % tokens in it and splits it at blanks."""
+    text = str(path).replace("%", "%%")
+    if '"' in text or "\n" in text:
+        raise CredentialError(f"{path}: a path with a double quote or a newline cannot be "
+                              "given to ssh; move the file")
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
+def ssh_command(auth: GitAuth) -> str:
+    """GIT_SSH_COMMAND: only the deploy key, no agent, no user or system ssh config, strict
+    host key checking against the pinned file, never a prompt; ssh writes nothing anywhere."""
+    argv = ["ssh", "-F", "/dev/null"]
+    if auth.ssh_key is not None:
+        argv += ["-i", _ssh_path(auth.ssh_key), "-o", "IdentitiesOnly=yes"]
+    argv += ["-o", "IdentityAgent=none", "-o", "BatchMode=yes",
+             "-o", "StrictHostKeyChecking=yes", "-o", "UpdateHostKeys=no"]
+    if auth.ssh_known_hosts is not None:
+        argv += ["-o", f"UserKnownHostsFile={_ssh_path(auth.ssh_known_hosts)}",
+                 "-o", "GlobalKnownHostsFile=/dev/null"]
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def known_hosts_problem(path: Path) -> str:
+    """The pinned known_hosts file may be read by anyone, but changed only by root: whoever
+    can add a line to it can stand in for the git server."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return (f"ssh_known_hosts {path} does not exist; fix: vigo bootstrap "
+                "--host-key-fingerprint SHA256:... writes it, or copy the server's line there")
+    except OSError as exc:
+        return f"ssh_known_hosts {path} cannot be read ({exc.strerror})"
+    fix = f"fix: chown root:root {path} && chmod 644 {path}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"ssh_known_hosts {path} is not a file"
+    if st.st_uid not in (0, os.geteuid()):
+        return f"ssh_known_hosts {path} is owned by uid {st.st_uid}, not root; {fix}"
+    if st.st_mode & 0o022:
+        return (f"ssh_known_hosts {path} has mode {stat.S_IMODE(st.st_mode):04o}: group or "
+                f"others can change the pinned host key; {fix}")
+    return ""
+
+
+def read_token(path: Path) -> str:
+    """The token: the first line of a root-only file (checked like the age key)."""
+    why = private_file_problem(path, "git_token_file")
+    if why:
+        raise CredentialError(why)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CredentialError(f"git_token_file {path} cannot be read ({exc})") from exc
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise CredentialError(f"git_token_file {path} is empty; fix: write the token on its "
+                              "first line")
+    return token
+
+
+def remote_for(url: str, auth: GitAuth, token: str = "") -> Remote:
+    """Pure: the URL, `-c` options and environment of every host git call that may reach
+    the remote. `token` is the content of auth.token_file (read by the caller)."""
+    bare, user, password = split_credentials(url)
+    if user and not password and len(user) >= TOKEN_AS_USER_LEN:  # https://TOKEN@host/...
+        user, password = "", user
+    env = {"GIT_SSH_COMMAND": ssh_command(auth), "GIT_SSH_VARIANT": "ssh",
+           "SSH_AUTH_SOCK": ""}  # an empty socket is no agent (and IdentityAgent=none)
+    args: list[str] = []
+    secrets = [s for s in (password, user if password else "", token) if s]
+    try:
+        parts = urlsplit(bare)
+        scheme, netloc = parts.scheme, parts.netloc
+    except ValueError:
+        scheme, netloc = "", ""
+    if scheme in ("http", "https"):
+        password = token or password
+        if password:
+            # after GIT's `credential.helper=` (which empties the list), only for this server
+            args += ["-c", f"credential.{scheme}://{netloc}.helper={CREDENTIAL_HELPER}"]
+            env["VIGO_GIT_USERNAME"] = user or DEFAULT_TOKEN_USER
+            env["VIGO_GIT_PASSWORD"] = password
+        if auth.ca_file is not None:
+            args += ["-c", f"http.sslCAInfo={auth.ca_file}", "-c", "http.sslVerify=true"]
+    return Remote(bare, tuple(args), tuple(sorted(env.items())), tuple(secrets))
+
+
+# -- a refused SSH host key: the offered fingerprint and the fix --------------------------
+
+_UNKNOWN_RE = re.compile(r"No (\S+) host key is known for (\S+) and you have requested strict")
+_CHANGED_RE = re.compile(r"The fingerprint for the (\S+) key sent by the remote host is\s+"
+                         r"(SHA256:[A-Za-z0-9+/=]+)")
+_CHANGED_HOST_RE = re.compile(r"Host key for (\S+) has changed")
+
+
+@dataclass(frozen=True)
+class HostKeyRefusal:
+    kind: str  # "unknown" or "changed"
+    key_type: str  # ED25519, ECDSA, RSA
+    host: str  # as ssh names it: host or [host]:port
+    fingerprint: str = ""  # SHA256:... when ssh printed it (a changed key)
+
+
+def host_key_refusal(stderr: str) -> HostKeyRefusal | None:
+    """Pure: whether ssh refused the server's host key, from its stderr."""
+    if "Host key verification failed" not in stderr:
+        return None
+    changed = _CHANGED_RE.search(stderr)
+    if changed:
+        host = _CHANGED_HOST_RE.search(stderr)
+        return HostKeyRefusal("changed", changed.group(1), host.group(1) if host else "",
+                              changed.group(2).rstrip("."))
+    unknown = _UNKNOWN_RE.search(stderr)
+    if unknown:
+        return HostKeyRefusal("unknown", unknown.group(1), unknown.group(2))
+    return HostKeyRefusal("unknown", "", "")
+
+
+def ssh_target(url: str) -> tuple[str, int] | None:
+    """(host, port) of an ssh remote: ssh://[user@]host[:port]/path or [user@]host:path."""
+    if "://" in url:
+        try:
+            parts = urlsplit(url)
+            if parts.scheme not in ("ssh", "git+ssh", "ssh+git") or not parts.hostname:
+                return None
+            return parts.hostname, parts.port or 22
+        except ValueError:
+            return None
+    m = re.match(r"^(?:[^@/:]+@)?(\[[^\]]+\]|[^:/]+):(?!//)", url)
+    if not m or url.startswith(("/", ".")):
+        return None
+    return m.group(1).strip("[]"), 22
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def refusal_line(refusal: HostKeyRefusal, fingerprint: str, host: str, port: int,
+                 known_hosts: Path | None) -> str:
+    """Pure: the one line for a refused host key, with the offered fingerprint and the fix."""
+    pinned = str(known_hosts) if known_hosts else "~/.ssh/known_hosts (set ssh_known_hosts)"
+    name = refusal.host or known_hosts_name(host, port)
+    offered = " ".join(w for w in (refusal.key_type, "key", fingerprint) if w)
+    offered = offered if fingerprint else "a key it did not show (ssh-keyscan found none)"
+    pin = (f"vigo bootstrap --host-key-fingerprint {fingerprint}" if fingerprint else
+           "vigo bootstrap --host-key-fingerprint SHA256:...")
+    if refusal.kind == "changed":
+        return (f"the SSH host key of {name} CHANGED: the server offers {offered}, "
+                f"{pinned} pins another (a reinstalled server, or someone in between); "
+                f"refused. Fix: confirm {fingerprint or 'the fingerprint'} with the git "
+                f"server's admin, then replace the line for {name} in {pinned} "
+                f"(or remove the file and run {pin})")
+    return (f"the SSH host key of {name} is not in {pinned}: the server offers {offered}; "
+            f"refused. Fix: if that is your git server's key (compare it with what its admin "
+            f"or web page shows), pin it with {pin}, or: ssh-keyscan -p {port} {host} >> "
+            f"{pinned}")
+
+
 class SignatureSetupError(Exception):
     """The trusted keys or the program that checks them is missing (docs/security.md)."""
 
@@ -137,28 +358,81 @@ def _read_at(dir_fd: int, name: str) -> bytes | None:
 
 
 class Git:
-    def __init__(self, runner: Runner, timeout: float = 120) -> None:
+    def __init__(self, runner: Runner, timeout: float = 120, auth: GitAuth = GitAuth()) -> None:
         self.runner = runner
         self.timeout = timeout
+        self.auth = auth
         self.recovered = ""  # set when a broken checkout was replaced by a fresh clone
 
-    def _git(self, checkout: Path, *args: str, timeout: float | None = None):
-        return self.runner.run((*GIT, "-C", str(checkout), *args), env=GIT_ENV,
-                               timeout=timeout or self.timeout)
+    def _git(self, checkout: Path, *args: str, timeout: float | None = None,
+             remote: Remote | None = None):
+        extra, env = (remote.args, dict(remote.env)) if remote else ((), {})
+        return self.runner.run((*GIT, *extra, "-C", str(checkout), *args),
+                               env={**GIT_ENV, **env}, timeout=timeout or self.timeout)
+
+    def remote(self, repo: str) -> Remote:
+        """The repo URL without credentials and how git gets them; every secret is masked."""
+        token = read_token(self.auth.token_file) if self.auth.token_file else ""
+        if self.auth.ssh_key is not None:
+            why = private_file_problem(self.auth.ssh_key, "ssh_key")
+            if why:
+                raise CredentialError(why)
+        if self.auth.ssh_known_hosts is not None:
+            why = known_hosts_problem(self.auth.ssh_known_hosts)
+            if why:
+                raise CredentialError(why)
+        remote = remote_for(repo, self.auth, token)
+        self.runner.masker.add(remote.secrets)
+        return remote
+
+    def _refused(self, remote: Remote, res) -> str:
+        """For a failed network call: the host key line when ssh refused the server's key
+        (the offered fingerprint comes from ssh, or from ssh-keyscan for an unknown key)."""
+        refusal = host_key_refusal(res.stderr)
+        target = ssh_target(remote.url)
+        if refusal is None or target is None:
+            return ""
+        host, port = target
+        fingerprint = refusal.fingerprint or self.offered_fingerprint(host, port,
+                                                                      refusal.key_type)
+        return refusal_line(refusal, fingerprint, host, port, self.auth.ssh_known_hosts)
+
+    def host_keys(self, host: str, port: int, key_type: str = "") -> list[tuple[str, str]]:
+        """(known_hosts line, SHA256 fingerprint) of each key the server offers now."""
+        types = ("-t", key_type.lower()) if key_type else ()
+        res = self.runner.run(("ssh-keyscan", "-T", "10", "-p", str(port), *types, "--", host),
+                              timeout=self.timeout)
+        out = []
+        for line in res.stdout.splitlines():
+            if not line.strip() or line.startswith("#"):
+                continue
+            fp = self.runner.run(("ssh-keygen", "-l", "-E", "sha256", "-f", "-"),
+                                 input=line + "\n", timeout=self.timeout)
+            words = fp.stdout.split()
+            if fp.ok and len(words) > 1 and words[1].startswith("SHA256:"):
+                out.append((line.strip(), words[1]))
+        return out
+
+    def offered_fingerprint(self, host: str, port: int, key_type: str) -> str:
+        keys = self.host_keys(host, port, key_type)
+        return keys[0][1] if keys else ""
 
     def fetch(self, repo: str, branch: str, checkout: Path) -> str:
         """Fetch the branch into refs/remotes/origin/<branch>; return the fetched commit.
         The working tree is not touched: a commit can be verified before it is checked out.
         A broken checkout (stale index.lock, corrupt objects) is replaced by a fresh clone
         when the remote answers."""
+        remote = self.remote(repo)
         try:
-            self._ensure_repo(repo, checkout, branch)
-            return self._fetch(repo, branch, checkout)
+            self._ensure_repo(remote.url, checkout, branch)
+            return self._fetch(remote, branch, checkout)
+        except CredentialError:
+            raise
         except SourceError as first:
-            if not self._remote_answers(repo, branch, checkout.parent):
+            if not self._remote_answers(remote, branch, checkout.parent):
                 raise
-            self._reclone(repo, branch, checkout, why=str(first))
-            return self._fetch(repo, branch, checkout)
+            self._reclone(remote, branch, checkout, why=str(first))
+            return self._fetch(remote, branch, checkout)
 
     def checkout(self, repo: str, branch: str, checkout: Path, commit: str) -> str:
         """Make the working tree exactly `commit` (untracked files removed); a checkout that
@@ -166,8 +440,9 @@ class Git:
         try:
             return self._checkout(checkout, commit)
         except SourceError as exc:
-            self._reclone(repo, branch, checkout, why=str(exc))
-            self._fetch(repo, branch, checkout)
+            remote = self.remote(repo)
+            self._reclone(remote, branch, checkout, why=str(exc))
+            self._fetch(remote, branch, checkout)
             return self._checkout(checkout, commit)
 
     def _checkout(self, checkout: Path, commit: str) -> str:
@@ -235,37 +510,46 @@ class Git:
         finally:
             os.close(gitdir)
 
-    def _fetch(self, repo: str, branch: str, checkout: Path) -> str:
+    def _fetch(self, remote: Remote, branch: str, checkout: Path) -> str:
         ref = f"refs/remotes/origin/{branch}"
         res = self._git(checkout, "fetch", "-q", "--no-tags", "--no-recurse-submodules",
-                        "--prune", "origin", f"+refs/heads/{branch}:{ref}")
+                        "--prune", "origin", f"+refs/heads/{branch}:{ref}", remote=remote)
         if not res.ok:
-            raise SourceError(f"fetch of branch {branch!r} from {redact(repo)} failed: "
-                              f"{res.error(3)}")
+            refused = self._refused(remote, res)
+            if refused:
+                raise CredentialError(refused)
+            why = res.error(3)
+            if "Permission denied (publickey" in res.stderr:
+                key = self.auth.ssh_key or "root's default SSH key (set ssh_key)"
+                why = (f"the server refused the key (Permission denied (publickey)): add the "
+                       f"public half of {key} to the repo as a read-only deploy key")
+            raise SourceError(f"fetch of branch {branch!r} from {redact(remote.url)} failed: "
+                              f"{why}")
         res = self._git(checkout, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}")
         if not res.ok:
             raise SourceError(f"{checkout}: the fetched branch {branch!r} has no commit: "
                               f"{res.error()}")
         return res.stdout.strip()
 
-    def _remote_answers(self, repo: str, branch: str, cwd: Path) -> bool:
+    def _remote_answers(self, remote: Remote, branch: str, cwd: Path) -> bool:
         cwd.mkdir(parents=True, exist_ok=True)
-        res = self.runner.run((*GIT, "ls-remote", "--heads", repo, branch), env=GIT_ENV,
-                              timeout=self.timeout, cwd=cwd)
+        res = self.runner.run((*GIT, *remote.args, "ls-remote", "--heads", remote.url, branch),
+                              env={**GIT_ENV, **dict(remote.env)}, timeout=self.timeout, cwd=cwd)
         return res.ok and bool(res.stdout.strip())
 
-    def _reclone(self, repo: str, branch: str, checkout: Path, why: str) -> None:
+    def _reclone(self, remote: Remote, branch: str, checkout: Path, why: str) -> None:
         """Replace a broken checkout with a fresh clone, swapped in by renames."""
         fresh = checkout.with_name(f".{checkout.name}.fresh")
         shutil.rmtree(fresh, ignore_errors=True)
-        res = self.runner.run((*GIT, "clone", "-q", "--no-checkout", "--no-recurse-submodules",
-                               "--single-branch", "--branch", branch, "--origin", "origin", repo,
-                               str(fresh)), env=GIT_ENV, timeout=self.timeout)
+        res = self.runner.run((*GIT, *remote.args, "clone", "-q", "--no-checkout",
+                               "--no-recurse-submodules", "--single-branch", "--branch", branch,
+                               "--origin", "origin", remote.url, str(fresh)),
+                              env={**GIT_ENV, **dict(remote.env)}, timeout=self.timeout)
         if not res.ok:
             shutil.rmtree(fresh, ignore_errors=True)
             raise SourceError(f"{checkout} is broken ({why}) and a fresh clone failed: "
                               f"{res.error(3)}")
-        self._pin_config(repo, branch, fresh)  # clone wrote it with the umask's mode
+        self._pin_config(remote.url, branch, fresh)  # clone wrote it with the umask's mode
         broken = checkout.with_name(f".{checkout.name}.broken")
         shutil.rmtree(broken, ignore_errors=True)
         if checkout.exists():

@@ -29,18 +29,37 @@ def key_problem(path: Path) -> str:
     """Why the host's age identity must not be used ('' when it is fine, or absent: a stack
     that needs it then fails on its own). It must be owned by root (or by the user vigo runs
     as) and readable or writable by nobody else: one stat."""
+    return private_file_problem(path, "the age key", missing_ok=True)
+
+
+def credential_problem(settings) -> str:
+    """The git credential files of the settings, checked like the age key ('' when fine)."""
+    for what, path in (("ssh_key", settings.ssh_key), ("git_token_file",
+                                                         settings.git_token_file)):
+        why = private_file_problem(path, what) if path is not None else ""
+        if why:
+            return why
+    return ""
+
+
+def private_file_problem(path: Path, what: str, missing_ok: bool = False) -> str:
+    """The owner and mode check of every secret file the host reads (the age key, the SSH
+    deploy key, the git token file): '' when it is a file owned by root (or by the user vigo
+    runs as) that nobody else can read or change, else one line with the fix."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return ""
+        return "" if missing_ok else f"{what} {path} does not exist"
     except OSError as exc:
-        return f"the age key {path} cannot be read ({exc.strerror})"
+        return f"{what} {path} cannot be read ({exc.strerror})"
     fix = f"fix: chown root:root {path} && chmod 600 {path}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{what} {path} is not a file"
     if st.st_uid not in (0, os.geteuid()):
-        return (f"the age key {path} is owned by uid {st.st_uid}, not root: that user can "
+        return (f"{what} {path} is owned by uid {st.st_uid}, not root: that user can "
                 f"read every secret; {fix}")
     if st.st_mode & 0o077:
-        return (f"the age key {path} has mode {stat.S_IMODE(st.st_mode):04o}: group or others "
+        return (f"{what} {path} has mode {stat.S_IMODE(st.st_mode):04o}: group or others "
                 f"can read or change it; {fix}")
     return ""
 
