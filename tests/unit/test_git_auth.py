@@ -181,6 +181,8 @@ class Recording(Runner):
     def run(self, argv, *, timeout=300, env=None, cwd=None, input=None, mask_output=True):
         argv = tuple(str(a) for a in argv)
         self.calls.append((argv, dict(env or {})))
+        if argv[-2:] == ("init", "-q"):  # the folder git init makes; vigo writes its config
+            Path(argv[argv.index("-C") + 1], ".git").mkdir(parents=True)
         return Result(argv, 0, "0123abcd\n" if "rev-parse" in argv else "", "")
 
 
@@ -198,8 +200,6 @@ def test_fetch_of_a_new_checkout_exact_argv_and_env(tmp_path: Path) -> None:
     c = ("-C", str(checkout))
     assert [argv for argv, _ in runner.calls] == [
         (*GIT, *c, "init", "-q"),
-        (*GIT, *c, "remote", "add", "origin", bare),
-        (*GIT, *c, "remote", "set-url", "origin", bare),
         (*GIT, *helper, *c, "fetch", "-q", "--no-tags", "--no-recurse-submodules", "--prune",
          "origin", "+refs/heads/main:refs/remotes/origin/main"),
         (*GIT, *c, "rev-parse", "--verify", "-q", "refs/remotes/origin/main^{commit}"),
@@ -207,7 +207,8 @@ def test_fetch_of_a_new_checkout_exact_argv_and_env(tmp_path: Path) -> None:
     for argv, env in runner.calls:
         assert TOKEN not in " ".join(argv)
         assert {k: env[k] for k in GIT_ENV} == GIT_ENV
-    fetch_env = runner.calls[3][1]
+    assert f'url = "{bare}"' in (checkout / ".git" / "config").read_text()
+    fetch_env = runner.calls[1][1]
     assert fetch_env["VIGO_GIT_PASSWORD"] == TOKEN and fetch_env["SSH_AUTH_SOCK"] == ""
     assert runner.masker(f"x {TOKEN} y") == "x *** y"
 
@@ -268,6 +269,7 @@ def test_a_refused_deploy_key_names_the_public_half_to_add(tmp_path: Path) -> No
     key = tmp_path / "deploy_key"
     key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
     key.chmod(0o600)
+    (tmp_path / "c" / ".git").mkdir(parents=True)  # a checkout exists: only the fetch fails
     git = Git(Refusing(), 30, GitAuth(ssh_key=key))
     with pytest.raises(SourceError) as exc:
         git.fetch("ssh://root@127.0.0.1:2222/srv/infra.git", "main", tmp_path / "c")
