@@ -23,7 +23,7 @@ from vigo import dotenv, render, rollout, state, trust
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.git import Git, SignatureSetupError, SourceError, signature_pins, url_secrets
-from vigo.adapters.lock import RunLock
+from vigo.adapters.lock import Locked, LockError, RunLock
 from vigo.adapters.run import CommandTimeout, Masker, Runner
 from vigo.adapters.sops import DecryptError, Sops, key_problem
 from vigo.config import Settings
@@ -156,6 +156,8 @@ class Reconciler:
                 result = self._prepare(report, desired, st, paths, options, persist=False)
                 if result is not None:
                     report.plan = result[0]
+        except (Locked, LockError):
+            raise  # nothing was done: the CLI says so (exit 75, 2)
         except Exception as exc:  # the same safety net as apply: one line, no traceback
             self._crashed(report, exc)
         finally:
