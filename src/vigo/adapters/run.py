@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -95,37 +99,119 @@ class Runner:
         cwd: str | os.PathLike[str] | None = None,
         input: str | None = None,
         mask_output: bool = True,
+        limit_data: int | None = None,
     ) -> Result:
         """Run argv; never raises on a non-zero exit. Output is masked unless mask_output is
-        False (only for output that is itself the secret, e.g. `sops -d`)."""
+        False (only for output that is itself the secret, e.g. `sops -d`). `limit_data` caps
+        the data segment (RLIMIT_DATA, bytes) of the command and its children: for commands
+        that parse what the repo holds (docs/security.md)."""
         argv = tuple(str(a) for a in argv)
         if self.verbose and self.log:
             self.log("$ " + self.masker(" ".join(_quote(a) for a in argv)))
+        if limit_data is not None and os.path.exists(PRLIMIT):
+            argv = (PRLIMIT, f"--data={limit_data}", "--", *argv)
         try:
-            proc = subprocess.run(
+            # Its own process group (a new session): a timeout ends the command and every
+            # child it started (docker's docker-compose plugin, git's ssh), never one alone.
+            proc = subprocess.Popen(
                 argv,
-                input=input,
-                capture_output=True,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
                 errors="replace",
-                timeout=timeout,
                 env=self.env(env),
                 cwd=cwd,
-                stdin=None if input is not None else subprocess.DEVNULL,
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired as exc:
-            raise CommandTimeout(
-                self.masker(f"{argv[0]} {argv[1] if len(argv) > 1 else ''} timed out after "
-                            f"{timeout:.0f}s")
-            ) from exc
         except FileNotFoundError:
             return Result(argv, 127, "", f"{argv[0]}: command not found")
-        out, err = proc.stdout, proc.stderr
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            kill_group(proc)
+            raise CommandTimeout(
+                self.masker(f"{describe(argv)} timed out after {timeout:g} s")) from exc
+        except BaseException:  # Ctrl-C, SIGTERM in vigo: the command goes with it
+            kill_group(proc)
+            raise
+        if limit_data is not None and proc.returncode != 0 and "out of memory" in err:
+            err = (f"{describe(argv)} ran out of memory (vigo limits it to "
+                   f"{limit_data >> 20} MiB): a YAML alias bomb or a huge file?")
         if mask_output:
             out, err = self.masker(out), self.masker(err)
         else:
             err = self.masker(err)
         return Result(argv, proc.returncode, out, err)
+
+
+PRLIMIT = "/usr/bin/prlimit"
+# The data segment (RLIMIT_DATA) of a command that parses what the repo holds (`docker compose
+# config`): a YAML alias bomb then ends in "out of memory" instead of eating the host. Not
+# RLIMIT_AS: Go reserves large virtual ranges it never uses, which RLIMIT_AS counts and
+# RLIMIT_DATA does not (Linux >= 4.7 counts private writable mappings only). A real compose
+# file needs well under 100 MiB. Inherited by docker's docker-compose plugin. docs/security.md
+UNTRUSTED_DATA_LIMIT = 1 << 30
+GRACE = 2.0  # seconds between SIGTERM and SIGKILL for the process group of a timed-out command
+
+
+def kill_group(proc: subprocess.Popen, grace: float = GRACE) -> None:
+    """End the process group of `proc` (its session): SIGTERM, up to `grace` seconds for
+    every member to go, then SIGKILL to whatever is left; reap `proc` and close its pipes."""
+    pgid = proc.pid  # start_new_session: the child leads its own group
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader: a zombie would keep the group alive
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            break  # every member is gone
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    try:
+        proc.communicate(timeout=grace)  # reaps; drains pipes that a dead child held
+    except (subprocess.TimeoutExpired, ValueError, OSError):
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        proc.wait()
+
+
+_VALUE_OPTIONS = {"-c", "-C", "--project-name", "-p", "--file", "-f", "--env-file", "--filter",
+                  "--format", "--type", "--tail", "--time", "--input-type", "--output-type",
+                  "--filename-override", "--project-directory", "--profile"}
+_WORD = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+def describe(argv: Sequence[str]) -> str:
+    """The command for a message: program, subcommand and compose project, never a value or
+    a path: `docker compose config (project x)`, `git fetch`."""
+    args = list(argv)
+    if args and args[0] == PRLIMIT:
+        args = args[args.index("--") + 1:] if "--" in args else args[1:]
+    if not args:
+        return "a command"
+    words, project, i = [os.path.basename(args[0])], "", 1
+    while i < len(args):
+        arg = args[i]
+        if arg in ("--project-name", "-p") and i + 1 < len(args):
+            project = args[i + 1]
+        if arg in _VALUE_OPTIONS:
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        if not _WORD.match(arg) or len(words) == 3:
+            break
+        words.append(arg)
+        if not (words[0] == "docker" and arg == "compose"):
+            break
+        i += 1
+    return " ".join(words) + (f" (project {project})" if project else "")
 
 
 def _quote(arg: str) -> str:
