@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 MASK = "***"
 # Values shorter than this are not masked: masking "80" or "1" everywhere would garble every
@@ -163,11 +164,9 @@ def kill_group(proc: subprocess.Popen, grace: float = GRACE) -> None:
         os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        proc.poll()  # reap the leader: a zombie would keep the group alive
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            break  # every member is gone
+        proc.poll()  # reap the leader
+        if not group_alive(pgid):
+            break  # every member is gone (or a zombie its new parent has not reaped yet)
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
@@ -178,6 +177,29 @@ def kill_group(proc: subprocess.Popen, grace: float = GRACE) -> None:
             if stream is not None:
                 stream.close()
         proc.wait()
+
+
+def group_alive(pgid: int, proc_dir: Path = Path("/proc")) -> bool:
+    """Whether a process of group `pgid` still runs (zombies do not count)."""
+    try:
+        entries = [e for e in os.listdir(proc_dir) if e.isdigit()]
+    except OSError:
+        entries = None
+    if entries is None:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in entries:
+        try:
+            stat = (proc_dir / entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()  # state ppid pgrp ...
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 _VALUE_OPTIONS = {"-c", "-C", "--project-name", "-p", "--file", "-f", "--env-file", "--filter",
