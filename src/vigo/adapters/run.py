@@ -168,8 +168,13 @@ def kill_group(proc: subprocess.Popen, grace: float = GRACE) -> None:
         if not group_alive(pgid):
             break  # every member is gone (or a zombie its new parent has not reaped yet)
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+    if group_alive(pgid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + grace  # SIGKILL is delivered at once, the exit takes a moment
+    while time.monotonic() < deadline and group_alive(pgid):
+        proc.poll()
+        time.sleep(0.02)
     try:
         proc.communicate(timeout=grace)  # reaps; drains pipes that a dead child held
     except (subprocess.TimeoutExpired, ValueError, OSError):
