@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import threading
@@ -19,27 +21,100 @@ MASK = "***"
 MIN_SECRET_LEN = 4
 
 
+# A piece of a value this long at the start or the end of a line is masked too: tools cut a
+# value at a line end (an env file's line in an error) or wrap it. docs/security.md
+FRAGMENT_MIN = 8
+
+
 class Masker:
-    """Replaces every registered secret value with *** in text. Thread safe."""
+    """Replaces every registered secret value with *** in text: the value itself, its lines,
+    and the forms tools print it in (`forms`), also as a piece at a line's start or end
+    (FRAGMENT_MIN). Thread safe."""
 
     def __init__(self) -> None:
-        self._values: set[str] = set()
+        self._values: set[str] = set()  # every form of every value
+        self._bases: set[str] = set()  # the values and their lines: fragments are cut from these
+        self._sorted: list[str] = []
         self._lock = threading.Lock()
 
     def add(self, values: Iterable[str]) -> None:
         with self._lock:
             for value in values:
                 for part in (value, *value.splitlines()):
-                    if len(part.strip()) >= MIN_SECRET_LEN:
-                        self._values.add(part.strip())
+                    part = part.strip()
+                    if len(part) >= MIN_SECRET_LEN:
+                        self._bases.add(part)
+                        self._values.update(f for f in forms(part) if len(f) >= MIN_SECRET_LEN)
+            self._sorted = sorted(self._values, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         with self._lock:
-            values = sorted(self._values, key=len, reverse=True)
+            values, bases = self._sorted, tuple(self._bases)
         for value in values:
             if value in text:
                 text = text.replace(value, MASK)
+        if any(len(b) > FRAGMENT_MIN for b in bases):
+            text = "".join(_mask_fragments(line, bases) for line in text.splitlines(True))
         return text
+
+
+def _mask_fragments(line: str, bases: Sequence[str]) -> str:
+    """Mask a value's head that ends the line, or its tail that starts it."""
+    body = line.rstrip("\r\n")
+    end = line[len(body):]
+    for base in bases:
+        if len(base) <= FRAGMENT_MIN or len(body) < FRAGMENT_MIN:
+            continue
+        if body[-FRAGMENT_MIN:] in base:  # cheap test first: most lines end elsewhere
+            for n in range(min(len(base) - 1, len(body)), FRAGMENT_MIN - 1, -1):
+                if body.endswith(base[:n]):
+                    body = body[:-n] + MASK
+                    break
+        if body[:FRAGMENT_MIN] in base:
+            for n in range(min(len(base) - 1, len(body)), FRAGMENT_MIN - 1, -1):
+                if body.startswith(base[-n:]):
+                    body = MASK + body[n:]
+                    break
+    return body + end
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+               "\t": "\\t", "\v": "\\v", '"': '\\"', "\\": "\\\\"}
+
+
+def go_quote(value: str, ascii_only: bool = False) -> str:
+    """Go's strconv.Quote (`%q`) without the quotes; QuoteToASCII with ascii_only."""
+    out = []
+    for ch in value:
+        code = ord(ch)
+        if ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x80 or (not ascii_only and ch.isprintable()):
+            out.append(ch)
+        else:
+            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def forms(value: str) -> set[str]:
+    """The ways a tool may print `value`: as it is, JSON-escaped (Python's and Go's, which
+    also escapes <, > and &), Go-quoted (%q), shell-quoted, URL-encoded."""
+    from urllib.parse import quote, quote_plus
+
+    go_json = json.dumps(value, ensure_ascii=False)[1:-1]
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                    ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        go_json = go_json.replace(ch, esc)
+    return {
+        value,
+        json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1], go_json,
+        go_quote(value), go_quote(value, ascii_only=True),
+        shlex.quote(value), "'" + value.replace("'", "'\\''") + "'",
+        re.sub(r'([\\"$`])', r"\\\1", value),  # inside "..." for a shell
+        quote(value, safe=""), quote(value), quote_plus(value),
+    }
 
 
 @dataclass(frozen=True)
