@@ -88,3 +88,17 @@ def test_out_of_memory_under_the_limit_is_one_line():
     res = Runner().run(("sh", "-c", grab), limit_data=200 * 2**20)
     assert res.stderr == ("sh ran out of memory (vigo limits it to 200 MiB): a YAML alias bomb "
                           "or a huge file?")
+
+
+def test_go_binaries_run_under_the_untrusted_data_limit():
+    """RLIMIT_DATA (not RLIMIT_AS) is safe for Go: docker and its compose plugin start under
+    vigo's 1 GiB limit; a limit too small for Go's heap fails with one line."""
+    from vigo.adapters.run import UNTRUSTED_DATA_LIMIT
+
+    res = Runner().run(("docker", "compose", "version"), limit_data=UNTRUSTED_DATA_LIMIT)
+    assert res.ok and "Docker Compose version" in res.stdout, res.stderr
+    for mib in (8, 16):  # Go segfaults (8) or says "out of memory" (16)
+        tiny = Runner().run(("docker", "compose", "version"), limit_data=mib << 20)
+        assert not tiny.ok
+        assert tiny.stderr == (f"docker compose version ran out of memory (vigo limits it to "
+                               f"{mib} MiB): a YAML alias bomb or a huge file?")

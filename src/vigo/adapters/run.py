@@ -211,7 +211,8 @@ class Runner:
         except BaseException:  # Ctrl-C, SIGTERM in vigo: the command goes with it
             kill_group(proc)
             raise
-        if limit_data is not None and proc.returncode != 0 and "out of memory" in err:
+        if limit_data is not None and proc.returncode != 0 and (
+                "out of memory" in err or proc.returncode == -signal.SIGSEGV):
             err = (f"{describe(argv)} ran out of memory (vigo limits it to "
                    f"{limit_data >> 20} MiB): a YAML alias bomb or a huge file?")
         if mask_output:
