@@ -253,7 +253,7 @@ def cmd_host_add(args: argparse.Namespace, settings: config.Settings | None) -> 
     from vigo.adapters.sops import Sops
 
     runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
-                    verbose=args.verbose)
+                    verbose=args.verbose, interactive=sys.stdin.isatty())
     identity = args.age_key_file.resolve() if args.age_key_file else fleet.default_identity()
     try:
         return fleet.add_host(args.repo.resolve(), args.name, args.age_recipient, Sops(runner),
@@ -290,7 +290,7 @@ def cmd_init(args: argparse.Namespace, settings: config.Settings | None) -> int:
     from vigo import scaffold
     from vigo.adapters.run import Runner
 
-    runner = Runner()
+    runner = Runner(interactive=sys.stdin.isatty())
     target = args.dir.resolve()
     try:
         if args.age_keygen:
@@ -374,7 +374,7 @@ def _promoter(args: argparse.Namespace, settings: config.Settings | None):
     if not repo.is_dir():
         raise promote.PromoteError(f"{args.repo} is not a folder")
     runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
-                    verbose=args.verbose)
+                    verbose=args.verbose, interactive=sys.stdin.isatty())
     validate = Compose(runner).validate
     return promote.Promoter(
         repo, Clone(runner, repo),

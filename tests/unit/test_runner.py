@@ -33,8 +33,8 @@ def test_a_timeout_leaves_no_process_behind(tmp_path, script):
     pids = tmp_path / "pids"
     runner = Runner()
     with pytest.raises(CommandTimeout) as caught:
-        runner.run(("sh", "-c", script.format(pids=pids)), timeout=0.5)
-    assert str(caught.value) == "sh timed out after 0.5 s"
+        runner.run(("sh", "-c", script.format(pids=pids)), timeout=1.5)
+    assert str(caught.value) == "sh timed out after 1.5 s"
     started = [int(p) for p in pids.read_text().split()]
     assert len(started) >= 2
     assert [p for p in started if alive(p)] == []
@@ -102,3 +102,21 @@ def test_go_binaries_run_under_the_untrusted_data_limit():
         assert not tiny.ok
         assert tiny.stderr == (f"docker compose version ran out of memory (vigo limits it to "
                                f"{mib} MiB): a YAML alias bomb or a huge file?")
+
+
+def test_an_interactive_runner_keeps_children_in_vigos_group_and_ends_the_child(tmp_path):
+    """On a terminal (promote, init, host add) ssh / gpg / age may prompt: the child stays in
+    vigo's process group; its timeout still ends it."""
+    import os
+
+    res = Runner(interactive=True).run(("sh", "-c", "ps -o pgid= -p $$"))
+    assert int(res.stdout) == os.getpgrp()
+    res = Runner().run(("sh", "-c", "ps -o pgid= -p $$"))
+    assert int(res.stdout) != os.getpgrp()
+    pids = tmp_path / "pids"
+    with pytest.raises(CommandTimeout):
+        Runner(interactive=True).run(
+            ("sh", "-c", f"sh -c 'sleep 100 & echo $! >> {pids}; sleep 100' & "
+                         f"echo $! >> {pids}; echo $$ >> {pids}; wait"), timeout=1.5)
+    started = [int(p) for p in pids.read_text().split()]
+    assert len(started) == 3 and [p for p in started if alive(p)] == []

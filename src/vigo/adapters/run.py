@@ -153,10 +153,15 @@ PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "DOCKER_HOST", "DOCKER_CONFI
 class Runner:
     """Starts every process vigo runs. `log` receives masked `$ argv` lines when verbose."""
 
-    def __init__(self, masker: Masker | None = None, log=None, verbose: bool = False) -> None:
+    def __init__(self, masker: Masker | None = None, log=None, verbose: bool = False,
+                 interactive: bool = False) -> None:
         self.masker = masker or Masker()
         self.log = log
         self.verbose = verbose
+        # Workstation commands on a terminal (promote's git push, init's signed commit, host
+        # add's sops): children stay in vigo's process group, so ssh, gpg and age can prompt
+        # on the terminal; a timeout then kills the child and its descendants by pid.
+        self.interactive = interactive
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in PASS_ENV}
@@ -198,18 +203,18 @@ class Runner:
                 errors="replace",
                 env=self.env(env),
                 cwd=cwd,
-                start_new_session=True,
+                start_new_session=not self.interactive,
             )
         except FileNotFoundError:
             return Result(argv, 127, "", f"{argv[0]}: command not found")
         try:
             out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
-            kill_group(proc)
+            self._end(proc)
             raise CommandTimeout(
                 self.masker(f"{describe(argv)} timed out after {timeout:g} s")) from exc
         except BaseException:  # Ctrl-C, SIGTERM in vigo: the command goes with it
-            kill_group(proc)
+            self._end(proc)
             raise
         if limit_data is not None and proc.returncode != 0 and (
                 "out of memory" in err or proc.returncode == -signal.SIGSEGV):
@@ -220,6 +225,16 @@ class Runner:
         else:
             err = self.masker(err)
         return Result(argv, proc.returncode, out, err)
+
+
+    def _end(self, proc: subprocess.Popen) -> None:
+        if not self.interactive:
+            kill_group(proc)
+            return
+        for pid in [proc.pid, *descendants(proc.pid)]:  # read before any is reparented
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _reap(proc)
 
 
 PRLIMIT = "/usr/bin/prlimit"
@@ -251,6 +266,10 @@ def kill_group(proc: subprocess.Popen, grace: float = GRACE) -> None:
     while time.monotonic() < deadline and group_alive(pgid):
         proc.poll()
         time.sleep(0.02)
+    _reap(proc, grace)
+
+
+def _reap(proc: subprocess.Popen, grace: float = GRACE) -> None:
     try:
         proc.communicate(timeout=grace)  # reaps; drains pipes that a dead child held
     except (subprocess.TimeoutExpired, ValueError, OSError):
@@ -258,6 +277,28 @@ def kill_group(proc: subprocess.Popen, grace: float = GRACE) -> None:
             if stream is not None:
                 stream.close()
         proc.wait()
+
+
+def descendants(pid: int, proc_dir: Path = Path("/proc")) -> list[int]:
+    """The children, grandchildren... of `pid` now (from /proc's parent ids)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in os.listdir(proc_dir) if e.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            fields = (proc_dir / entry / "stat").read_text().rsplit(")", 1)[-1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.append(child)
+                todo.append(child)
+    return found
 
 
 def group_alive(pgid: int, proc_dir: Path = Path("/proc")) -> bool:
