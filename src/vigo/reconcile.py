@@ -127,12 +127,13 @@ class Reconciler:
                 operations.finished(self, report, st)
                 try:
                     state.save(s.state, st)
-                except OSError as exc:  # a full disk: the old file stays whole (atomic write)
+                except Exception as exc:  # a full disk: the old file stays whole (atomic write)
                     report.exit_code = report.exit_code or EXIT_FAILED
                     report.error = report.error or f"cannot save {state.path(s.state)}"
-                    self.emit(f"state: cannot save {state.path(s.state)}: "
-                              f"{exc.strerror or exc}; the previous state file is kept, the "
-                              "next run starts from it")
+                    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else (
+                        exc if isinstance(exc, OSError) else crash_line(exc))
+                    self.emit(f"state: cannot save {state.path(s.state)}: {why}; the previous "
+                              "state file is kept, the next run starts from it")
         return report
 
     def plan(self, options: Options = Options(), fetch: bool = True) -> Report:

@@ -222,3 +222,17 @@ def test_a_timeout_saving_the_good_model_keeps_the_deploy_ok(tmp_path):
     why = d._save_good("x-a", [], [])
     assert why.startswith("its healthy state was not saved for a rollback: docker compose "
                           "config (project x-a) timed out")
+
+
+def test_a_state_that_cannot_be_serialised_is_a_failure_not_a_crash(tmp_path, monkeypatch):
+    lines: list[str] = []
+    rec = reconciler(tmp_path, lines)
+
+    def odd(report, st, options):
+        st["stacks"]["web"] = {"x": object()}  # a bug elsewhere
+
+    monkeypatch.setattr(rec, "_run_apply", odd)
+    report = rec.apply()
+    assert report.exit_code == EXIT_FAILED
+    assert next(x for x in lines if x.startswith("state: cannot save ")).endswith(
+        "the previous state file is kept, the next run starts from it")
