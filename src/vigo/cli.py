@@ -16,7 +16,8 @@ EXIT_CODES = """exit codes:
   0   converged (plan: printed)
   1   one or more stacks failed, or a prune was refused (the others were applied)
       or vigo is suspended (vigo suspend; apply --timer exits 0 then)
-  2   invalid settings or repo: nothing applied
+      or the run stopped on an unexpected error (one line; --debug shows the traceback)
+  2   invalid settings or repo, a state folder or lock vigo cannot use: nothing applied
   3   the repo could not be fetched: nothing changed
   4   a fetched commit failed the signature or history check (signed commits): nothing
       changed
