@@ -236,3 +236,21 @@ def test_a_state_that_cannot_be_serialised_is_a_failure_not_a_crash(tmp_path, mo
     assert report.exit_code == EXIT_FAILED
     assert next(x for x in lines if x.startswith("state: cannot save ")).endswith(
         "the previous state file is kept, the next run starts from it")
+
+
+def test_a_crash_reaches_the_metrics(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    lines: list[str] = []
+    rec = reconciler(tmp_path, lines)
+    rec.settings = replace(rec.settings, metrics_file=tmp_path / "m" / "vigo.prom")
+
+    def boom(*_args):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(rec, "_run_apply", boom)
+    monkeypatch.setattr(rec.compose, "containers", lambda project="": ())
+    rec.apply()
+    text = (tmp_path / "m" / "vigo.prom").read_text()
+    assert "\nvigo_last_run_success 0\n" in text
+    assert "\nvigo_consecutive_failures 1\n" in text
