@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vigo import state
 
@@ -79,3 +81,36 @@ def test_the_reconciler_runs_on_a_healed_state(tmp_path):
                                                              "last_failure": "x"}}})
     operations.record_failure(st["stacks"]["web"], "t")
     assert st["stacks"]["web"]["last_failure"]["ongoing"] is True
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                               max_size=4),
+    max_leaves=20)
+KEYS = st.sampled_from([*state.TOP, *state.RECORD, *state.OPS, "version", "x"])
+SHAPED = st.fixed_dictionaries(
+    {"version": st.just(1)},
+    optional={"stacks": st.dictionaries(st.text(max_size=6), st.dictionaries(KEYS, JSON)) | JSON,
+              "env": st.dictionaries(st.text(max_size=6), JSON) | JSON,
+              "ops": st.dictionaries(KEYS, JSON) | JSON,
+              **{k: JSON for k in state.TOP if k not in ("stacks", "env", "ops")}})
+
+
+@settings(max_examples=100, deadline=None)
+@given(SHAPED | JSON)
+def test_any_json_loads_heals_and_saves_whole(data):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        state.path(folder).write_text(json.dumps(data))
+        st_, _ = state.load(folder)
+        assert isinstance(st_["stacks"], dict) and isinstance(st_["env"], dict)
+        from vigo import operations
+
+        for record in st_["stacks"].values():  # what every run does with each record
+            operations.record_failure(record, "t")
+        state.save(folder, st_)
+        again, warning = state.load(folder)
+        assert warning == "" and again == st_
