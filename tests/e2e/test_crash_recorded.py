@@ -138,3 +138,25 @@ def test_a_deploy_that_times_out_fails_that_stack_only_and_leaves_no_process(hos
     host.apply()
     assert state(host)["stacks"]["slow"]["outcome"] == "ok"
     assert last_run(host)["result"] == "ok"
+
+
+def alias_bomb(levels: int = 9) -> str:
+    lines = ["x-a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for prev, name in zip("abcdefghij", "bcdefghijk"[:levels - 1], strict=False):
+        lines.append(f"x-{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines) + "\nservices:\n  web:\n    image: busybox:1\n"
+
+
+def test_a_timeout_ends_docker_and_its_compose_plugin(tmp_path: Path):
+    """The alias bomb under an `x-` key goes to `docker compose config`: at the timeout both
+    docker and its docker-compose child are gone (one was seen at 19 GB minutes later)."""
+    from vigo.adapters.run import UNTRUSTED_DATA_LIMIT, CommandTimeout, Runner
+
+    bomb = tmp_path / "bomb-compose.yml"
+    bomb.write_text(alias_bomb())
+    argv = ("docker", "compose", "--project-name", "vigo-bomb", "--file", str(bomb),
+            "--env-file", "/dev/null", "config", "--format", "json")
+    with pytest.raises(CommandTimeout) as caught:
+        Runner().run(argv, timeout=3, limit_data=UNTRUSTED_DATA_LIMIT)
+    assert str(caught.value) == "docker compose config (project vigo-bomb) timed out after 3 s"
+    assert compose_processes(str(bomb)) == []
