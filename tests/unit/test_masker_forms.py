@@ -48,9 +48,11 @@ def test_several_values_in_one_text(values, glue):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(st.characters(whitelist_categories=("L", "N")), min_size=16, max_size=40),
-       st.integers(min_value=8, max_value=15))
-def test_a_value_cut_at_a_line_end_or_start(value, cut):
+@given(st.text(st.characters(whitelist_categories=("L", "N")), min_size=9, max_size=40),
+       st.data())
+def test_a_value_cut_at_a_line_end_or_start(value, data):
+    cut = data.draw(st.integers(min_value=max(8, (len(value) + 1) // 2),
+                                max_value=len(value) - 1))
     mask = Masker()
     mask.add([value])
     head = mask(f"error in line 3: X={value[:cut]}\nnext")
@@ -78,9 +80,11 @@ def test_the_forms_of_one_value():
 
 def test_short_fragments_and_short_values_stay(tmp_path):
     mask = Masker()
-    mask.add(["0123456789abcdef"])
+    mask.add(["0123456789abcdef", "postgres://app:pw@db:5432/shop"])
     assert mask("port 0123456\n") == "port 0123456\n"  # 7 characters: not a fragment
     assert mask("id 01234567\n") == f"id {MASK}\n"
+    assert mask("stack postgres\n") == "stack postgres\n"  # less than half the value
+    assert mask("db: postgres://app:pw@\n") == f"db: {MASK}\n"
 
 
 def test_real_compose_config_output_is_masked(tmp_path):

@@ -21,8 +21,10 @@ MASK = "***"
 MIN_SECRET_LEN = 4
 
 
-# A piece of a value this long at the start or the end of a line is masked too: tools cut a
-# value at a line end (an env file's line in an error) or wrap it. docs/security.md
+# A piece of a value at the start or the end of a line is masked too, when it holds at least
+# this many characters and at least half the value: tools cut a value at a line end (an env
+# file's line in an error) or wrap it. Half: a line ending in `postgres` is no piece of
+# `postgres://app:...`. docs/security.md
 FRAGMENT_MIN = 8
 
 
@@ -63,15 +65,16 @@ def _mask_fragments(line: str, bases: Sequence[str]) -> str:
     body = line.rstrip("\r\n")
     end = line[len(body):]
     for base in bases:
-        if len(base) <= FRAGMENT_MIN or len(body) < FRAGMENT_MIN:
+        least = max(FRAGMENT_MIN, (len(base) + 1) // 2)
+        if len(base) <= least or len(body) < least:
             continue
-        if body[-FRAGMENT_MIN:] in base:  # cheap test first: most lines end elsewhere
-            for n in range(min(len(base) - 1, len(body)), FRAGMENT_MIN - 1, -1):
+        if body[-least:] in base:  # cheap test first: most lines end elsewhere
+            for n in range(min(len(base) - 1, len(body)), least - 1, -1):
                 if body.endswith(base[:n]):
                     body = body[:-n] + MASK
                     break
-        if body[:FRAGMENT_MIN] in base:
-            for n in range(min(len(base) - 1, len(body)), FRAGMENT_MIN - 1, -1):
+        if body[:least] in base:
+            for n in range(min(len(base) - 1, len(body)), least - 1, -1):
                 if body.startswith(base[-n:]):
                     body = MASK + body[n:]
                     break
