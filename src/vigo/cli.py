@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -447,7 +449,16 @@ def cmd_history(args: argparse.Namespace, settings: config.Settings | None) -> i
 SETTINGS_OPTIONAL = {"check", "init", "promote", "history", "rollback", "host"}
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    """SIGTERM (systemd's stop, TimeoutStartSec) ends vigo like Ctrl-C: the running command's
+    process group is ended and the run is recorded as failed (interrupted), not left as the
+    last run's outcome."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 never crashes print
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")

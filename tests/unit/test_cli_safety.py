@@ -65,3 +65,42 @@ def test_lock_errors(tmp_path):
     with pytest.raises(LockError, match="it is a symlink"), RunLock(tmp_path / "s" / "lock"):
         pass
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_sigterm_ends_the_command_and_records_the_run_as_failed(tmp_path):
+    """systemd's stop (or TimeoutStartSec) sends SIGTERM: the running command's process group
+    goes, and the state says the run failed, not the last run's outcome."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    script = f"""
+import sys
+from vigo import cli
+from vigo.reconcile import Reconciler
+def slow(self, report, st, options):
+    self.runner.run(("sh", "-c", "echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; "
+                     "sleep 100"), timeout=300)
+Reconciler._run_apply = slow
+sys.exit(cli.main(["--config", "{settings_file(tmp_path)}", "apply"]))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)  # the process this test started
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, out + err
+    assert "Traceback" not in out + err
+    st = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert st["exit_code"] == 1 and st["error"] == "the run was interrupted"
+    try:
+        stat = Path(f"/proc/{child}/stat").read_text()
+        assert stat.rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        pass  # gone and reaped
