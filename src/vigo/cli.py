@@ -475,7 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         except config.ConfigError as exc:
             print(f"vigo: {exc}", file=sys.stderr)
             return 2
-        if settings is not None and settings.state.exists() and not settings.state.is_dir():
+        uses_state = args.command not in SETTINGS_OPTIONAL and not _offline_plan(args)
+        if uses_state and settings is not None and settings.state.exists() \
+                and not settings.state.is_dir():
             print(f"vigo: the state folder {settings.state} is not a folder: remove it or fix "
                   "the `state` setting; nothing done", file=sys.stderr)
             return 2
