@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import signal
 import sys
+import threading
+import traceback
 from pathlib import Path
 
 from vigo import __version__, cli_ops, config, journal
-from vigo.adapters.lock import Locked
+from vigo.adapters.lock import Locked, LockError
 
 EXIT_CODES = """exit codes:
   0   converged (plan: printed)
   1   one or more stacks failed, or a prune was refused (the others were applied)
       or vigo is suspended (vigo suspend; apply --timer exits 0 then)
-  2   invalid settings or repo: nothing applied
+      or the run stopped on an unexpected error (one line; --debug shows the traceback)
+  2   invalid settings or repo, a state folder or lock vigo cannot use: nothing applied
   3   the repo could not be fetched: nothing changed
   4   a fetched commit failed the signature or history check (signed commits): nothing
       changed
@@ -31,6 +36,9 @@ def _common(parser: argparse.ArgumentParser, default: object) -> None:
                         help="show every command run (secrets masked)")
     parser.add_argument("--json", action="store_true", default=default,
                         help="print a machine-readable report")
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="on an unexpected error, also print its traceback (stderr, "
+                             "secrets masked)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vigo", description="Pull-based GitOps for Docker Compose hosts.",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.set_defaults(config=None, verbose=False, json=False)
+    p.set_defaults(config=None, verbose=False, json=False, debug=False)
     _common(p, argparse.SUPPRESS)
     p.add_argument("--version", action="version", version=f"vigo {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -154,7 +162,14 @@ def _reconciler(args: argparse.Namespace, settings: config.Settings):
     return Reconciler(
         settings, verbose=args.verbose,
         emit=(lambda line: None) if args.json else (lambda line: print(line, flush=True)),
-        debug=lambda line: print(line, file=sys.stderr, flush=True))
+        debug=lambda line: print(line, file=sys.stderr, flush=True),
+        trace=_trace(args))
+
+
+def _trace(args: argparse.Namespace):
+    """--debug: where the traceback of a crash goes (stderr); None: one line only."""
+    return (lambda text: print(text, end="", file=sys.stderr, flush=True)) if args.debug \
+        else None
 
 
 def _finish(args: argparse.Namespace, reconciler, report) -> None:
@@ -241,7 +256,7 @@ def cmd_host_add(args: argparse.Namespace, settings: config.Settings | None) -> 
     from vigo.adapters.sops import Sops
 
     runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
-                    verbose=args.verbose)
+                    verbose=args.verbose, interactive=sys.stdin.isatty())
     identity = args.age_key_file.resolve() if args.age_key_file else fleet.default_identity()
     try:
         return fleet.add_host(args.repo.resolve(), args.name, args.age_recipient, Sops(runner),
@@ -278,7 +293,7 @@ def cmd_init(args: argparse.Namespace, settings: config.Settings | None) -> int:
     from vigo import scaffold
     from vigo.adapters.run import Runner
 
-    runner = Runner()
+    runner = Runner(interactive=sys.stdin.isatty())
     target = args.dir.resolve()
     try:
         if args.age_keygen:
@@ -362,7 +377,7 @@ def _promoter(args: argparse.Namespace, settings: config.Settings | None):
     if not repo.is_dir():
         raise promote.PromoteError(f"{args.repo} is not a folder")
     runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
-                    verbose=args.verbose)
+                    verbose=args.verbose, interactive=sys.stdin.isatty())
     validate = Compose(runner).validate
     return promote.Promoter(
         repo, Clone(runner, repo),
@@ -434,24 +449,57 @@ def cmd_history(args: argparse.Namespace, settings: config.Settings | None) -> i
 SETTINGS_OPTIONAL = {"check", "init", "promote", "history", "rollback", "host"}
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    """SIGTERM (systemd's stop, TimeoutStartSec) ends vigo like Ctrl-C: the running command's
+    process group is ended and the run is recorded as failed (interrupted), not left as the
+    last run's outcome."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 never crashes print
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     journal.attach()  # <N> priority prefixes when stdout/stderr is the journal
     args = _parser().parse_args(argv)
     try:
-        if args.command in cli_ops.SETTINGS_SELF:
-            settings = None
-        elif args.command in SETTINGS_OPTIONAL or _offline_plan(args):
-            settings = config.load_optional(args.config)
-        else:
-            settings = config.load(args.config)
-    except config.ConfigError as exc:
-        print(f"vigo: {exc}", file=sys.stderr)
-        return 2
-    try:
+        try:
+            if args.command in cli_ops.SETTINGS_SELF:
+                settings = None
+            elif args.command in SETTINGS_OPTIONAL or _offline_plan(args):
+                settings = config.load_optional(args.config)
+            else:
+                settings = config.load(args.config)
+        except config.ConfigError as exc:
+            print(f"vigo: {exc}", file=sys.stderr)
+            return 2
+        uses_state = args.command not in SETTINGS_OPTIONAL and not _offline_plan(args)
+        if uses_state and settings is not None and settings.state.exists() \
+                and not settings.state.is_dir():
+            print(f"vigo: the state folder {settings.state} is not a folder: remove it or fix "
+                  "the `state` setting; nothing done", file=sys.stderr)
+            return 2
         return args.func(args, settings)
     except Locked as exc:
         print(f"vigo: {exc}; nothing done", file=sys.stderr)
         return 75
+    except LockError as exc:
+        print(f"vigo: {exc}; nothing done", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vigo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the safety net: one line, never a traceback (--debug shows it)
+        from vigo.reconcile import crash_line
+
+        print(f"vigo {args.command}: {crash_line(exc)}; this is a bug or an input vigo cannot "
+              "handle" + ("" if args.debug else " (--debug shows the traceback)"),
+              file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return 1
 
 
 if __name__ == "__main__":

@@ -135,7 +135,9 @@ def cmd_bootstrap(args: argparse.Namespace, settings: None) -> int:
         reconciler = Reconciler(s, verbose=args.verbose,
                                 emit=lambda line: print("  " + line, flush=True),
                                 debug=lambda line: print("  " + line, file=sys.stderr,
-                                                         flush=True))
+                                                         flush=True),
+                                trace=(lambda text: print(text, end="", file=sys.stderr))
+                                if args.debug else None)
         try:
             return reconciler.apply(Options()).exit_code
         except Locked:

@@ -71,7 +71,14 @@ _PATH_KEYS = {"checkout", "runtime", "secrets", "state", "age_key_file", "metric
               "allowed_signers", "gpg_keyring", "ssh_key", "ssh_known_hosts", "git_token_file",
               "git_ca_file"}
 _URL_KEYS = {"notify_webhook", "notify_ntfy", "healthchecks_url"}
-_INT_KEYS = {"git_timeout", "compose_timeout", "health_timeout", "keep_images"}
+# Whole numbers and their sane range: a timeout of 10**20 s would overflow the unit's
+# TimeoutStartSec and never end a hung command.
+_INT_KEYS = {"git_timeout": (1, 3600), "compose_timeout": (1, 7200),
+             "health_timeout": (1, 3600), "keep_images": (1, 100)}
+_UNITS = {"keep_images": " (revisions)"}
+# Folders vigo owns: each its own, none inside another (`git clean` in a checkout that holds
+# the runtime would wipe acme.json; a runtime that holds the state would be synced away).
+_OWN_DIRS = ("checkout", "runtime", "secrets", "state")
 _LIST_KEYS = {"allow_unpinned", "allow_caps", "allow_host_paths"}
 _BOOL_KEYS = {"secrets_on_disk"}
 _PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$|^$")
@@ -86,8 +93,12 @@ def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Set
     raw: dict[str, object] = {}
     if path.exists():
         try:
-            raw = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: cannot read settings: not UTF-8 text (byte "
+                              f"0x{exc.object[exc.start]:02x} at offset {exc.start}); save "
+                              "the file as UTF-8") from exc
+        except (OSError, tomllib.TOMLDecodeError, RecursionError) as exc:
             raise ConfigError(f"{path}: cannot read settings: {exc}") from exc
     elif named:
         raise ConfigError(f"{path}: settings file not found")
@@ -113,8 +124,11 @@ def _validate(values: dict[str, object], sources: dict[str, str], path: str) -> 
         if key in _INT_KEYS:
             if isinstance(value, str) and value.isdigit():
                 value = int(value)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{where}: {key} must be a positive whole number")
+            low, high = _INT_KEYS[key]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                shown = f", got {value!r:.40}" if isinstance(value, int) else ""
+                raise ConfigError(f"{where}: {key} must be a positive whole number up to "
+                                  f"{high}{_UNITS.get(key, ' (seconds)')}{shown}")
             out[key] = value
             continue
         if key in _BOOL_KEYS:
@@ -154,6 +168,7 @@ def _validate(values: dict[str, object], sources: dict[str, str], path: str) -> 
     if out.get("allowed_signers") and out.get("gpg_keyring"):
         raise ConfigError(f"{sources['gpg_keyring']}: allowed_signers and gpg_keyring are both "
                           "set: set at most one (SSH or GPG signed commits)")
+    _check_own_dirs(out, sources, path)
     if not _PREFIX_RE.match(str(out.get("project_prefix", ""))):
         raise ConfigError("project_prefix must be lowercase letters, digits, '-' or '_'")
     host = str(out.get("host") or socket.gethostname())
@@ -163,6 +178,34 @@ def _validate(values: dict[str, object], sources: dict[str, str], path: str) -> 
     if not str(out.get("branch", "main")) or str(out.get("branch", "main")).startswith("-"):
         raise ConfigError("branch must be a branch name")
     return Settings(**out)  # type: ignore[arg-type]
+
+
+def _check_own_dirs(out: dict[str, object], sources: dict[str, str], path: str) -> None:
+    """checkout, runtime, secrets and state: never the same folder, never one inside another
+    (compared as written and with symlinks resolved). The age key is outside the checkout and
+    the runtime: what the repo holds lands there."""
+    defaults = {f.name: f.default for f in fields(Settings)}
+
+    def forms(key: str) -> tuple[Path, Path]:
+        value = Path(str(out.get(key, defaults[key])))
+        return Path(os.path.normpath(value)), Path(os.path.realpath(value))
+
+    def where(*keys: str) -> str:
+        named = [sources[k] for k in keys if k in sources]
+        return named[0] if named else path
+
+    pairs = [(a, b) for i, a in enumerate(_OWN_DIRS) for b in _OWN_DIRS[i + 1:]]
+    pairs += [("age_key_file", d) for d in ("checkout", "runtime")]
+    for a, b in pairs:
+        for pa, pb in zip(forms(a), forms(b), strict=True):
+            if pa == pb:
+                raise ConfigError(f"{where(a, b)}: {a} and {b} are the same folder ({pa}): "
+                                  "each needs its own")
+            inner = (a, pa, b, pb) if pa.is_relative_to(pb) else (
+                (b, pb, a, pa) if pb.is_relative_to(pa) else None)
+            if inner:
+                raise ConfigError(f"{where(a, b)}: {inner[0]} ({inner[1]}) is inside {inner[2]} "
+                                  f"({inner[3]}): give each its own folder, none inside another")
 
 
 def load_optional(path: Path | None) -> Settings | None:

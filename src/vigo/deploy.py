@@ -230,7 +230,10 @@ class Deployer:
     def _save_good(self, project: str, files: list[Path], envs: list[Path]) -> str:
         """Keep the resolved model of a healthy stack (it holds secrets: tmpfs, 0600); the
         reason when it cannot be kept (a full tmpfs): a later failure then has no rollback."""
-        res = self.compose.resolved(project, files, envs)
+        try:  # the stack is up and healthy: nothing here may fail it or the run
+            res = self.compose.resolved(project, files, envs)
+        except (DockerError, CommandTimeout) as exc:
+            return f"its healthy state was not saved for a rollback: {exc}"
         if res.ok:
             try:
                 fs.write_secret(self.paths.good_model(project), res.stdout,

@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from vigo.adapters.git import (
     signature_pins,
     url_secrets,
 )
-from vigo.adapters.lock import RunLock
+from vigo.adapters.lock import Locked, LockError, RunLock
 from vigo.adapters.run import CommandTimeout, Masker, Runner
 from vigo.adapters.sops import DecryptError, Sops, credential_problem, key_problem
 from vigo.config import Settings
@@ -91,8 +92,10 @@ class Report:
 class Reconciler:
     def __init__(self, settings: Settings, *, verbose: bool = False,
                  emit: Callable[[str], None] = print,
-                 debug: Callable[[str], None] | None = None) -> None:
+                 debug: Callable[[str], None] | None = None,
+                 trace: Callable[[str], None] | None = None) -> None:
         self.settings = settings
+        self.trace = trace  # --debug: where a crash's traceback goes
         self.masker = Masker()
         self.masker.add(url_secrets(settings.repo))
         self.emit = lambda line: emit(self.masker(line))
@@ -112,9 +115,17 @@ class Reconciler:
             if warning:
                 self._warn(report, warning)
             st["started"] = report.started
+            handled = False
             try:
                 self._run_apply(report, st, options)
+                handled = True
+            except Exception as exc:  # any input that crashes a run is a recorded failure
+                self._crashed(report, exc)
+                handled = True
             finally:
+                if not handled:  # Ctrl-C, SIGTERM's SystemExit: never recorded as ok
+                    report.exit_code = report.exit_code or EXIT_FAILED
+                    report.error = report.error or "the run was interrupted"
                 report.duration = time.monotonic() - t0
                 st.update(finished=state.now(), duration=round(report.duration, 3),
                           exit_code=report.exit_code, error=self.masker(report.error))
@@ -123,12 +134,13 @@ class Reconciler:
                 operations.finished(self, report, st)
                 try:
                     state.save(s.state, st)
-                except OSError as exc:  # a full disk: the old file stays whole (atomic write)
+                except Exception as exc:  # a full disk: the old file stays whole (atomic write)
                     report.exit_code = report.exit_code or EXIT_FAILED
                     report.error = report.error or f"cannot save {state.path(s.state)}"
-                    self.emit(f"state: cannot save {state.path(s.state)}: "
-                              f"{exc.strerror or exc}; the previous state file is kept, the "
-                              "next run starts from it")
+                    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else (
+                        exc if isinstance(exc, OSError) else crash_line(exc))
+                    self.emit(f"state: cannot save {state.path(s.state)}: {why}; the previous "
+                              "state file is kept, the next run starts from it")
         return report
 
     def plan(self, options: Options = Options(), fetch: bool = True) -> Report:
@@ -152,6 +164,10 @@ class Reconciler:
                 result = self._prepare(report, desired, st, paths, options, persist=False)
                 if result is not None:
                     report.plan = result[0]
+        except (Locked, LockError):
+            raise  # nothing was done: the CLI says so (exit 75, 2)
+        except Exception as exc:  # the same safety net as apply: one line, no traceback
+            self._crashed(report, exc)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
             report.duration = time.monotonic() - t0
@@ -175,6 +191,16 @@ class Reconciler:
         terminal and with -v; under systemd (no terminal) only the result lines."""
         if (self.runner.verbose or sys.stderr.isatty()) and self.runner.log:
             self.runner.log(self.masker(text))
+
+    def _crashed(self, report: Report, exc: Exception) -> None:
+        """An exception escaped a step: the run failed. One masked line naming where it
+        happened; the traceback only with --debug."""
+        report.exit_code = EXIT_FAILED
+        report.error = self.masker(crash_line(exc))
+        self.emit(f"error: {report.error}; the run stopped there, the next run tries again")
+        if self.trace is not None:
+            self.trace(self.masker("".join(
+                traceback.format_exception(type(exc), exc, exc.__traceback__))))
 
     def _warn(self, report: Report, text: str) -> None:
         report.warnings.append(self.masker(text))
@@ -458,11 +484,15 @@ class Reconciler:
                             self.settings.health_timeout, self._progress)
 
         def up(action: Action) -> StackResult:
-            stack = desired.stack(action.stack)
-            assert stack is not None
-            return deployer.deploy(stack, action, resolved[stack.name],
-                                   observed.stack(stack.name), records.get(stack.name) or {},
-                                   desired.revision)
+            try:
+                stack = desired.stack(action.stack)
+                assert stack is not None
+                return deployer.deploy(stack, action, resolved[stack.name],
+                                       observed.stack(stack.name),
+                                       records.get(stack.name) or {}, desired.revision)
+            except Exception as exc:  # whatever one deploy raises fails that stack only
+                return StackResult(action.stack, action.kind, False,
+                                   self.masker(f"{action.stack}: failed ({crash_line(exc)})"))
 
         def publish(result: StackResult) -> None:
             results[result.stack] = result
@@ -507,12 +537,15 @@ class Reconciler:
     def _down(self, name: str, paths: Paths) -> StackResult:
         try:
             out = self.compose.down(self.settings.project(name))
+            if not out.ok:
+                return StackResult(name, REMOVE, False, f"{name}: failed to remove "
+                                   f"(docker compose down: {out.error(3)})")
+            fs.remove(paths.good_model(self.settings.project(name)))
         except CommandTimeout as exc:
             return StackResult(name, REMOVE, False, f"{name}: failed to remove ({exc})")
-        if not out.ok:
+        except Exception as exc:  # fails this removal only
             return StackResult(name, REMOVE, False,
-                               f"{name}: failed to remove (docker compose down: {out.error(3)})")
-        fs.remove(paths.good_model(self.settings.project(name)))
+                               self.masker(f"{name}: failed to remove ({crash_line(exc)})"))
         return StackResult(name, REMOVE, True, f"{name}: removed (no longer in the repo)")
 
     def _record(self, desired: DesiredState, results: dict[str, StackResult],
@@ -558,9 +591,32 @@ class Reconciler:
         kept = {image for record in records.values()
                 for _, images in record.get("images", []) for image in images}
         for image in sorted(dropped - kept):
-            if self.compose.remove_image(image).ok:
+            try:
+                removed = self.compose.remove_image(image).ok
+            except Exception as exc:  # an image that stays is no failure of the run
+                self.emit(f"warning: image {image}: not removed ({crash_line(exc)})")
+                continue
+            if removed:
                 self.emit(f"image {image}: removed (older than the last "
                           f"{self.settings.keep_images} revisions)")
+
+
+def crash_line(exc: BaseException) -> str:
+    """One line for an exception vigo did not expect: its type, message and the innermost
+    vigo function it came from (`render.py:_walk`), e.g. for an input render cannot handle."""
+    where = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        path = Path(frame.filename)
+        if path.suffix == ".py" and "vigo" in path.parts[:-1]:
+            parts = path.parts[:-1]
+            rel = path.parts[len(parts) - parts[::-1].index("vigo"):]
+            where = f"{'/'.join(rel)}:{frame.name}"
+    text = " ".join(str(exc).split()).encode("utf-8", "backslashreplace").decode()
+    if len(text) > 300:
+        text = text[:300] + "..."
+    if isinstance(exc, CommandTimeout) and text:
+        return text  # names the command already
+    return type(exc).__name__ + (f" in {where}" if where else "") + (f": {text}" if text else "")
 
 
 def _remember_images(record: dict[str, Any], revision: str, containers: tuple[Container, ...],

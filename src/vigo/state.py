@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ def load(state_dir: Path) -> tuple[dict[str, Any], str]:
     """The state, and a warning when it had to be thrown away (corrupt file)."""
     try:
         data = fs.read_json(path(state_dir))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSON, UTF-8
         return _empty(), f"{path(state_dir)} is unreadable ({exc}); starting from what Docker runs"
     if data is None:  # the first run, or a file lost after runs left their other files
         if any((state_dir / name).exists() for name in RUN_FILES):
@@ -33,9 +32,75 @@ def load(state_dir: Path) -> tuple[dict[str, Any], str]:
         return _empty(), ""
     if not isinstance(data, dict) or data.get("version") != VERSION:
         return _empty(), f"{path(state_dir)} has an unknown format; starting from what Docker runs"
+    dropped = heal(data)
+    if dropped:
+        shown = ", ".join(dropped[:8]) + (f" and {len(dropped) - 8} more" if len(dropped) > 8
+                                          else "")
+        return data, (f"{path(state_dir)}: dropped what had the wrong shape ({shown}); "
+                      "rebuilt from what Docker runs, the next save writes a whole file")
+    return data, ""
+
+
+# The shape of the state file: the type of each field vigo reads. A field of another type
+# (a hand edit, a bug, a file from elsewhere) is dropped and rebuilt, never trusted.
+_NUMBER = (int, float)
+TOP: dict[str, type | tuple[type, ...]] = {
+    "stacks": dict, "env": dict, "ops": dict, "started": str, "finished": str,
+    "duration": _NUMBER, "exit_code": int, "error": str, "revision_attempted": str,
+    "revision_applied": str, "revision_accepted": str}
+RECORD: dict[str, type | tuple[type, ...]] = {
+    "hash": str, "digests": dict, "revision": str, "applied_at": str, "containers": dict,
+    "failed_hash": str, "failed_revision": str, "rolled_back_to": str, "outcome": str,
+    "reason": str, "checked_at": str, "images": list, "last_failure": dict}
+OPS: dict[str, type | tuple[type, ...]] = {"consecutive_failures": int, "announced": str}
+
+
+def _drop_wrong(data: dict[str, Any], shape: dict[str, Any], where: str) -> list[str]:
+    dropped = []
+    for key, kind in shape.items():
+        if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
+            data.pop(key)
+            dropped.append(where + key)
+    return dropped
+
+
+def heal(data: dict[str, Any]) -> list[str]:
+    """Drop every part of a loaded state of the wrong shape (in place); fill in the
+    containers. Returns the dotted names of what was dropped."""
+    dropped = _drop_wrong(data, TOP, "")
     data.setdefault("stacks", {})
     data.setdefault("env", {})
-    return data, ""
+    for rel in [k for k, v in data["env"].items() if not isinstance(v, str)]:
+        data["env"].pop(rel)
+        dropped.append(f"env.{rel}")
+    dropped += _drop_wrong(data.get("ops", {}), OPS, "ops.")
+    stacks = data["stacks"]
+    for name in list(stacks):
+        record = stacks[name]
+        if not isinstance(record, dict):
+            stacks.pop(name)
+            dropped.append(f"stacks.{name}")
+            continue
+        where = f"stacks.{name}."
+        dropped += _drop_wrong(record, RECORD, where)
+        for key in ("digests", "containers"):
+            if key in record and not all(isinstance(v, str) for v in record[key].values()):
+                record.pop(key)
+                dropped.append(where + key)
+        last = record.get("last_failure")
+        if last is not None and not (
+                all(isinstance(last.get(k), str) for k in ("since", "at", "revision", "reason"))
+                and isinstance(last.get("ongoing"), bool)):
+            record.pop("last_failure")
+            dropped.append(where + "last_failure")
+        images = record.get("images")
+        if images is not None and not all(
+                isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                and isinstance(entry[1], list) and all(isinstance(i, str) for i in entry[1])
+                for entry in images):
+            record.pop("images")
+            dropped.append(where + "images")
+    return dropped
 
 
 def _empty() -> dict[str, Any]:

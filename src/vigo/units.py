@@ -15,6 +15,12 @@ from vigo.config import Settings
 
 SERVICE, TIMER = "vigo.service", "vigo.timer"
 BOOT_DELAY, INTERVAL = "30s", "60s"
+# The run's own ceiling (vigo, git, sops and the docker CLI it starts; containers live in the
+# engine's cgroups, not here): a repo that makes a parser blow up ends in an OOM kill of this
+# run, never of the host. 2 GiB: two `docker compose config` at their 1 GiB data limit
+# (adapters/run.py) never fit, four parallel deploys (~100 MiB each) do. Tasks count threads:
+# each Go binary runs ~10-20. A drop-in (systemctl edit vigo.service) may raise both.
+MEMORY_MAX, TASKS_MAX = "2G", 512
 # A path under one of these handed to the engine (bind sources, resolved on the host) must not
 # be hidden behind a private /tmp.
 _TMP_DIRS = (Path("/tmp"), Path("/var/tmp"))
@@ -106,6 +112,14 @@ def service(u: UnitSpec) -> str:
         "RestrictSUIDSGID=yes",
         "LockPersonality=yes",
         "RestrictRealtime=yes",
+        "RestrictNamespaces=yes",
+        "SystemCallArchitectures=native",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        # unix: docker.sock; inet: git and webhooks; netlink: glibc's getaddrinfo
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+        f"MemoryMax={MEMORY_MAX}",
+        f"TasksMax={TASKS_MAX}",
         "# Not set on purpose: PrivateNetwork (git fetches), DynamicUser (docker.sock).",
         "",
     ]

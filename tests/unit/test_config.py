@@ -86,3 +86,69 @@ def test_load_errors(tmp_path, toml, env, named, message):
     with pytest.raises(ConfigError) as exc:
         run(tmp_path, toml, env, named)
     assert message.format(file=tmp_path / "vigo.toml") in str(exc.value)
+
+
+@pytest.mark.parametrize("toml, env, message", [
+    pytest.param(REPO + "git_timeout = 100000000000000000000\n", {},
+                 "{file}: git_timeout must be a positive whole number up to 3600 (seconds), "
+                 "got 100000000000000000000", id="git-timeout-huge"),
+    pytest.param(REPO + "compose_timeout = 7201\n", {},
+                 "{file}: compose_timeout must be a positive whole number up to 7200 (seconds)",
+                 id="compose-timeout-over"),
+    pytest.param(REPO + "health_timeout = 0\n", {},
+                 "{file}: health_timeout must be a positive whole number up to 3600", id="zero"),
+    pytest.param(REPO, {"VIGO_KEEP_IMAGES": "101"},
+                 "VIGO_KEEP_IMAGES: keep_images must be a positive whole number up to 100 "
+                 "(revisions), got 101", id="keep-images-from-env"),
+    pytest.param(REPO + 'runtime = "/srv/vigo"\n', {},
+                 "{file}: checkout and runtime are the same folder (/srv/vigo): each needs its "
+                 "own", id="runtime-is-checkout"),
+    pytest.param(REPO + 'runtime = "/srv/vigo/./"\n', {},
+                 "checkout and runtime are the same folder", id="same-after-normalising"),
+    pytest.param(REPO + 'runtime = "/srv/vigo/runtime"\n', {},
+                 "{file}: runtime (/srv/vigo/runtime) is inside checkout (/srv/vigo): give each "
+                 "its own folder, none inside another", id="runtime-in-checkout"),
+    pytest.param(REPO + 'state = "/srv"\n', {},
+                 "checkout (/srv/vigo) is inside state (/srv)", id="checkout-in-state"),
+    pytest.param(REPO, {"VIGO_SECRETS": "/var/lib/vigo/secrets"},
+                 "VIGO_SECRETS: secrets (/var/lib/vigo/secrets) is inside state (/var/lib/vigo)",
+                 id="secrets-in-state-from-env"),
+    pytest.param(REPO + 'age_key_file = "/srv/vigo/keys.txt"\n', {},
+                 "age_key_file (/srv/vigo/keys.txt) is inside checkout (/srv/vigo)",
+                 id="key-in-checkout"),
+])
+def test_bounds_and_own_folders(tmp_path, toml, env, message):
+    with pytest.raises(ConfigError) as exc:
+        run(tmp_path, toml, env, True)
+    assert message.format(file=tmp_path / "vigo.toml") in str(exc.value)
+
+
+def test_own_folders_compared_through_symlinks(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    toml = REPO + f'checkout = "{tmp_path / "real"}"\nruntime = "{tmp_path / "link" / "rt"}"\n'
+    with pytest.raises(ConfigError, match=r"runtime \(.*/real/rt\) is inside checkout"):
+        run(tmp_path, toml, {}, True)
+
+
+def test_limits_are_accepted():
+    assert load(None, {"VIGO_CONFIG": "/nonexistent", "VIGO_REPO": "x", "VIGO_GIT_TIMEOUT":
+                       "3600", "VIGO_KEEP_IMAGES": "1"}).git_timeout == 3600
+
+
+def test_a_settings_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "vigo.toml"
+    path.write_bytes(REPO.encode() + b'branch = "caf\xe9"\n')
+    with pytest.raises(ConfigError) as exc:
+        load(path, {})
+    assert str(exc.value) == (f"{path}: cannot read settings: not UTF-8 text (byte 0xe9 at "
+                              "offset 48); save the file as UTF-8")
+
+
+def test_the_cli_exits_2_naming_the_file(tmp_path, capsys):
+    from vigo import cli
+
+    path = tmp_path / "vigo.toml"
+    path.write_bytes(b"repo = \"\xff\"\n")
+    assert cli.main(["--config", str(path), "status"]) == 2
+    assert capsys.readouterr().err.startswith(f"vigo: {path}: cannot read settings: not UTF-8")

@@ -39,7 +39,11 @@ def test_service_is_a_hardened_oneshot_running_apply_from_the_timer() -> None:
     expected = {"UMask": "0077", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
                 "PrivateDevices": "yes", "ProtectKernelTunables": "yes",
                 "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes",
-                "ProtectControlGroups": "yes", "RestrictSUIDSGID": "yes", "PrivateTmp": "yes"}
+                "ProtectControlGroups": "yes", "RestrictSUIDSGID": "yes", "PrivateTmp": "yes",
+                "MemoryMax": "2G", "TasksMax": "512", "RestrictNamespaces": "yes",
+                "SystemCallArchitectures": "native", "ProtectClock": "yes",
+                "ProtectHostname": "yes",
+                "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK"}
     assert {k: svc.get(k) for k in expected} == expected
     assert svc["ReadWritePaths"].split() == ["/srv/vigo", "/srv/runtime", "/var/lib/vigo",
                                              "/run"]
@@ -132,3 +136,9 @@ def test_cli_install_help_and_root(tmp_path: Path) -> None:
     service = (tmp_path / "r/etc/systemd/system/vigo.service").read_text()
     assert f"--config {config} apply --timer" in service
     assert f"{tmp_path}/state" in parse(service)["Service"]["ReadWritePaths"]
+
+
+def test_systemd_analyze_verify_reads_the_resource_limits() -> None:
+    texts = render(Settings(repo="x"))
+    texts[units.SERVICE] = texts[units.SERVICE].replace("MemoryMax=2G", "MemoryMax=2Q")
+    assert "Invalid memory limit '2Q'" in Systemd(Runner()).verify(texts)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from vigo.adapters.run import Result, Runner
+from vigo.adapters.run import UNTRUSTED_DATA_LIMIT, Result, Runner
 from vigo.model import (
     COMPOSE_CONFIG_HASH,
     COMPOSE_PROJECT,
@@ -58,7 +58,8 @@ class Compose:
         callers parse it and never print it."""
         argv = [*self._argv(project, files, env_files), "config", "--format", "json",
                 "--no-env-resolution"]
-        return self.runner.run(argv, env=COMPOSE_ENV, timeout=120, mask_output=False)
+        return self.runner.run(argv, env=COMPOSE_ENV, timeout=120, mask_output=False,
+                               limit_data=UNTRUSTED_DATA_LIMIT)
 
     def validate(self, compose_file: Path) -> str | None:
         """'' when compose accepts the file (no interpolation, no env files read), the reason
@@ -66,7 +67,7 @@ class Compose:
         argv = ["docker", "compose", "--project-name", "vigo-check", "--file", str(compose_file),
                 "--env-file", "/dev/null", "config", "--quiet", "--no-interpolate",
                 "--no-env-resolution"]
-        res = self.runner.run(argv, env=COMPOSE_ENV, timeout=60)
+        res = self.runner.run(argv, env=COMPOSE_ENV, timeout=60, limit_data=UNTRUSTED_DATA_LIMIT)
         if res.returncode == 127 or "is not a docker command" in res.stderr:
             return None
         return "" if res.ok else res.error(3)

@@ -11,14 +11,34 @@ class Locked(Exception):
     pass
 
 
+class LockError(Exception):
+    """The lock file cannot be opened (a state folder that is a file, a lock that is a
+    folder, a read-only disk): nothing was done."""
+
+
 class RunLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            why = ("it is a file, not a folder" if isinstance(exc, FileExistsError)
+                   or folder.is_file() else exc.strerror or str(exc))
+            raise LockError(f"cannot use the state folder {folder}: {why}; fix the `state` "
+                            "setting or the path") from exc
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600)
+        except OSError as exc:
+            why = ("it is a folder: remove it (vigo creates the file)"
+                   if isinstance(exc, IsADirectoryError) else
+                   "it is a symlink: remove it (vigo creates the file)"
+                   if self.path.is_symlink() else exc.strerror or str(exc))
+            raise LockError(f"cannot open the run lock {self.path}: {why}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:

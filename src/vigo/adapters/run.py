@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
+import shlex
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 MASK = "***"
 # Values shorter than this are not masked: masking "80" or "1" everywhere would garble every
@@ -14,27 +21,103 @@ MASK = "***"
 MIN_SECRET_LEN = 4
 
 
+# A piece of a value at the start or the end of a line is masked too, when it holds at least
+# this many characters and at least half the value: tools cut a value at a line end (an env
+# file's line in an error) or wrap it. Half: a line ending in `postgres` is no piece of
+# `postgres://app:...`. docs/security.md
+FRAGMENT_MIN = 8
+
+
 class Masker:
-    """Replaces every registered secret value with *** in text. Thread safe."""
+    """Replaces every registered secret value with *** in text: the value itself, its lines,
+    and the forms tools print it in (`forms`), also as a piece at a line's start or end
+    (FRAGMENT_MIN). Thread safe."""
 
     def __init__(self) -> None:
-        self._values: set[str] = set()
+        self._values: set[str] = set()  # every form of every value
+        self._bases: set[str] = set()  # the values and their lines: fragments are cut from these
+        self._sorted: list[str] = []
         self._lock = threading.Lock()
 
     def add(self, values: Iterable[str]) -> None:
         with self._lock:
             for value in values:
                 for part in (value, *value.splitlines()):
-                    if len(part.strip()) >= MIN_SECRET_LEN:
-                        self._values.add(part.strip())
+                    part = part.strip()
+                    if len(part) >= MIN_SECRET_LEN:
+                        self._bases.add(part)
+                        self._values.update(f for f in forms(part) if len(f) >= MIN_SECRET_LEN)
+            self._sorted = sorted(self._values, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         with self._lock:
-            values = sorted(self._values, key=len, reverse=True)
+            values, bases = self._sorted, tuple(self._bases)
         for value in values:
             if value in text:
                 text = text.replace(value, MASK)
+        if any(len(b) > FRAGMENT_MIN for b in bases):
+            text = "".join(_mask_fragments(line, bases) for line in text.splitlines(True))
         return text
+
+
+def _mask_fragments(line: str, bases: Sequence[str]) -> str:
+    """Mask a value's head that ends the line, or its tail that starts it."""
+    body = line.rstrip("\r\n")
+    end = line[len(body):]
+    for base in bases:
+        least = max(FRAGMENT_MIN, (len(base) + 1) // 2)
+        if len(base) <= least or len(body) < least:
+            continue
+        if body[-least:] in base:  # cheap test first: most lines end elsewhere
+            for n in range(min(len(base) - 1, len(body)), least - 1, -1):
+                if body.endswith(base[:n]):
+                    body = body[:-n] + MASK
+                    break
+        if body[:least] in base:
+            for n in range(min(len(base) - 1, len(body)), least - 1, -1):
+                if body.startswith(base[-n:]):
+                    body = MASK + body[n:]
+                    break
+    return body + end
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+               "\t": "\\t", "\v": "\\v", '"': '\\"', "\\": "\\\\"}
+
+
+def go_quote(value: str, ascii_only: bool = False) -> str:
+    """Go's strconv.Quote (`%q`) without the quotes; QuoteToASCII with ascii_only."""
+    out = []
+    for ch in value:
+        code = ord(ch)
+        if ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x80 or (not ascii_only and ch.isprintable()):
+            out.append(ch)
+        else:
+            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def forms(value: str) -> set[str]:
+    """The ways a tool may print `value`: as it is, JSON-escaped (Python's and Go's, which
+    also escapes <, > and &), Go-quoted (%q), shell-quoted, URL-encoded."""
+    from urllib.parse import quote, quote_plus
+
+    go_json = json.dumps(value, ensure_ascii=False)[1:-1]
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                    ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        go_json = go_json.replace(ch, esc)
+    return {
+        value,
+        json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1], go_json,
+        go_quote(value), go_quote(value, ascii_only=True),
+        shlex.quote(value), "'" + value.replace("'", "'\\''") + "'",
+        re.sub(r'([\\"$`])', r"\\\1", value),  # inside "..." for a shell
+        quote(value, safe=""), quote(value), quote_plus(value),
+    }
 
 
 @dataclass(frozen=True)
@@ -73,10 +156,15 @@ PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "DOCKER_HOST", "DOCKER_CONFI
 class Runner:
     """Starts every process vigo runs. `log` receives masked `$ argv` lines when verbose."""
 
-    def __init__(self, masker: Masker | None = None, log=None, verbose: bool = False) -> None:
+    def __init__(self, masker: Masker | None = None, log=None, verbose: bool = False,
+                 interactive: bool = False) -> None:
         self.masker = masker or Masker()
         self.log = log
         self.verbose = verbose
+        # Workstation commands on a terminal (promote's git push, init's signed commit, host
+        # add's sops): children stay in vigo's process group, so ssh, gpg and age can prompt
+        # on the terminal; a timeout then kills the child and its descendants by pid.
+        self.interactive = interactive
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in PASS_ENV}
@@ -95,37 +183,182 @@ class Runner:
         cwd: str | os.PathLike[str] | None = None,
         input: str | None = None,
         mask_output: bool = True,
+        limit_data: int | None = None,
     ) -> Result:
         """Run argv; never raises on a non-zero exit. Output is masked unless mask_output is
-        False (only for output that is itself the secret, e.g. `sops -d`)."""
+        False (only for output that is itself the secret, e.g. `sops -d`). `limit_data` caps
+        the data segment (RLIMIT_DATA, bytes) of the command and its children: for commands
+        that parse what the repo holds (docs/security.md)."""
         argv = tuple(str(a) for a in argv)
         if self.verbose and self.log:
             self.log("$ " + self.masker(" ".join(_quote(a) for a in argv)))
+        if limit_data is not None and os.path.exists(PRLIMIT):
+            argv = (PRLIMIT, f"--data={limit_data}", "--", *argv)
         try:
-            proc = subprocess.run(
+            # Its own process group (a new session): a timeout ends the command and every
+            # child it started (docker's docker-compose plugin, git's ssh), never one alone.
+            proc = subprocess.Popen(
                 argv,
-                input=input,
-                capture_output=True,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
                 errors="replace",
-                timeout=timeout,
                 env=self.env(env),
                 cwd=cwd,
-                stdin=None if input is not None else subprocess.DEVNULL,
+                start_new_session=not self.interactive,
             )
-        except subprocess.TimeoutExpired as exc:
-            raise CommandTimeout(
-                self.masker(f"{argv[0]} {argv[1] if len(argv) > 1 else ''} timed out after "
-                            f"{timeout:.0f}s")
-            ) from exc
         except FileNotFoundError:
             return Result(argv, 127, "", f"{argv[0]}: command not found")
-        out, err = proc.stdout, proc.stderr
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            self._end(proc)
+            raise CommandTimeout(
+                self.masker(f"{describe(argv)} timed out after {timeout:g} s")) from exc
+        except BaseException:  # Ctrl-C, SIGTERM in vigo: the command goes with it
+            self._end(proc)
+            raise
+        if limit_data is not None and proc.returncode != 0 and (
+                "out of memory" in err or proc.returncode == -signal.SIGSEGV):
+            err = (f"{describe(argv)} ran out of memory (vigo limits it to "
+                   f"{limit_data >> 20} MiB): a YAML alias bomb or a huge file?")
         if mask_output:
             out, err = self.masker(out), self.masker(err)
         else:
             err = self.masker(err)
         return Result(argv, proc.returncode, out, err)
+
+
+    def _end(self, proc: subprocess.Popen) -> None:
+        if not self.interactive:
+            kill_group(proc)
+            return
+        for pid in [proc.pid, *descendants(proc.pid)]:  # read before any is reparented
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _reap(proc)
+
+
+PRLIMIT = "/usr/bin/prlimit"
+# The data segment (RLIMIT_DATA) of a command that parses what the repo holds (`docker compose
+# config`): a YAML alias bomb then ends in "out of memory" instead of eating the host. Not
+# RLIMIT_AS: Go reserves large virtual ranges it never uses, which RLIMIT_AS counts and
+# RLIMIT_DATA does not (Linux >= 4.7 counts private writable mappings only). A real compose
+# file needs well under 100 MiB. Inherited by docker's docker-compose plugin. docs/security.md
+UNTRUSTED_DATA_LIMIT = 1 << 30
+GRACE = 2.0  # seconds between SIGTERM and SIGKILL for the process group of a timed-out command
+
+
+def kill_group(proc: subprocess.Popen, grace: float = GRACE) -> None:
+    """End the process group of `proc` (its session): SIGTERM, up to `grace` seconds for
+    every member to go, then SIGKILL to whatever is left; reap `proc` and close its pipes."""
+    pgid = proc.pid  # start_new_session: the child leads its own group
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader
+        if not group_alive(pgid):
+            break  # every member is gone (or a zombie its new parent has not reaped yet)
+        time.sleep(0.05)
+    if group_alive(pgid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + grace  # SIGKILL is delivered at once, the exit takes a moment
+    while time.monotonic() < deadline and group_alive(pgid):
+        proc.poll()
+        time.sleep(0.02)
+    _reap(proc, grace)
+
+
+def _reap(proc: subprocess.Popen, grace: float = GRACE) -> None:
+    try:
+        proc.communicate(timeout=grace)  # reaps; drains pipes that a dead child held
+    except (subprocess.TimeoutExpired, ValueError, OSError):
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        proc.wait()
+
+
+def descendants(pid: int, proc_dir: Path = Path("/proc")) -> list[int]:
+    """The children, grandchildren... of `pid` now (from /proc's parent ids)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in os.listdir(proc_dir) if e.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            fields = (proc_dir / entry / "stat").read_text().rsplit(")", 1)[-1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.append(child)
+                todo.append(child)
+    return found
+
+
+def group_alive(pgid: int, proc_dir: Path = Path("/proc")) -> bool:
+    """Whether a process of group `pgid` still runs (zombies do not count)."""
+    try:
+        entries = [e for e in os.listdir(proc_dir) if e.isdigit()]
+    except OSError:
+        entries = None
+    if entries is None:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in entries:
+        try:
+            stat = (proc_dir / entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()  # state ppid pgrp ...
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+_VALUE_OPTIONS = {"-c", "-C", "--project-name", "-p", "--file", "-f", "--env-file", "--filter",
+                  "--format", "--type", "--tail", "--time", "--input-type", "--output-type",
+                  "--filename-override", "--project-directory", "--profile"}
+_WORD = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+def describe(argv: Sequence[str]) -> str:
+    """The command for a message: program, subcommand and compose project, never a value or
+    a path: `docker compose config (project x)`, `git fetch`."""
+    args = list(argv)
+    if args and args[0] == PRLIMIT:
+        args = args[args.index("--") + 1:] if "--" in args else args[1:]
+    if not args:
+        return "a command"
+    words, project, i = [os.path.basename(args[0])], "", 1
+    while i < len(args):
+        arg = args[i]
+        if arg in ("--project-name", "-p") and i + 1 < len(args):
+            project = args[i + 1]
+        if arg in _VALUE_OPTIONS:
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        if not _WORD.match(arg) or len(words) == 3:
+            break
+        words.append(arg)
+        if not (words[0] == "docker" and arg == "compose"):
+            break
+        i += 1
+    return " ".join(words) + (f" (project {project})" if project else "")
 
 
 def _quote(arg: str) -> str:
