@@ -36,6 +36,9 @@ class Settings:
     # Timeouts in seconds for one git and one compose call.
     git_timeout: int = 120
     compose_timeout: int = 600
+    # Seconds systemd lets one run take (TimeoutStartSec of vigo.service) before it ends it;
+    # unset: git_timeout + 3 x compose_timeout.
+    run_timeout: int | None = None
     # Seconds a stack's containers get to be running and healthy after an apply (a stack's
     # compose file may set its own: `x-vigo: {health_timeout: 300}`).
     health_timeout: int = 120
@@ -64,7 +67,7 @@ class Settings:
 _PATH_KEYS = {"checkout", "runtime", "secrets", "state", "age_key_file", "metrics_file",
               "allowed_signers", "gpg_keyring"}
 _URL_KEYS = {"notify_webhook", "notify_ntfy", "healthchecks_url"}
-_INT_KEYS = {"git_timeout", "compose_timeout", "health_timeout", "keep_images"}
+_INT_KEYS = {"git_timeout", "compose_timeout", "health_timeout", "keep_images", "run_timeout"}
 _LIST_KEYS = {"allow_unpinned", "allow_caps", "allow_host_paths"}
 _BOOL_KEYS = {"secrets_on_disk"}
 _PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$|^$")

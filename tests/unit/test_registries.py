@@ -95,3 +95,14 @@ def test_key_problems_for_check() -> None:
     assert registries.key_problems(["A_REGISTRY", "A_USERNAME", "A_PASSWORD"]) == []
     assert registries.key_problems(["A_REGISTRY", "A_REGISTRY", "A_USERNAME", "A_PASSWORD"]) == [
         "A_REGISTRY: set twice"]
+
+
+def test_run_timeout_sets_timeout_start_sec() -> None:
+    from vigo import units
+    from vigo.config import Settings
+
+    base = Settings(repo="/r", git_timeout=10, compose_timeout=20)
+    assert units.spec(base, ["/usr/bin/vigo"], Path("/etc/vigo/vigo.toml")).timeout_start == 70
+    short = units.spec(Settings(repo="/r", run_timeout=40), ["/usr/bin/vigo"],
+                       Path("/etc/vigo/vigo.toml"))
+    assert "TimeoutStartSec=40" in units.service(short)
