@@ -86,7 +86,8 @@ def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Set
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read settings: {exc}") from exc
     elif named:
-        raise ConfigError(f"{path}: settings file not found")
+        raise ConfigError(f"{path}: settings file not found; fix: restore it (the unit reads "
+                          "only this file), or write it again with `vigo bootstrap --repo URL`")
     known = {f.name for f in fields(Settings)}
     for key in raw:
         if key not in known:
