@@ -106,3 +106,19 @@ def test_run_timeout_sets_timeout_start_sec() -> None:
     short = units.spec(Settings(repo="/r", run_timeout=40), ["/usr/bin/vigo"],
                        Path("/etc/vigo/vigo.toml"))
     assert "TimeoutStartSec=40" in units.service(short)
+
+
+def test_check_rule_names_the_incomplete_group_with_its_line(tmp_path: Path) -> None:
+    from vigo import lint
+
+    (tmp_path / "env").mkdir()
+    (tmp_path / "hosts/web1/env").mkdir(parents=True)
+    enc = "ENC[AES256_GCM,data:x,iv:y,tag:z,type:str]"
+    (tmp_path / "env/registries.env").write_text(
+        f"GHCR_REGISTRY={enc}\nGHCR_USERNAME={enc}\nsops_mac={enc}\n")
+    (tmp_path / "hosts/web1/env/registries.env").write_text(
+        f"A_REGISTRY={enc}\nA_USERNAME={enc}\nA_PASSWORD={enc}\nTOKEN={enc}\nsops_mac={enc}\n")
+    found = [f for f in lint.lint_repo_files(tmp_path) if f.rule == "registries"]
+    assert [(f.path, f.line) for f in found] == [("env/registries.env", None),
+                                                 ("hosts/web1/env/registries.env", 4)]
+    assert "GHCR_PASSWORD missing" in found[0].message
