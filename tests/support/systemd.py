@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,9 +165,12 @@ class Machine:
         raise AssertionError(f"systemd in {self.name} did not finish booting: {state!r}\n"
                              + self.exec("systemctl", "--failed", check=False).stdout)
 
-    def reboot(self) -> None:
-        """Restart the container: systemd boots again, /run (the secrets tmpfs) is empty."""
+    def reboot(self, while_down: Callable[[], object] | None = None) -> None:
+        """Restart the container: systemd boots again, /run (the secrets tmpfs) is empty.
+        `while_down` runs while it is stopped (a push no run of the old boot can see)."""
         sh("docker", "stop", "-t", "20", self.name)
+        if while_down is not None:
+            while_down()
         sh("docker", "start", self.name)
         self.booted_at = self.uptime()
         self.wait_booted()
