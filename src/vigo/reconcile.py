@@ -268,6 +268,14 @@ class Reconciler:
                                allow_rewind=options.allow_rewind)
         if desired is None:
             return
+        if desired.env_files and not s.age_key_file.exists():  # lost: not one stack can change
+            report.exit_code = EXIT_INVALID
+            report.error = (f"the age key {s.age_key_file} does not exist and the repo has "
+                            f"{len(desired.env_files)} encrypted env file(s); fix: restore this "
+                            "host's age key there (root's, mode 0600) or set age_key_file; "
+                            "nothing changed, the running containers stay")
+            self.emit(f"settings: {report.error}")
+            return
         st["revision_attempted"] = desired.revision
         self._accept(report, st, desired.revision)
         result = self._prepare(report, desired, st, paths, options, persist=True)

@@ -83,8 +83,8 @@ def test_repo_credentials_pull_by_tag_and_by_digest(host: Host, registry: Regist
     assert res.returncode == 0, res.stdout + res.stderr
     assert "whoami: created" in res.stdout and "echo: created" in res.stdout
     assert registry.has_locally(tag_ref) and registry.has_locally(digest_ref)
-    assert f"revision={TAG_A}" in host.get("whoami", TAG_A)
-    assert f"revision={TAG_B}" in host.get("echo", TAG_B)
+    assert f"revision={TAG_A}" in host.get("whoami", TAG_A, timeout=60)
+    assert f"revision={TAG_B}" in host.get("echo", TAG_B, timeout=60)
     images = {c["Config"]["Labels"]["io.vigo.stack"]: c["Config"]["Image"]
               for c in host.containers()}
     assert images["whoami"] == tag_ref and images["echo"] == digest_ref
@@ -141,7 +141,7 @@ def test_refused_credential_fails_only_that_stack_and_prints_none(
     assert "env/registries.env was refused" in line and "the running containers" in line
     assert "echo: updated" in res.stdout
     assert web_id(host, "whoami") == running  # the running container stays
-    assert f"revision={TAG_A}" in host.get("whoami", TAG_A)
+    assert f"revision={TAG_A}" in host.get("whoami", TAG_A, timeout=60)
     assert_no_secret(registry, res.stdout, res.stderr, saved(host), extra=(wrong,))
 
     # No credential at all (file removed, no host login), pinned by digest: the same line.
@@ -162,7 +162,7 @@ def test_refused_credential_fails_only_that_stack_and_prints_none(
     res = run(host, empty, "apply")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "whoami: updated" in res.stdout
-    assert f"revision={TAG_C}" in host.get("whoami", TAG_C)
+    assert f"revision={TAG_C}" in host.get("whoami", TAG_C, timeout=60)
 
 
 def test_check_refuses_an_incomplete_or_plaintext_registries_file(host: Host, tmp_path: Path

@@ -91,18 +91,18 @@ def test_reboot_re_decrypts_recreates_nothing_and_keeps_running_without_the_remo
     assert running(h) == before
     away.rename(h.repo.remote)
 
-    # The age key lost (and the tmpfs empty since the boot), and a change pushed: the stack
-    # that needs the key fails with the fix; nothing is pruned, nothing is recreated. (An idle
-    # run needs no key and says nothing.)
+    # The age key lost (and the tmpfs empty since the boot), and a change pushed: the run
+    # fails with the fix before any stack is touched; nothing is pruned, nothing recreated.
     hidden = h.key.path.with_name("age.txt.lost")
     h.key.path.rename(hidden)
     h.repo.write_env("env/whoami.env", {"WHOAMI_HOST": f"whoami.{h.prefix[:-1]}.test",
                                         "NEW_SECRET": "after-the-key-was-lost"})
     h.repo.commit("a new secret for whoami")
     run = start(m, expect_ok=False)
-    fails = [msg for p, msg in run.lines if p == ERR and ": failed" in msg]
-    assert [msg.split(":")[0] for msg in fails] == ["whoami"], run.lines
-    assert "age key" in fails[0] and "age_key_file" in fails[0], fails
+    status = m.exec("systemctl", "show", "vigo.service", "-p", "ExecMainStatus").stdout
+    assert "ExecMainStatus=2" in status, status
+    lost = [msg for p, msg in run.lines if p == ERR and msg.startswith("settings: the age key")]
+    assert lost and "fix: restore" in lost[0] and "age_key_file" in lost[0], run.lines
     assert not any("removed" in msg for _, msg in run.lines)
     assert running(h) == before
 
