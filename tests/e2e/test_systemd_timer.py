@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.conftest import TAG_A, TAG_B
 from tests.support.images import APP_REPOSITORY
+from tests.support.infra import sh
 from tests.support.registry import Registry
 from tests.support.systemd import TimerHost
 
@@ -51,8 +52,10 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
 
 
 def image_of(h: TimerHost, stack: str) -> str:
-    return next(c["Config"]["Image"] for c in h.containers().values()
-                if c["Config"]["Labels"].get("io.vigo.stack") == stack and c["State"]["Running"])
+    """The image of the stack's running container ('' in the moment of a replacement)."""
+    return next((c["Config"]["Image"] for c in h.containers().values()
+                 if c["Config"]["Labels"].get("io.vigo.stack") == stack
+                 and c["State"]["Running"]), "")
 
 
 def test_timer_runs_converge_apply_a_push_and_survive_a_hung_run(
@@ -67,8 +70,12 @@ def test_timer_runs_converge_apply_a_push_and_survive_a_hung_run(
     unit = m.exec("systemctl", "cat", "vigo.service").stdout
     assert "TimeoutStartSec=40" in unit and "ProtectSystem=strict" in unit
 
-    # Before the first timer run (30 s after boot): a private image with repo credentials,
-    # and a warning line (.gitmodules) so the journal shows two priorities.
+    # The first timer run (30 s after boot, or at once when bootstrap took longer) converges.
+    first = m.wait_runs(1, 120)[0]
+    assert first.result == "success", first.lines
+
+    # A private image with repo credentials, and a warning line (.gitmodules) so the journal
+    # shows two priorities: applied by the next timer run.
     h.repo.write("stacks/private/docker-compose.yml",
                  (h.repo.work / "stacks/whoami/docker-compose.yml").read_text()
                  .replace(f"ghcr.io/vigo-example/whoami:{TAG_A}", private_ref)
@@ -79,9 +86,10 @@ def test_timer_runs_converge_apply_a_push_and_survive_a_hung_run(
                                             "CI_PASSWORD": registry.password})
     h.repo.write(".gitmodules", "")
     h.repo.commit("private stack")
+    pushed = m.uptime()  # a run that starts later sees the commit
     assert not registry.has_locally(private_ref)
 
-    first = m.wait_runs(1, 120)[0]
+    first = m.next_run(pushed, 120)
     text = "\n".join(msg for _, msg in first.lines)
     assert first.result == "success", text
     assert (INFO, "private: created (new stack)") in first.lines, first.lines
@@ -93,20 +101,31 @@ def test_timer_runs_converge_apply_a_push_and_survive_a_hung_run(
     for secret in registry.secrets():
         assert secret not in text
 
-    # A push is applied by the next timer run (60 s after the last one ended).
+    # A push is applied by the next timer run (60 s after the last one ended). It also moves
+    # the private stack to a new image and drops the repo's credentials: that pull uses root's
+    # `docker login` on the host (here: in the systemd container), under the unit's sandbox.
+    new_private, _ = registry.push(f"{APP_REPOSITORY}:{TAG_B}", f"vigo/private:{TAG_B}")
+    sh("docker", "exec", "-i", m.name, "docker", "login", "-u", registry.user,
+       "--password-stdin", registry.host, input=registry.password)
     whoami = h.repo.work / "stacks/whoami/docker-compose.yml"
     whoami.write_text(whoami.read_text().replace(TAG_A, TAG_B))
-    h.repo.commit("promote whoami")
-    pushed = time.monotonic()
+    private = h.repo.work / "stacks/private/docker-compose.yml"
+    private.write_text(private.read_text().replace(private_ref, new_private))
+    h.repo.remove("env/registries.env")
+    h.repo.commit("promote whoami and private")
+    pushed, pushed_at = time.monotonic(), m.uptime()
     deadline = pushed + 100
     while image_of(h, "whoami") != f"{APP_REPOSITORY}:{TAG_B}":
         assert time.monotonic() < deadline, "the timer did not apply the push"
         time.sleep(1)
     print(f"push applied by the timer {time.monotonic() - pushed:.1f} s after it was pushed")
-    second = m.wait_runs(2, 60)[1]
+    second = m.next_run(pushed_at, 60)
     assert second.result == "success"
     assert any(p == INFO and msg.startswith("whoami: updated") for p, msg in second.lines), (
         second.lines)
+    assert any(p == INFO and msg.startswith("private: updated") for p, msg in second.lines), (
+        second.lines)
+    assert image_of(h, "private") == new_private
     gap = second.started - (first.ended or 0)
     print(f"run 2 started {gap:.1f} s after run 1 ended")
 
@@ -114,13 +133,15 @@ def test_timer_runs_converge_apply_a_push_and_survive_a_hung_run(
     h.repo.write("stacks/hang/docker-compose.yml", HANG.format(
         image=f"{APP_REPOSITORY}:{TAG_A}", interval="1h", prefix=h.prefix))
     h.repo.commit("a stack whose health wait blocks")
-    hung = m.wait_runs(3, 60 + 40 + 60)[2]
+    pushed_at = m.uptime()
+    hung = m.next_run(pushed_at, 60 + 40 + 60)
     assert hung.result == "timeout", hung
     # The next one works: the stack fixed, the run converges.
     h.repo.write("stacks/hang/docker-compose.yml", HANG.format(
         image=f"{APP_REPOSITORY}:{TAG_A}", interval="1s", prefix=h.prefix))
     h.repo.commit("fix the health check")
-    after = m.wait_runs(4, 60 + 60 + 60)[3]
+    pushed_at = m.uptime()
+    after = m.next_run(pushed_at, 60 + 60 + 60)
     assert after.result == "success", after.lines
     assert any(msg.startswith("hang: ") and "failed" not in msg for _, msg in after.lines), (
         after.lines)

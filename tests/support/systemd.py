@@ -213,6 +213,20 @@ class Machine:
                 run.result, run.ended = msg.split("'")[1], mono
         return list(runs.values())
 
+    def next_run(self, after: float, timeout: float) -> Run:
+        """The first run that started after `after` (monotonic, see uptime()), once it ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = [r for r in self.runs() if r.started > after]
+            if runs and runs[0].ended is not None:
+                return runs[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no vigo run started and ended within {timeout:.0f}s:\n"
+                    + self.exec("journalctl", "-u", "vigo", "--no-pager",
+                                check=False).stdout[-4000:])
+            time.sleep(1)
+
     def wait_runs(self, count: int, timeout: float) -> list[Run]:
         """Poll the journal until `count` runs have ended (since this boot)."""
         deadline = time.monotonic() + timeout
@@ -273,7 +287,9 @@ class TimerHost:
         """name -> docker inspect of this host's containers."""
         ids = sh("docker", "ps", "-aq", "--filter", f"label=io.vigo.instance={self.prefix}"
                  ).stdout.split()
-        found = json.loads(sh("docker", "inspect", *ids).stdout) if ids else []
+        # A container removed between ps and inspect (a deploy in progress) is left out.
+        out = sh("docker", "inspect", *ids, check=False).stdout if ids else ""
+        found = json.loads(out) if out.strip().startswith("[") else []
         return {c["Name"].lstrip("/"): c for c in found}
 
     def ids(self) -> dict[str, str]:
