@@ -170,6 +170,11 @@ def host_secrets(host: Mapping[str, object]) -> list[str]:
     return out
 
 
+def is_tls_failure(error: str) -> bool:
+    low = error.lower()
+    return "x509:" in low or "certificate signed by unknown authority" in low
+
+
 def is_auth_failure(error: str) -> bool:
     low = error.lower()
     return any(word in low for word in _AUTH_WORDS)
@@ -199,6 +204,10 @@ class Pulls:
         credential came from and the fix (the error is already masked)."""
         registry = registry_of(image)
         line = f"image {image} cannot be pulled from registry {registry}: {error}"
+        if is_tls_failure(error):
+            return (f"{line}; the engine does not trust the registry's TLS certificate; fix: "
+                    f"put the CA that signed it at /etc/docker/certs.d/{registry}/ca.crt "
+                    "(read at each pull, no engine restart)")
         if not is_auth_failure(error) and not self.problem:
             return line
         source = self.sources.get(registry)

@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.conftest import TAG_A, TAG_B, Host
 from tests.support.images import APP_REPOSITORY, ensure_app_image
-from tests.support.registry import Registry
+from tests.support.registry import CERTS_D, Registry
 
 TAG_C = "sha-c0ffee1"
 
@@ -143,6 +143,20 @@ def test_refused_credential_fails_only_that_stack_and_prints_none(
     assert web_id(host, "whoami") == running  # the running container stays
     assert f"revision={TAG_A}" in host.get("whoami", TAG_A, timeout=60)
     assert_no_secret(registry, res.stdout, res.stderr, saved(host), extra=(wrong,))
+
+    # The engine does not trust the registry's CA: the line says where the CA goes.
+    credentials(host, registry)
+    host.repo.commit("right password")
+    trusted = CERTS_D / registry.host / "ca.crt"
+    trusted.rename(trusted.with_name("ca.crt.off"))
+    try:
+        res = run(host, empty, "apply")
+    finally:
+        trusted.with_name("ca.crt.off").rename(trusted)
+    assert res.returncode == 1
+    line = next(x for x in res.stdout.splitlines() if x.startswith("whoami: "))
+    assert "x509" in line and f"/etc/docker/certs.d/{registry.host}/ca.crt" in line, line
+    assert web_id(host, "whoami") == running
 
     # No credential at all (file removed, no host login), pinned by digest: the same line.
     host.repo.remove("env/registries.env")

@@ -89,6 +89,9 @@ def test_pulls_only_for_stacks_that_need_them_and_explain() -> None:
     line = Pulls().explain("r.io/app:1", "no basic auth credentials")
     assert "no credential for r.io" in line and "docker login r.io" in line
     assert "fix" not in Pulls().explain("r.io/app:1", "manifest unknown")
+    line = Pulls().explain("r.io:5000/app:1", 'Get "https://r.io:5000/v2/": x509: certificate '
+                           "signed by unknown authority")
+    assert "/etc/docker/certs.d/r.io:5000/ca.crt" in line
 
 
 def test_key_problems_for_check() -> None:
