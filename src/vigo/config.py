@@ -36,6 +36,9 @@ class Settings:
     # Timeouts in seconds for one git and one compose call.
     git_timeout: int = 120
     compose_timeout: int = 600
+    # Seconds systemd lets one run take (TimeoutStartSec of vigo.service) before it ends it;
+    # unset: git_timeout + 3 x compose_timeout.
+    run_timeout: int | None = None
     # Seconds a stack's containers get to be running and healthy after an apply (a stack's
     # compose file may set its own: `x-vigo: {health_timeout: 300}`).
     health_timeout: int = 120
@@ -74,7 +77,8 @@ _URL_KEYS = {"notify_webhook", "notify_ntfy", "healthchecks_url"}
 # Whole numbers and their sane range: a timeout of 10**20 s would overflow the unit's
 # TimeoutStartSec and never end a hung command.
 _INT_KEYS = {"git_timeout": (1, 3600), "compose_timeout": (1, 7200),
-             "health_timeout": (1, 3600), "keep_images": (1, 100)}
+             "health_timeout": (1, 3600), "keep_images": (1, 100),
+              "run_timeout": (10, 86400)}
 _UNITS = {"keep_images": " (revisions)"}
 # Folders vigo owns: each its own, none inside another (`git clean` in a checkout that holds
 # the runtime would wipe acme.json; a runtime that holds the state would be synced away).
@@ -101,7 +105,8 @@ def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Set
         except (OSError, tomllib.TOMLDecodeError, RecursionError) as exc:
             raise ConfigError(f"{path}: cannot read settings: {exc}") from exc
     elif named:
-        raise ConfigError(f"{path}: settings file not found")
+        raise ConfigError(f"{path}: settings file not found; fix: restore it (the unit reads "
+                          "only this file), or write it again with `vigo bootstrap --repo URL`")
     known = {f.name for f in fields(Settings)}
     for key in raw:
         if key not in known:
@@ -127,7 +132,8 @@ def _validate(values: dict[str, object], sources: dict[str, str], path: str) -> 
             low, high = _INT_KEYS[key]
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 shown = f", got {value!r:.40}" if isinstance(value, int) else ""
-                raise ConfigError(f"{where}: {key} must be a positive whole number up to "
+                least = "" if low == 1 else f" from {low}"
+                raise ConfigError(f"{where}: {key} must be a positive whole number{least} up to "
                                   f"{high}{_UNITS.get(key, ' (seconds)')}{shown}")
             out[key] = value
             continue

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from vigo import health, rollout
+from vigo import health, registries, rollout
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.run import CommandTimeout
@@ -41,7 +41,13 @@ def image_ref(image: str) -> str:
         if image.startswith(prefix):
             image = image[len(prefix):]
             break
-    if "@" in image or ":" in image.rsplit("/", 1)[-1]:
+    if "@" in image:  # repo:tag@sha256:... is listed (and pulled) as repo@sha256:...
+        name, _, digest = image.partition("@")
+        last = name.rsplit("/", 1)
+        if ":" in last[-1]:
+            name = name[: len(name) - len(last[-1])] + last[-1].split(":", 1)[0]
+        return f"{name}@{digest}"
+    if ":" in image.rsplit("/", 1)[-1]:
         return image
     return image + ":latest"
 
@@ -54,6 +60,9 @@ class Deployer:
     health_timeout: int
     log: Callable[[str], None]
     sleep: Callable[[float], None] = time.sleep
+    # Registry credentials (docs/private-images.md): given to the pulls of the stacks that
+    # need them only.
+    pulls: registries.Pulls = field(default_factory=registries.Pulls)
 
     # -- one stack ----------------------------------------------------------------------------
 
@@ -70,8 +79,9 @@ class Deployer:
         envs = [self.paths.secrets / rel for rel in stack.interpolation_env]
         timeout = res.health_timeout or self.health_timeout
         why = list(action.reasons)
+        docker_config = self.pulls.for_images(res.services.values())
         try:
-            missing = self._pull(res)
+            missing = self._pull(res, docker_config)
             if missing:  # nothing was touched: the running containers stay as they are
                 return StackResult(stack.name, action.kind, False, f"{stack.name}: failed "
                                    f"({missing}; the running containers were left as they are)")
@@ -79,7 +89,7 @@ class Deployer:
             if rolled.failure:
                 return self._rollback(stack, action, rolled.failure, record, revision,
                                       kept=rolled.kept)
-            up = self.compose.up(project, files, envs)
+            up = self.compose.up(project, files, envs, docker_config)
             if not up.ok:
                 return self._rollback(stack, action, f"docker compose up: {up.error(4)}", record,
                                       revision)
@@ -121,16 +131,16 @@ class Deployer:
         fs.write_json(path, {"services": services}, mode=0o600)
         return path
 
-    def _pull(self, res: Resolved) -> str:
+    def _pull(self, res: Resolved, docker_config: Path | None = None) -> str:
         """Pull every image the stack lacks before any container is touched ('' when all are
-        there); the reason when one cannot be pulled."""
+        there); the reason when one cannot be pulled: the registry, the image, the fix."""
         have = self.compose.local_images()
         for image in sorted(set(res.services.values())):
             if image and image_ref(image) not in have:
                 self.log(f"pulling {image}")
-                pulled = self.compose.pull(image)
+                pulled = self.compose.pull(image, docker_config)
                 if not pulled.ok:
-                    return f"image {image} cannot be pulled: {pulled.error(2)}"
+                    return self.pulls.explain(image, pulled.error(2))
         return ""
 
     # -- zero-downtime rollout ------------------------------------------------------------------
@@ -273,8 +283,10 @@ class Deployer:
             return StackResult(stack.name, action.kind, False,
                                f"{stack.name}: failed ({reason}; {note})", hold=True)
         self.log(f"{stack.name}: {reason}; rolling back to {last}")
-        up = self.compose.up_model(project, good)
-        services = list(json.loads(good.read_text()).get("services") or {})
+        model = json.loads(good.read_text()).get("services") or {}
+        services = list(model)
+        up = self.compose.up_model(project, good, self.pulls.for_images(
+            str((svc or {}).get("image") or "") for svc in model.values()))
         verdict = (self.gate(project, services, self.health_timeout) if up.ok else
                    health.Verdict(health.FAIL, f"docker compose up: {up.error(3)}"))
         if verdict.status != health.OK:

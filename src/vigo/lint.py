@@ -86,6 +86,7 @@ RULES: dict[str, str] = {
     "stack-layout": "each stack folder has exactly one of docker-compose.yml, compose.yaml",
     "stack-name": "stack names are valid compose project names and not `proxy`",
     "rollout": "routed services with a healthcheck can run two containers at once (warning)",
+    "registries": "env/registries.env holds complete NAME_REGISTRY/_USERNAME/_PASSWORD groups",
 }
 
 
@@ -896,6 +897,24 @@ def _env_files(repo: Path) -> list[str]:
         for p in folder.rglob("*.env")
         if p.is_file() and not p.is_symlink()
     )
+
+
+@repo_rule
+def _registries(repo: Path) -> Iterator[Finding]:
+    """The registry credentials file (docs/private-images.md): its names are in clear in the
+    sops file, so the groups are checked without the key (encryption: env-encrypted)."""
+    from vigo import registries
+
+    for rel in _env_files(repo):
+        if rel.rsplit("/", 2)[-2:] != registries.FILE.split("/"):
+            continue
+        entries = [(n, key) for n, key, _ in _dotenv(repo / rel) if not key.startswith("sops_")]
+        lines = {key: n for n, key in entries}
+        for problem in registries.key_problems(key for _, key in entries):
+            key = problem.split(":", 1)[0]
+            yield Finding("registries", ERROR, rel, lines.get(key), problem,
+                          "Edit it with `sops` so each registry has NAME_REGISTRY (host[:port]), "
+                          "NAME_USERNAME and NAME_PASSWORD.")
 
 
 def _dotenv(path: Path) -> Iterator[tuple[int, str, str]]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vigo import dotenv, render, rollout, state, trust
+from vigo import dotenv, registries, render, rollout, state, trust
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.git import (
@@ -301,6 +301,14 @@ class Reconciler:
                                allow_rewind=options.allow_rewind)
         if desired is None:
             return
+        if desired.env_files and not s.age_key_file.exists():  # lost: not one stack can change
+            report.exit_code = EXIT_INVALID
+            report.error = (f"the age key {s.age_key_file} does not exist and the repo has "
+                            f"{len(desired.env_files)} encrypted env file(s); fix: restore this "
+                            "host's age key there (root's, mode 0600) or set age_key_file; "
+                            "nothing changed, the running containers stay")
+            self.emit(f"settings: {report.error}")
+            return
         st["revision_attempted"] = desired.revision
         self._accept(report, st, desired.revision)
         result = self._prepare(report, desired, st, paths, options, persist=True)
@@ -480,8 +488,11 @@ class Reconciler:
                  paths: Paths) -> None:
         records: dict[str, Any] = st["stacks"]
         results: dict[str, StackResult] = {}
+        work = the_plan.by_kind(CREATE, UPDATE)
         deployer = Deployer(self.compose, self.settings.project_prefix, paths,
-                            self.settings.health_timeout, self._progress)
+                            self.settings.health_timeout, self._progress,
+                            pulls=self._pulls(report, desired, paths) if work else
+                            registries.Pulls())
 
         def up(action: Action) -> StackResult:
             try:
@@ -498,7 +509,6 @@ class Reconciler:
             results[result.stack] = result
             self.emit(result.message)
 
-        work = the_plan.by_kind(CREATE, UPDATE)
         first = [a for a in work if a.stack == PROXY]
         rest = [a for a in work if a.stack != PROXY]
         for action in first:
@@ -533,6 +543,58 @@ class Reconciler:
         if not work and not the_plan.by_kind(REMOVE, FAIL, HOLD):
             self.emit(f"{desired.revision[:12]}: nothing to do, {len(desired.stacks)} "
                       "stack(s) unchanged")
+
+    def _pulls(self, report: Report, desired: DesiredState, paths: Paths) -> registries.Pulls:
+        """The registry credentials of this run (docs/private-images.md): env/registries.env
+        (sops) over root's docker login, merged into a docker config.json on the secrets tmpfs
+        (0600). Every form of every credential goes to the masker first."""
+        folder = paths.secrets / "docker"
+        repo: dict[str, registries.Credential] = {}
+        problem = ""
+        src = desired.env_files.get(registries.FILE)
+        if src is not None:
+            try:
+                pairs = dotenv.parse_sops(self.sops.decrypt_dotenv(src, self.settings.age_key_file))
+                self.masker.add(v for k, v in pairs if k.endswith("_PASSWORD"))
+                repo = registries.parse(pairs)
+            except (DecryptError, dotenv.DotenvError, registries.RegistriesError,
+                    CommandTimeout) as exc:
+                problem = f"{registries.FILE} cannot be used: {exc}"
+                self._warn(report, problem)
+            for cred in repo.values():
+                self.masker.add(cred.secrets())
+        host, where = self._host_docker_config(report)
+        self.masker.add(registries.host_secrets(host))
+        if not repo and not host:
+            fs.remove(folder / "config.json")
+            return registries.Pulls(problem=problem)
+        try:
+            fs.write_secret(folder / "config.json",
+                            json.dumps(registries.config(host, repo), indent=1))
+        except OSError as exc:
+            problem = (f"cannot write {folder / 'config.json'}: {exc.strerror or exc}; pulls "
+                       "run without the registry credentials")
+            self._warn(report, problem)
+            return registries.Pulls(problem=problem)
+        sources = {r: where for r in registries.host_registries(host)}
+        sources.update({r: registries.FILE for r in repo})
+        return registries.Pulls(folder, sources, everything=bool(host.get("credsStore")),
+                                problem=problem)
+
+    def _host_docker_config(self, report: Report) -> tuple[dict[str, Any], str]:
+        """Root's `docker login` ($DOCKER_CONFIG or ~/.docker): its config.json, {} if none."""
+        base = os.environ.get("DOCKER_CONFIG")
+        path = Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
+        where = f"root's docker login ({path})"
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}, where
+        except (OSError, ValueError) as exc:
+            self._warn(report, f"{path}: cannot be read as a docker config ({exc}); pulls run "
+                       "without the host's registry logins")
+            return {}, where
+        return (doc if isinstance(doc, dict) else {}), where
 
     def _down(self, name: str, paths: Paths) -> StackResult:
         try:

@@ -31,7 +31,8 @@ def owner(path: str) -> str | None:
         return parts[1]
     if parts[0] == "env" and len(parts) == 2 and parts[1].endswith(".env"):
         name = parts[1][: -len(".env")]
-        return None if name == "global" else name
+        # global.env feeds every stack; registries.env holds pull credentials, no stack's
+        return None if name in ("global", "registries") else name
     return None
 
 

@@ -39,6 +39,14 @@ class DockerError(Exception):
     pass
 
 
+def _pull_env(docker_config: Path | None) -> dict[str, str]:
+    """Compose's environment, plus the registry credentials folder for the calls that pull
+    (docs/private-images.md): nothing else gets it."""
+    if docker_config is None:
+        return COMPOSE_ENV
+    return {**COMPOSE_ENV, "DOCKER_CONFIG": str(docker_config)}
+
+
 class Compose:
     def __init__(self, runner: Runner, timeout: float = 600) -> None:
         self.runner = runner
@@ -72,10 +80,11 @@ class Compose:
             return None
         return "" if res.ok else res.error(3)
 
-    def up(self, project: str, files: Sequence[Path], env_files: Sequence[Path]) -> Result:
+    def up(self, project: str, files: Sequence[Path], env_files: Sequence[Path],
+           docker_config: Path | None = None) -> Result:
         argv = [*self._argv(project, files, env_files), "up", "--detach", "--remove-orphans",
                 "--quiet-pull"]
-        return self.runner.run(argv, env=COMPOSE_ENV, timeout=self.timeout)
+        return self.runner.run(argv, env=_pull_env(docker_config), timeout=self.timeout)
 
     def resolved(self, project: str, files: Sequence[Path], env_files: Sequence[Path]) -> Result:
         """The fully resolved model, env files inlined: the replayable state of a stack. Holds
@@ -93,18 +102,18 @@ class Compose:
         return dict(line.split(None, 1) for line in res.stdout.splitlines() if " " in line)
 
     def up_service(self, project: str, files: Sequence[Path], env_files: Sequence[Path],
-                   service: str, scale: int) -> Result:
+                   service: str, scale: int, docker_config: Path | None = None) -> Result:
         """Start `scale` containers of one service without recreating the running ones (the
         first step of a zero-downtime rollout)."""
         argv = [*self._argv(project, files, env_files), "up", "--detach", "--no-deps",
                 "--no-recreate", "--quiet-pull", "--scale", f"{service}={scale}", service]
-        return self.runner.run(argv, env=COMPOSE_ENV, timeout=self.timeout)
+        return self.runner.run(argv, env=_pull_env(docker_config), timeout=self.timeout)
 
-    def up_model(self, project: str, model: Path) -> Result:
+    def up_model(self, project: str, model: Path, docker_config: Path | None = None) -> Result:
         """Bring a project back to a saved resolved model (a rollback)."""
         argv = ["docker", "compose", "--project-name", project, "--file", str(model),
                 "--env-file", "/dev/null", "up", "--detach", "--remove-orphans", "--quiet-pull"]
-        return self.runner.run(argv, env=COMPOSE_ENV, timeout=self.timeout)
+        return self.runner.run(argv, env=_pull_env(docker_config), timeout=self.timeout)
 
     def down(self, project: str) -> Result:
         argv = ["docker", "compose", "--project-name", project, "down", "--remove-orphans"]
@@ -160,8 +169,9 @@ class Compose:
         return {ref for line in res.stdout.splitlines() for ref in line.split()
                 if not ref.endswith((":<none>", "@<none>"))}
 
-    def pull(self, image: str) -> Result:
-        return self.runner.run(("docker", "pull", "--quiet", image), timeout=self.timeout)
+    def pull(self, image: str, docker_config: Path | None = None) -> Result:
+        return self.runner.run(("docker", "pull", "--quiet", image),
+                               env=_pull_env(docker_config), timeout=self.timeout)
 
     def remove_image(self, image: str) -> Result:
         """Remove an image unless a container uses it (docker refuses then)."""
