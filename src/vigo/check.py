@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vigo import lint, render
 from vigo.adapters import fs
-from vigo.config import Settings
+from vigo.config import policy_of  # noqa: F401  (the CLI builds the policy here)
 from vigo.lint import ERROR, WARNING, Finding, Policy
 from vigo.model import DesiredState
 
@@ -37,14 +37,6 @@ profiles provider pull_policy pull_refresh_after read_only restart runtime scale
 security_opt shm_size stdin_open stop_grace_period stop_signal storage_opt sysctls tmpfs tty
 ulimits use_api_socket user userns_mode uts volumes volumes_from working_dir
 """.split())
-
-
-def policy_of(settings: Settings | None) -> Policy:
-    if settings is None:
-        return Policy()
-    return Policy(allow_unpinned=frozenset(settings.allow_unpinned),
-                  allow_caps=frozenset(settings.allow_caps),
-                  allow_host_paths=frozenset(settings.allow_host_paths))
 
 
 def hosts_of(repo: Path) -> list[str]:

@@ -28,6 +28,7 @@ from ruamel.yaml.error import YAMLError
 
 from vigo import rollout
 from vigo.model import COMPOSE_NAMES, PROXY
+from vigo.policy import Policy
 
 ERROR = "error"
 WARNING = "warning"
@@ -44,18 +45,8 @@ class Finding:
     fix: str  # how to fix it, one sentence
 
 
-@dataclass(frozen=True)
-class Policy:
-    """Allowlists from settings; the defaults are strict."""
-
-    allow_unpinned: frozenset[str] = frozenset()  # stacks allowed latest/branch-* tags
-    allow_caps: frozenset[str] = frozenset(
-        {"NET_BIND_SERVICE", "CHOWN", "SETUID", "SETGID", "DAC_OVERRIDE", "FOWNER", "KILL"}
-    )
-    allow_host_paths: frozenset[str] = frozenset()  # absolute host path prefixes for binds
-
-
 _STRICT = Policy()
+
 
 RULES: dict[str, str] = {
     "compose-parse": "a compose file is YAML with a top-level `services` mapping of mappings",
@@ -134,7 +125,7 @@ repo_rule = _register(REPO_RULES)
 # --- entry points -----------------------------------------------------------------------------
 
 
-def lint_tree(root: Path, policy: Policy = Policy()) -> list[Finding]:
+def lint_tree(root: Path, policy: Policy = _STRICT) -> list[Finding]:
     """All rules over one rendered tree (a directory laid out like the infra repo, overlays
     already applied, no hosts/ folder needed)."""
     root = Path(root)
