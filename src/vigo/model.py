@@ -125,6 +125,7 @@ class Resolved:
     error: str = ""
     rollouts: Mapping[str, Rollout] = field(default_factory=dict)
     health_timeout: int | None = None  # x-vigo.health_timeout of the stack's compose file
+    policy: tuple[str, ...] = ()  # policy.judge's violations of the model: the stack is refused
 
 
 CREATE, UPDATE, REMOVE, UNCHANGED, FAIL, KEEP, HOLD = (

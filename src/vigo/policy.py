@@ -88,10 +88,15 @@ class Violation:
     stack: str
     service: str  # '' for a top-level entry
     key: str  # the service key (or "volumes.<name>" / "networks.<name>" at top level)
-    message: str  # names the stack and service, says what and how to allow it
+    what: str  # names the stack and service and says what is refused
+    fix: str  # which change, or which setting, would allow it
 
-    def line(self) -> str:
-        return f"policy [{self.rule}] {self.message}"
+    @property
+    def message(self) -> str:
+        return f"{self.what}; fix: {self.fix}"
+
+    def line(self, where: str = "") -> str:
+        return f"policy [{self.rule}] " + (f"{where}: " if where else "") + self.message
 
 
 @dataclass(frozen=True)
@@ -485,8 +490,7 @@ def judge(model: Mapping[str, Any], scope: Scope, policy: Policy,
         if rule != UNRESOLVED and rule != "docker-sock" and policy.waived(scope.stack, rule):
             return
         where = f"{who}, service '{service}'" if service else who
-        v = Violation(rule, scope.stack, service, key, f"{where}: {what}; fix: "
-                      f"{_fix(rule, scope)}")
+        v = Violation(rule, scope.stack, service, key, f"{where}: {what}", _fix(rule, scope))
         if v not in out:
             out.append(v)
 
@@ -514,6 +518,15 @@ def judge(model: Mapping[str, Any], scope: Scope, policy: Policy,
             if not _placeholders(_dict(model.get(key.split(".")[0])).get(key.split(".", 1)[1])):
                 add(rid, "", key, what)
     return out
+
+
+def unresolved_failure(scope: Scope, keys: Iterable[str], reason: str) -> Violation:
+    """compose refuses the model whatever placeholders stand in for the encrypted variables:
+    one of them decides a value compose checks (a flag, a port, a path)."""
+    who = "proxy" if scope.is_proxy else f"stack '{scope.stack}'"
+    return Violation(UNRESOLVED, scope.stack, "", "", (
+        f"{who}: docker compose config fails when the values of the encrypted variables "
+        f"{', '.join(sorted(keys))} are unknown ({reason})"), _fix(UNRESOLVED, scope))
 
 
 class _Marks:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vigo import dotenv, render, rollout, state, trust
+from vigo import config, dotenv, policy, render, rollout, state, trust
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.git import Git, SignatureSetupError, SourceError, signature_pins, url_secrets
@@ -296,24 +296,36 @@ class Reconciler:
             err = fs.ensure_private_file(paths.runtime / ACME_JSON)
             if err:
                 failures[PROXY] = err
-        failures.update(self._policy(desired, [n for n in candidates if n not in failures],
-                                     paths))
+        names = [n for n in candidates if n not in failures]
+        failures.update(self._policy(desired, names, paths))
         resolved = {}
-        for name in candidates:
-            if name not in failures:
-                resolved[name] = self._resolve(desired.stack(name), paths,  # type: ignore[arg-type]
-                                               set(desired.files))
+        if names:  # resolve first, then judge what Docker would run (policy.py)
+            from vigo import lint  # ruamel.yaml: imported only when a stack may change
+
+            proxy_network = lint._proxy_network(paths.runtime)
+            for name in names:
+                if name in failures:
+                    continue
+                stack = desired.stack(name)
+                assert stack is not None
+                keys = set().union(*(lint.env_key_names(desired.env_files[rel])
+                                     for rel in stack.interpolation_env))
+                res = self._resolve(stack, paths, set(desired.files), proxy_network, keys)
+                if res.policy:
+                    failures[name] = "; ".join(res.policy)
+                else:
+                    resolved[name] = res
         return (plan(desired, observed, records, resolved, failures, options),
                 observed, resolved)
 
     def _policy(self, desired: DesiredState, names: list[str], paths: Paths) -> dict[str, str]:
-        """The rules of `vigo check`, stack by stack: a stack with an error is not applied."""
+        """The text rules of `vigo check` that need no resolved model (pinned images, Traefik
+        names, env files, includes), stack by stack: a stack with an error is not applied."""
         if not names:
             return {}
         from vigo import lint  # ruamel.yaml: imported only when a stack may change
-        from vigo.check import policy_of
 
-        policy = policy_of(self.settings)
+        policy = config.policy_of(self.settings)
         failures = {}
         for name in names:
             stack = desired.stack(name)
@@ -321,7 +333,8 @@ class Reconciler:
             keys = set().union(*(lint.env_key_names(desired.env_files[rel])
                                  for rel in stack.interpolation_env))
             errors = [f for f in lint.lint_stack(paths.runtime, name, stack.compose_file, keys,
-                                                 policy) if f.severity == lint.ERROR]
+                                                 policy, resolved=True)
+                      if f.severity == lint.ERROR]
             if errors:
                 failures[name] = "; ".join(
                     f"policy [{f.rule}] {f.path}" + (f":{f.line}" if f.line else "")
@@ -393,10 +406,13 @@ class Reconciler:
             if name is not None:
                 failures.setdefault(name, why)
 
-    def _resolve(self, stack: Stack, paths: Paths, rendered: set[str]) -> Resolved:
+    def _resolve(self, stack: Stack, paths: Paths, rendered: set[str],
+                 proxy_network: str = policy.DEFAULT_PROXY_NETWORK,
+                 keys: set[str] | None = None) -> Resolved:
+        project = self.settings.project(stack.name)
+        files = [paths.runtime / stack.compose_file]
         try:
-            res = self.compose.config(self.settings.project(stack.name),
-                                      [paths.runtime / stack.compose_file],
+            res = self.compose.config(project, files,
                                       [paths.secrets / rel for rel in stack.interpolation_env])
         except CommandTimeout as exc:  # fails this stack, not the run
             return Resolved({}, error=str(exc))
@@ -406,6 +422,17 @@ class Reconciler:
             model = json.loads(res.stdout)
         except json.JSONDecodeError as exc:
             return Resolved({}, error=f"docker compose config gave no JSON: {exc}")
+        scope = policy.Scope(stack.name, project, str(paths.runtime / stack.folder),
+                             proxy_network)
+        rules = config.policy_of(self.settings)
+        found = policy.judge(model, scope, rules)
+        found += self._unresolved(stack, paths, scope, rules, keys or set())
+        if found:
+            from vigo import lint
+
+            return Resolved({}, policy=tuple(dict.fromkeys(
+                v.line(_where(*lint.locate(paths.runtime, stack.compose_file, v.service, v.key)))
+                for v in found)))
         services = model.get("services") or {}
         images = {name: str(svc.get("image") or "") for name, svc in services.items()}
         mounts = {name: h for name, svc in services.items()
@@ -416,6 +443,36 @@ class Reconciler:
                         rollouts={name: rollout.spec(svc) for name, svc in services.items()},
                         health_timeout=timeout if isinstance(timeout, int) and timeout > 0
                         else None)
+
+    def _unresolved(self, stack: Stack, paths: Paths, scope: policy.Scope, rules: policy.Policy,
+                    keys: set[str]) -> list[policy.Violation]:
+        """`vigo check`'s view, at apply: the model resolved with placeholders for the
+        variables of encrypted env files. A security-relevant value that depends on one is
+        refused here as it is offline (policy rule `unresolved`)."""
+        if not keys:
+            return []
+        reason = ""
+        for numeric in (False, True):
+            stand_ins = policy.placeholders(keys, numeric)
+            env = paths.secrets / "placeholders" / f"{scope.project}.env"
+            try:
+                fs.write_secret(env, policy.env_text(stand_ins))
+                res = self.compose.config(scope.project, [paths.runtime / stack.compose_file],
+                                          [env])
+            except (OSError, CommandTimeout) as exc:
+                reason = str(exc)
+                break
+            finally:
+                fs.remove(env)
+            if res.ok:
+                try:
+                    model = json.loads(res.stdout)
+                except json.JSONDecodeError:
+                    break
+                return [v for v in policy.judge(model, scope, rules, stand_ins)
+                        if v.rule == policy.UNRESOLVED]
+            reason = res.error(2)
+        return [policy.unresolved_failure(scope, keys, reason)]
 
     # -- apply ----------------------------------------------------------------------------
 
@@ -531,6 +588,10 @@ class Reconciler:
             if self.compose.remove_image(image).ok:
                 self.emit(f"image {image}: removed (older than the last "
                           f"{self.settings.keep_images} revisions)")
+
+
+def _where(rel: str, line: int | None) -> str:
+    return rel + (f":{line}" if line else "")
 
 
 def _remember_images(record: dict[str, Any], revision: str, containers: tuple[Container, ...],
