@@ -266,7 +266,8 @@ def cmd_check(args: argparse.Namespace, settings: config.Settings | None) -> int
         print(f"vigo: {args.dir} is not a folder", file=sys.stderr)
         return 2
     compose = Compose(Runner())
-    findings = check.check(repo, check.policy_of(settings), compose.validate)
+    findings = check.check(repo, check.policy_of(settings), compose.validate,
+                           resolve=compose.resolve_offline)
     if args.json:
         print(json.dumps(check.to_json(findings), indent=2))
     else:
