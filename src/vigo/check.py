@@ -82,34 +82,32 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator,
         fs.sync_tree(tmp, {**desired.files, **desired.env_files}, {}, (),
                      scratch / "manifest.json")
         judged: list[Finding] | None = [] if resolve is not None else None
-        invalid: set[str] = set()
+        proxy_network = lint._proxy_network(tmp)
         out: list[Finding] = []
         for stack in desired.stacks:
             compose = tmp / stack.compose_file
             if not compose.is_file():
                 continue
+            found = None
+            if judged is not None and resolve is not None:
+                found = judge_offline(tmp, scratch, stack, desired, policy, proxy_network,
+                                      resolve)
+                if found is None:  # docker compose is not installed: the text rules stand in
+                    judged = None
+                    out.append(NO_COMPOSE)
+                elif found[1]:  # compose resolved it: it is valid Compose
+                    judged += found[0]
+                    continue
             reason = validate(compose)
             if reason is None:
                 reason = schema_reason(compose)
             if reason:
-                invalid.add(stack.name)
                 out.append(_origin(Finding(
                     "compose-valid", ERROR, stack.compose_file, None,
                     f"stack {stack.name}: not valid Compose: {reason.replace(str(tmp) + '/', '')}",
                     "fix the file until `docker compose config` accepts it"), desired, repo, host))
-        proxy_network = lint._proxy_network(tmp)
-        for stack in desired.stacks:
-            if judged is None or resolve is None:
-                break
-            if not (tmp / stack.compose_file).is_file():
-                continue
-            found = judge_offline(tmp, scratch, stack, desired, policy, proxy_network, resolve,
-                                  stack.name in invalid)
-            if found is None:  # docker compose is not installed: the text rules stand in
-                judged = None
-                out.append(NO_COMPOSE)
-                break
-            judged += found
+            elif found is not None and judged is not None:
+                judged += found[0]
         rules = lint.lint_tree(tmp, policy, resolved=judged is not None)
         out += [_origin(f, desired, repo, host) for f in [*rules, *(judged or [])]]
         return out
@@ -118,10 +116,10 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator,
 
 
 def judge_offline(tmp: Path, scratch: Path, stack: Any, desired: DesiredState, rules: Policy,
-                  proxy_network: str, resolve: Resolver, invalid: bool) -> list[Finding] | None:
+                  proxy_network: str, resolve: Resolver) -> tuple[list[Finding], bool] | None:
     """policy.judge over the model `docker compose config` resolves with placeholder values for
-    the variables of encrypted env files (only their names are known offline). None when
-    docker compose is not installed."""
+    the variables of encrypted env files (only their names are known offline): (findings,
+    whether compose resolved it). None when docker compose is not installed."""
     keys: set[str] = set().union(*(lint.env_key_names(desired.env_files[rel])
                                    for rel in stack.interpolation_env
                                    if rel in desired.env_files))
@@ -144,19 +142,20 @@ def judge_offline(tmp: Path, scratch: Path, stack: Any, desired: DesiredState, r
             break
         reason = res.error(2)
     if violations is None:
-        if invalid:
-            return []  # compose-valid says why
         if not keys:
             return [Finding("compose-valid", ERROR, stack.compose_file, None,
                             f"stack {stack.name}: not valid Compose: "
                             f"{reason.replace(str(tmp) + '/', '')}",
-                            "fix the file until `docker compose config` accepts it")]
+                            "fix the file until `docker compose config` accepts it")], False
         violations = [policy.unresolved_failure(scope, keys, reason.replace(str(tmp) + "/", ""))]
+        resolved = False
+    else:
+        resolved = True
     out = []
     for v in violations:
         rel, line = lint.locate(tmp, stack.compose_file, v.service, v.key)
         out.append(Finding(v.rule, ERROR, rel, line, v.what.replace(str(tmp) + "/", ""), v.fix))
-    return out
+    return out, resolved
 
 
 def schema_reason(compose: Path) -> str:
