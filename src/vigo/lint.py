@@ -463,16 +463,16 @@ def _paths(cf: ComposeFile) -> Iterator[Finding]:
             yield from _check_env_file(cf, service, what, raw, line)
         else:
             yield from _check_path(cf, service, what, raw, line)
-    if cf.resolved:
-        return  # bind sources and build: policy.judge reads them from the resolved model
     for name, svc, _ in _services(cf.doc):
-        if "build" in svc:
+        if "build" in svc and not cf.resolved:
             what = "`build:` builds the image on the host"
             fix = "Build and push the image in the app repo's CI and reference it with `image:`."
             yield _finding(cf, "build", _key_line(svc, "build"), name, what, fix)
         for raw, resolved, _ro, mline in _mounts(cf, svc):
             if resolved is not None and posixpath.normpath(resolved) in _SOCKS:
                 continue  # the Docker socket is rule docker-sock's business
+            if cf.resolved and (resolved is None or resolved.startswith(("/", "~"))):
+                continue  # policy.judge reads the source from the resolved model
             yield from _check_path(cf, name, "bind mount source", raw, mline)
 
 

@@ -352,6 +352,16 @@ def _ports(name: str, svc: dict, model: dict, scope: Scope, policy: Policy
                                "ports bypass the host firewall)"
 
 
+def _port_tainted(port: object, find: Callable[[object], set[str]]) -> bool:
+    """A published port depends on an encrypted value where it matters: its address, or its
+    number when it is published beyond loopback (allow_ports could not be checked)."""
+    if not isinstance(port, dict):
+        return bool(find(port))
+    if find(port.get("host_ip")):
+        return True
+    return bool(find(port)) and not _loopback(str(port.get("host_ip") or ""))
+
+
 def _loopback(host_ip: str) -> bool:
     try:
         return ipaddress.ip_address(host_ip.strip("[]")).is_loopback
@@ -497,8 +507,11 @@ def judge(model: Mapping[str, Any], scope: Scope, policy: Policy,
     services = _dict(model.get("services"))
     for name, svc in services.items():
         svc = _dict(svc)
-        tainted = {key for key in SENSITIVE if key in svc and _placeholders(svc[key])
-                   and not (scope.is_proxy and key == "ports")}
+        tainted = {key for key in SENSITIVE - {"ports"} if key in svc
+                   and _placeholders(svc[key])}
+        if not scope.is_proxy and any(_port_tainted(p, _placeholders) for p in
+                                      _list(svc.get("ports"))):
+            tainted.add("ports")  # the proxy publishes what it needs
         for key in sorted(tainted):
             names = ", ".join(sorted(_placeholders(svc[key])))
             add(UNRESOLVED, str(name), key, f"`{key}` depends on {names} from an encrypted env "

@@ -278,6 +278,18 @@ def test_an_unresolved_value_replaces_the_rule_it_hides() -> None:
     assert "ROOTS" in v.message and "ROOT," not in v.message
 
 
+@pytest.mark.parametrize(("port", "tainted"), [
+    ({"target": 80, "published": "47100", "host_ip": "127.0.0.1"}, False),  # loopback: fine
+    ({"target": 80, "published": "47100"}, True),  # every interface: allow_ports unknown
+    ({"target": 80, "published": "8080", "host_ip": "/vigo-placeholder/IP"}, True),
+])
+def test_ports_from_encrypted_values(port: dict, tainted: bool) -> None:
+    stand_ins = {"47100": "PORT", "/vigo-placeholder/IP": "IP"}
+    got = found(svc(ports=[port]), stand_ins=stand_ins)
+    assert (("unresolved", "s", "ports") in got) == tainted
+    assert found(svc(ports=[port]), "proxy", stand_ins=stand_ins) == set()
+
+
 def test_numeric_stand_ins_match_whole_numbers_only() -> None:
     stand_ins = policy.placeholders(["PORT"], numeric=True)
     assert found(svc(ports=[{"target": 80, "published": "471001", "host_ip": "127.0.0.1"}]),
