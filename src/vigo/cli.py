@@ -364,10 +364,11 @@ def _promoter(args: argparse.Namespace, settings: config.Settings | None):
         raise promote.PromoteError(f"{args.repo} is not a folder")
     runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
                     verbose=args.verbose)
-    validate = Compose(runner).validate
+    compose = Compose(runner)
     return promote.Promoter(
         repo, Clone(runner, repo),
-        lambda root, policy, hosts: check.check(root, policy, validate, hosts),
+        lambda root, policy, hosts: check.check(root, policy, compose.validate, hosts,
+                                                resolve=compose.resolve_offline),
         check.policy_of(settings), args.host)
 
 
