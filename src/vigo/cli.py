@@ -218,15 +218,17 @@ def cmd_plan_fleet(args: argparse.Namespace, settings: config.Settings | None) -
         return 2
     runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
                     verbose=args.verbose)
-    validate, policy = Compose(runner).validate, check.policy_of(settings)
+    compose, policy = Compose(runner), check.policy_of(settings)
+    validate, resolve = compose.validate, compose.resolve_offline
     with fleet.diff_base(Clone(runner, repo), args.diff_base) as before:
         if isinstance(before, CloneError):
             print(f"vigo plan: --diff-base {args.diff_base}: {before}", file=sys.stderr)
             return 2
-        plans = (fleet.plan_fleet(repo, policy, validate, before, args.diff_base or "")
+        plans = (fleet.plan_fleet(repo, policy, validate, before, args.diff_base or "",
+                                  resolve)
                  if args.all_hosts else
                  [fleet.plan_host(repo, args.host, policy, validate, before,
-                                  args.diff_base or "")])
+                                  args.diff_base or "", resolve)])
     if args.json:
         print(json.dumps([p.to_json() for p in plans], indent=2))
     else:
