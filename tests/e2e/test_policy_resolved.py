@@ -85,3 +85,19 @@ def test_hostile_stacks_are_refused_by_their_resolved_model(host: Host) -> None:
     assert by_stack == set(hostile), findings
     extends = next(f for f in findings if f["path"].startswith("stacks/extendsvar/"))
     assert (extends["path"], extends["line"]) == ("stacks/extendsvar/base.yml", 4)
+
+
+def test_a_running_stack_turned_hostile_keeps_its_containers(host: Host) -> None:
+    host.seed()
+    host.apply()
+    before = {c["Name"]: c["Id"] for c in host.containers("whoami")}
+    compose = host.repo.work / "stacks/whoami/docker-compose.yml"
+    compose.write_text(compose.read_text().replace(
+        "    labels:", "    cap_add: [CAP_SYS_ADMIN]\n    labels:", 1))
+    host.repo.commit("whoami asks for SYS_ADMIN")
+    res = host.apply(expect=1)
+    line = next(x for x in res.stdout.splitlines() if x.startswith("whoami:"))
+    assert line.startswith("whoami: failed (policy [cap-add] stacks/whoami/docker-compose.yml:")
+    assert "allow_caps" in line
+    assert {c["Name"]: c["Id"] for c in host.containers("whoami")} == before
+    assert f"revision={TAG_A}" in host.get("whoami", expect=f"revision={TAG_A}")
