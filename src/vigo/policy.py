@@ -339,13 +339,15 @@ def _ports(name: str, svc: dict, model: dict, scope: Scope, policy: Policy
             yield "ports", f"publishes a port compose did not resolve: {port!r}"
             continue
         published = str(port.get("published") or "")
-        if not published:
-            continue  # published on a random port? no: compose leaves it empty for expose-like
         host_ip = str(port.get("host_ip") or "")
         if _loopback(host_ip):
             continue
         proto = str(port.get("protocol") or "tcp")
         where = "every interface" if host_ip in ("", "0.0.0.0", "::") else host_ip
+        if not published:  # `ports: ["80"]`: Docker picks a free host port
+            yield "ports", f"publishes container port {port.get('target')}/{proto} on a " \
+                           f"random host port on {where}"
+            continue
         for one in _port_range(published):
             if not policy.port_allowed(scope.stack, one, proto):
                 yield "ports", f"publishes {one}/{proto} on {where} (Docker's published " \

@@ -165,7 +165,9 @@ def test_placeholders_from_encrypted_values_are_unresolved() -> None:
     ({"ports": [{"target": 80, "published": "8080", "host_ip": "127.0.0.1"}]}, set()),
     ({"ports": [{"target": 80, "published": "8080", "host_ip": "127.0.0.53"}]}, set()),
     ({"ports": [{"target": 80, "published": "8080", "host_ip": "::1"}]}, set()),
-    ({"ports": [{"target": 80}]}, set()),  # expose-like: no host port
+    ({"ports": [{"target": 80}]}, {("port-exposed", "s", "ports")}),  # a random host port
+    ({"ports": [{"target": 80, "host_ip": "127.0.0.1"}]}, set()),
+    ({"expose": ["80"]}, set()),
     ({"ports": [{"target": 80, "published": "8080"}]}, {("port-exposed", "s", "ports")}),
     ({"ports": [{"target": 80, "published": "8080", "host_ip": "::"}]},
      {("port-exposed", "s", "ports")}),
