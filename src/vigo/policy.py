@@ -156,10 +156,19 @@ def _namespaces(name: str, svc: dict, model: dict, scope: Scope, policy: Policy
 def _networks(name: str, svc: dict, model: dict, scope: Scope, policy: Policy
               ) -> Iterator[tuple[str, str]]:
     declared = model.get("networks") or {}
-    for net in _keys(svc.get("networks")):
+    attached = svc.get("networks")
+    for net in _keys(attached):
         why = _network_problem(str(net), declared.get(net), scope)
         if why:
             yield "networks", f"is attached to network '{net}', {why}"
+            continue
+        shared = str(_dict(declared.get(net)).get("name") or net) == scope.proxy_network
+        opts = _dict(_dict(attached).get(net))
+        taken = [k for k in ("aliases", "ipv4_address", "ipv6_address", "link_local_ips",
+                             "mac_address") if opts.get(k)]
+        if shared and taken and not scope.is_proxy:
+            yield "networks", f"sets {', '.join(taken)} on the shared proxy network " \
+                              f"'{scope.proxy_network}' (names and addresses other stacks use)"
 
 
 def _network_problem(key: str, decl: object, scope: Scope) -> str:
@@ -384,7 +393,8 @@ RULES: tuple[Rule, ...] = (
     Rule("host-namespace", "network_mode, pid, ipc, uts, userns_mode, cgroup = host, or "
          "`container:`/`service:` outside the stack", "allow_privileges", _namespaces),
     Rule("network", "a network named host/bridge, a macvlan/ipvlan/host driver, an external "
-         "network other than the proxy's, network driver_opts, another project's network",
+         "network other than the proxy's, network driver_opts, another project's network, "
+         "aliases or fixed addresses on the shared proxy network",
          "allow_privileges", _networks),
     Rule("cap-add", "cap_add beyond allow_caps, or ALL", "allow_caps", _caps),
     Rule("devices", "devices, device_cgroup_rules, gpus, deploy device reservations",

@@ -178,6 +178,18 @@ def test_service_rules(keys: dict[str, Any], expected: set) -> None:
     assert found(svc(**keys)) == expected
 
 
+@pytest.mark.parametrize(("attach", "expected"), [
+    ({"default": None}, set()),
+    ({"default": {"aliases": ["traefik"]}}, {("network", "s", "networks")}),
+    ({"default": {"ipv4_address": "172.30.0.2"}}, {("network", "s", "networks")}),
+    ({"default": {"priority": 10}}, set()),
+])
+def test_nothing_is_squatted_on_the_proxy_network(attach: dict, expected: set) -> None:
+    model = svc(networks=attach)
+    model["networks"] = {"default": {"name": "t-proxy", "external": True}}
+    assert found(model) == expected
+
+
 @pytest.mark.parametrize(("networks", "expected"), [
     ({"default": {"name": "t-app_default"}}, set()),
     ({"default": {"name": "t-proxy", "external": True}}, set()),
