@@ -88,8 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         help="validate an infra repo offline (for its CI and pre-commit)",
         description="Render the repo as the base tree and as every hosts/<name>/ overlay and "
                     "check it: valid Compose, pinned images, encrypted env files covered by "
-                    ".sops.yaml, no docker.sock / privileged / host namespaces / devices / "
-                    "extra capabilities, paths inside the repo, no name: or container_name, "
+                    ".sops.yaml, the policy on each stack's resolved model (`docker compose "
+                    "config` with placeholders for encrypted values; docs/security.md): no "
+                    "docker.sock / privileged / host namespaces / devices / extra "
+                    "capabilities / host paths / open ports unless the settings allow them, "
+                    "paths inside the repo, no name: or container_name, "
                     "unique Traefik routers, services and hosts, routed services on the proxy "
                     "network, label variables defined, overlays holding only proxy/, stacks/, "
                     "env/, no symlinks. Exit 1 on any error, 0 with warnings only.")
