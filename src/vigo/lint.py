@@ -5,6 +5,10 @@ opens a socket. Three entry points:
 
 - `lint_tree`: every rule over one rendered tree (proxy/, stacks/, env/; overlays applied);
 - `lint_stack`: the per-stack rules, which apply re-runs stack by stack;
+
+What a stack may ask of the host is judged on the resolved model by policy.py; with
+`resolved=True` the text rules for it (RESOLVED_RULES, absolute bind sources) stand aside. They
+remain the fallback where `docker compose` is not installed.
 - `lint_repo_files`: rules on the checkout itself (env encryption, .sops.yaml, hosts/, symlinks).
 
 Env files are read for key NAMES only. No finding ever carries a value from an env file; for a

@@ -8,6 +8,10 @@ as an error with its rule and file line."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from tests.e2e.conftest import TAG_A, Host
 from tests.support.infra import free_port, sh
@@ -101,3 +105,21 @@ def test_a_running_stack_turned_hostile_keeps_its_containers(host: Host) -> None
     assert "allow_caps" in line
     assert {c["Name"]: c["Id"] for c in host.containers("whoami")} == before
     assert f"revision={TAG_A}" in host.get("whoami", expect=f"revision={TAG_A}")
+
+
+def test_check_without_docker_compose_falls_back_to_the_text_rules(host: Host,
+                                                                   tmp_path: Path) -> None:
+    host.seed()
+    compose = host.repo.work / "stacks/whoami/docker-compose.yml"
+    compose.write_text(compose.read_text().replace(
+        "    labels:", "    privileged: true\n    labels:", 1))
+    empty = tmp_path / "bin"  # a PATH without docker
+    empty.mkdir()
+    res = subprocess.run([sys.executable, "-m", "vigo", "check", str(host.repo.work), "--json"],
+                         capture_output=True, text=True, check=False,
+                         env={**os.environ, "PATH": str(empty)})
+    assert res.returncode == 1, res.stdout + res.stderr
+    findings = json.loads(res.stdout)
+    assert [f["rule"] for f in findings if f["severity"] == "warning"] == ["policy-resolved"]
+    assert [(f["rule"], f["path"]) for f in findings if f["severity"] == "error"] == [
+        ("privileged", "stacks/whoami/docker-compose.yml")]
