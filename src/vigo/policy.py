@@ -473,7 +473,7 @@ SENSITIVE = frozenset({
     "privileged", "network_mode", "pid", "ipc", "uts", "userns_mode", "cgroup", "cgroup_parent",
     "cap_add", "cap_drop", "devices", "device_cgroup_rules", "gpus", "security_opt",
     "use_api_socket", "volumes_from", "external_links", "sysctls", "volumes", "ports",
-    "networks", "runtime", "post_start", "pre_stop", "provider", "models", "build", "deploy",
+    "networks", "runtime", "post_start", "pre_stop", "provider", "models", "build",
     "oom_kill_disable", "oom_score_adj",
 })
 ALL_RULES = {**{r.id: r.refuses for r in RULES}, **{r[0]: r[1] for r in RULES_TOP},
