@@ -5,10 +5,13 @@ members of each class, good and bad."""
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vigo import config, policy
 from vigo.policy import Policy, Scope, judge
@@ -339,3 +342,26 @@ def test_settings_entries(tmp_path: Path, key: str, value: str, ok: bool) -> Non
 
 def test_policy_of_without_settings_is_strict() -> None:
     assert config.policy_of(None) == Policy()
+
+
+SEGMENTS = st.sampled_from(["..", ".", "", "data", "app", "stacks", "app-other", "etc", "x"])
+
+
+@given(st.lists(SEGMENTS, max_size=8), st.booleans())
+def test_a_bind_is_allowed_exactly_when_it_normalises_into_the_folder(
+        parts: list[str], absolute: bool) -> None:
+    folder = f"{RUNTIME}/stacks/app"
+    source = ("/" if absolute else folder + "/") + "/".join(parts)
+    allowed = not policy.path_problem(source, scope(), STRICT)
+    real = posixpath.normpath(source)
+    assert allowed == (real == folder or real.startswith(folder + "/"))
+
+
+@given(st.ip_addresses(), st.integers(1, 65535), st.sampled_from(["tcp", "udp"]))
+def test_a_port_is_exposed_exactly_when_it_is_not_loopback(ip, port: int, proto: str) -> None:
+    model = svc(ports=[{"target": 80, "published": str(port), "host_ip": str(ip),
+                        "protocol": proto}])
+    exposed = bool(found(model))
+    assert exposed == (not ip.is_loopback)
+    allowed = Policy(allow_ports=frozenset({f"app:{port}/{proto}"}))
+    assert found(model, pol=allowed) == set()
