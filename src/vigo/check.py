@@ -112,7 +112,13 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator,
             elif found is not None and judged is not None:
                 judged += found[0]
         rules = lint.lint_tree(tmp, policy, resolved=judged is not None)
-        out += [_origin(f, desired, repo, host) for f in [*rules, *(judged or [])]]
+        # A bind that climbs out of the tree is already a text error (path-escape, with its
+        # item's line): the resolved host-path of the same service says nothing more.
+        escapes = {(f.path, f.message.split(": ", 1)[0]) for f in rules
+                   if f.rule == "path-escape" and f.severity == ERROR}
+        judged = [f for f in judged or [] if not (
+            f.rule == "host-path" and (f.path, f.message.split(": ", 1)[0]) in escapes)]
+        out += [_origin(f, desired, repo, host) for f in [*rules, *judged]]
         return out
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -104,3 +104,12 @@ def test_without_docker_compose_the_text_rules_stand_in_and_say_so(tmp_path: Pat
     found = check(repo, Policy(), no_compose, resolve=lambda *_: None)
     assert ("privileged", "stacks/a/compose.yaml") in ids(found)
     assert "policy-resolved" in [f.rule for f in found if f.severity == "warning"]
+
+
+def test_a_climbing_bind_is_reported_once(tmp_path: Path) -> None:
+    repo = write(tmp_path, {"stacks/a/compose.yaml": APP.format(
+        extra="    volumes: ['../../../../etc:/x']\n")})
+    model = {"services": {"web": {"image": "x", "volumes": [
+        {"type": "bind", "source": "/etc", "target": "/x"}]}}}
+    found = check(repo, Policy(), lambda _: "", resolve=lambda *_: _Res(json.dumps(model)))
+    assert ids(found) == [("path-escape", "stacks/a/compose.yaml")]
