@@ -338,7 +338,8 @@ class Reconciler:
             if errors:
                 failures[name] = "; ".join(
                     f"policy [{f.rule}] {f.path}" + (f":{f.line}" if f.line else "")
-                    + f": {f.message}" for f in errors)
+                    + f": {f.message}; fix: {f.fix[:1].lower()}{f.fix[1:].rstrip('.')}"
+                    for f in errors)
         return failures
 
     def _observe(self) -> Observed:

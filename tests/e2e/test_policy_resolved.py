@@ -43,6 +43,14 @@ def test_hostile_stacks_are_refused_by_their_resolved_model(host: Host) -> None:
                         "device: /}\n"), {}, {}, "volume"),
         "openport": (plain(f"    ports: ['0.0.0.0:{open_port}:80']\n"), {}, {}, "port-exposed"),
         "apisock": (plain("    use_api_socket: true\n"), {}, {}, "api-socket"),
+        "overridetag": (plain("    cap_add: !override [SYS_ADMIN]\n"), {}, {}, "cap-add"),
+        "cgrouphost": (plain("    cgroup: host\n"), {}, {}, "host-namespace"),
+        "gpus": (plain("    gpus: all\n"), {}, {}, "devices"),
+        "devrules": (plain("    device_cgroup_rules: ['b 8:* rmw']\n"), {}, {}, "devices"),
+        "seccomp": (plain("    security_opt: ['seccomp=unconfined']\n"), {}, {},
+                    "security-opt"),
+        "envother": (plain("    env_file: ['../../env/${X:-whoami}.env']\n"), {}, {},
+                     "env-file"),
     }
     for name, (text, files, secrets, _) in hostile.items():
         host.repo.write(f"stacks/{name}/docker-compose.yml", text)
