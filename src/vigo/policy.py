@@ -306,7 +306,11 @@ def _docker_sock(name: str, svc: dict, model: dict, scope: Scope, policy: Policy
     for vol in _list(svc.get("volumes")):
         if not isinstance(vol, dict) or vol.get("type") != "bind":
             continue
-        if posixpath.normpath(str(vol.get("source") or "")) not in _SOCKS:
+        source = posixpath.normpath(str(vol.get("source") or ""))
+        if source not in _SOCKS:
+            if source.startswith("/") and any(_under(sock, source) for sock in _SOCKS):
+                yield "volumes", f"bind-mounts '{source}', which holds the Docker socket " \
+                                 "(root on the host), whatever allow_host_paths says"
             continue
         if not scope.is_proxy:
             yield "volumes", "mounts the Docker socket (root on the host); only the proxy may"

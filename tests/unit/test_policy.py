@@ -274,7 +274,12 @@ def test_proxy_may_publish_and_read_the_socket() -> None:
     (Policy(allow_host_paths=frozenset({"/srv/media"})),
      {"volumes": [{"type": "bind", "source": "/srv/media-other", "target": "/m"}]},
      {("host-path", "s", "volumes")}),
-    # the Docker socket and unresolved values are never waived
+    # the Docker socket and unresolved values are never waived, nor a folder holding it
+    (Policy(allow_host_paths=frozenset({"/var/run"})),
+     {"volumes": [{"type": "bind", "source": "/var/run", "target": "/r"}]},
+     {("docker-sock", "s", "volumes")}),
+    (Policy(allow_host_paths=frozenset({"/var/run"})),
+     {"volumes": [{"type": "bind", "source": "/var/run/app", "target": "/r"}]}, set()),
     (Policy(allow_privileges=frozenset({"app:docker-sock"}), allow_host_paths=frozenset({"/"})),
      {"volumes": [{"type": "bind", "source": "/var/run/docker.sock", "target": "/s"}]},
      {("docker-sock", "s", "volumes")}),
