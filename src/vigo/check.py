@@ -145,7 +145,7 @@ def judge_offline(tmp: Path, scratch: Path, stack: Any, desired: DesiredState, r
         if res.ok:
             try:
                 violations = policy.judge(json.loads(res.stdout), scope, rules, stand_ins)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:
                 reason = f"docker compose config gave no JSON: {exc}"
                 continue
             break

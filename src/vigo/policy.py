@@ -263,15 +263,15 @@ def _sysctls(name: str, svc: dict, model: dict, scope: Scope, policy: Policy
 def _cgroup_parent(name: str, svc: dict, model: dict, scope: Scope, policy: Policy
                    ) -> Iterator[tuple[str, str]]:
     if svc.get("cgroup_parent"):
-        yield "cgroup_parent", f"`cgroup_parent: {svc['cgroup_parent']}` places it in a host " \
-                               "cgroup"
+        parent = _show(svc["cgroup_parent"])
+        yield "cgroup_parent", f"`cgroup_parent: {parent}` places it in a host cgroup"
 
 
 def _host_paths(name: str, svc: dict, model: dict, scope: Scope, policy: Policy
                 ) -> Iterator[tuple[str, str]]:
     for vol in _list(svc.get("volumes")):
         if not isinstance(vol, dict):
-            yield "volumes", f"has a volume compose did not resolve: {vol!r}"
+            yield "volumes", f"has a volume compose did not resolve: {_show(vol)}"
             continue
         kind, source = str(vol.get("type") or ""), str(vol.get("source") or "")
         if kind in ("volume", "tmpfs", "image"):
@@ -335,7 +335,7 @@ def _build(name: str, svc: dict, model: dict, scope: Scope, policy: Policy
 def _runtime(name: str, svc: dict, model: dict, scope: Scope, policy: Policy
              ) -> Iterator[tuple[str, str]]:
     if svc.get("runtime"):
-        yield "runtime", f"selects the host's container runtime '{svc['runtime']}'"
+        yield "runtime", f"selects the host's container runtime '{_show(svc['runtime'])}'"
     if _truthy(svc.get("oom_kill_disable")):
         yield "oom_kill_disable", "disables the OOM killer (the host runs out of memory first)"
     score = svc.get("oom_score_adj")
@@ -349,7 +349,7 @@ def _ports(name: str, svc: dict, model: dict, scope: Scope, policy: Policy
         return  # the proxy publishes 80/443 (and what else it needs)
     for port in _list(svc.get("ports")):
         if not isinstance(port, dict):
-            yield "ports", f"publishes a port compose did not resolve: {port!r}"
+            yield "ports", f"publishes a port compose did not resolve: {_show(port)}"
             continue
         published = str(port.get("published") or "")
         host_ip = str(port.get("host_ip") or "")
@@ -533,19 +533,26 @@ def judge(model: Mapping[str, Any], scope: Scope, policy: Policy,
             add(UNRESOLVED, str(name), key, f"`{key}` depends on {names} from an encrypted env "
                 "file, whose value is unknown until the host decrypts it")
         for rule in RULES:
-            for key, what in rule.check(str(name), svc, model, scope, policy):
-                if key not in tainted:
-                    add(rule.id, str(name), key, what)
+            try:
+                for key, what in rule.check(str(name), svc, model, scope, policy):
+                    if key not in tainted:
+                        add(rule.id, str(name), key, what)
+            except (RecursionError, TypeError, ValueError):  # deny what cannot be read
+                add(rule.id, str(name), "", "has a value of a shape this rule cannot read")
     for kind in ("volumes", "networks", "configs", "secrets"):
         for key, decl in _dict(model.get(kind)).items():
             names = _placeholders(decl) | _placeholders(key)
             if names:
                 add(UNRESOLVED, "", f"{kind}.{key}", f"{kind} '{key}' depends on "
                     f"{', '.join(sorted(names))} from an encrypted env file")
-    for _id, _, _, top in RULES_TOP:
-        for rid, key, what in top(model, scope, policy):
-            if not _placeholders(_dict(model.get(key.split(".")[0])).get(key.split(".", 1)[1])):
-                add(rid, "", key, what)
+    for rule_id, _, _, top in RULES_TOP:
+        try:
+            for rid, key, what in top(model, scope, policy):
+                kind, _, entry = key.partition(".")
+                if not _placeholders(_dict(model.get(kind)).get(entry)):
+                    add(rid, "", key, what)
+        except (RecursionError, TypeError, ValueError):
+            add(rule_id, "", "", "has a top-level value of a shape this rule cannot read")
     return out
 
 
@@ -570,7 +577,10 @@ class _Marks:
     def find(self, value: object) -> set[str]:
         if self.pattern is None:
             return set()
-        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        try:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+        except (RecursionError, ValueError):  # too deep to read: assume the worst
+            return set(self.stand_ins.values())
         return {self.stand_ins[m] for m in self.pattern.findall(text)}
 
 
@@ -586,6 +596,14 @@ def _keys(value: object) -> Iterable:
     if isinstance(value, list):
         return value
     return []
+
+
+def _show(value: object) -> str:
+    """A value for a message: scalars as they are (shortened), anything else by its kind."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        text = str(value)
+        return text if len(text) <= 120 else text[:117] + "..."
+    return f"<a {type(value).__name__}>"
 
 
 def _dict(value: object) -> dict:

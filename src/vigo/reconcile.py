@@ -411,9 +411,8 @@ class Reconciler:
                  proxy_network: str = policy.DEFAULT_PROXY_NETWORK,
                  keys: set[str] | None = None) -> Resolved:
         project = self.settings.project(stack.name)
-        files = [paths.runtime / stack.compose_file]
         try:
-            res = self.compose.config(project, files,
+            res = self.compose.config(project, [paths.runtime / stack.compose_file],
                                       [paths.secrets / rel for rel in stack.interpolation_env])
         except CommandTimeout as exc:  # fails this stack, not the run
             return Resolved({}, error=str(exc))
@@ -421,7 +420,7 @@ class Reconciler:
             return Resolved({}, error=f"{stack.compose_file} is not valid: {res.error(4)}")
         try:
             model = json.loads(res.stdout)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             return Resolved({}, error=f"docker compose config gave no JSON: {exc}")
         scope = policy.Scope(stack.name, project, str(paths.runtime / stack.folder),
                              proxy_network)
@@ -468,7 +467,8 @@ class Reconciler:
             if res.ok:
                 try:
                     model = json.loads(res.stdout)
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, RecursionError):
+                    reason = "docker compose config gave no JSON"
                     break
                 return [v for v in policy.judge(model, scope, rules, stand_ins)
                         if v.rule == policy.UNRESOLVED]

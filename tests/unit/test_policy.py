@@ -370,3 +370,21 @@ def test_a_port_is_exposed_exactly_when_it_is_not_loopback(ip, port: int, proto:
     assert exposed == (not ip.is_loopback)
     allowed = Policy(allow_ports=frozenset({f"app:{port}/{proto}"}))
     assert found(model, pol=allowed) == set()
+
+
+def test_a_model_too_deep_to_read_counts_as_unresolved() -> None:
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    model = svc(volumes=deep)
+    got = found(model, stand_ins=policy.placeholders(["X"]))
+    assert ("unresolved", "s", "volumes") in got
+
+
+def test_a_value_of_an_odd_shape_is_refused_not_a_crash() -> None:
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    got = found(svc(cgroup_parent=deep, network_mode=deep, sysctls={"a": 1}, ports="x"))
+    assert ("cgroup-parent", "s", "cgroup_parent") in got
+    assert ("host-namespace", "s", "") in got
