@@ -2,26 +2,34 @@
 
 Renders the base tree and each hosts/<name>/ overlay into a temp dir, runs the lint rules over
 each, validates every compose file (`docker compose config` where it is installed, a check of
-the known Compose keys otherwise), and maps each finding back to the file in the repo.
+the known Compose keys otherwise), judges each stack's resolved model with the policy of apply
+(policy.py; placeholders stand in for the values of encrypted env files), and maps each finding
+back to the file and line in the repo. Without docker compose the text rules of lint.py stand
+in for the policy, with a warning that says so.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from vigo import lint, render
+from vigo import lint, policy, render
 from vigo.adapters import fs
-from vigo.config import Settings
+from vigo.config import policy_of  # noqa: F401  (the CLI builds the policy here)
 from vigo.lint import ERROR, WARNING, Finding, Policy
 from vigo.model import DesiredState
 
 # Validates one compose file; returns '' when valid, the reason otherwise, None when no validator
 # is installed.
 Validator = Callable[[Path], str | None]
+# (project, compose file, placeholder env file) -> `docker compose config --format json` (a
+# Result: .ok, .stdout, .error(n)), None when docker compose is not installed.
+Resolver = Callable[[str, Path, Path], Any]
 
 # The Compose Specification's service and top-level keys, for the fallback check when
 # `docker compose` is not installed (a workstation, a CI image without Docker).
@@ -39,14 +47,6 @@ ulimits use_api_socket user userns_mode uts volumes volumes_from working_dir
 """.split())
 
 
-def policy_of(settings: Settings | None) -> Policy:
-    if settings is None:
-        return Policy()
-    return Policy(allow_unpinned=frozenset(settings.allow_unpinned),
-                  allow_caps=frozenset(settings.allow_caps),
-                  allow_host_paths=frozenset(settings.allow_host_paths))
-
-
 def hosts_of(repo: Path) -> list[str]:
     folder = repo / "hosts"
     if not folder.is_dir():
@@ -55,18 +55,27 @@ def hosts_of(repo: Path) -> list[str]:
 
 
 def check(repo: Path, policy: Policy, validate: Validator,
-          hosts: list[str] | None = None) -> list[Finding]:
-    """Every finding of the repo, for the base tree and every host overlay, deduplicated."""
+          hosts: list[str] | None = None, resolve: Resolver | None = None) -> list[Finding]:
+    """Every finding of the repo, for the base tree and every host overlay, deduplicated.
+    With `resolve`, the privilege rules judge each stack's resolved model (policy.py)."""
     findings: dict[tuple, Finding] = {}
     for f in lint.lint_repo_files(repo):
         findings[_key(f)] = f
     for host in ["", *hosts_of(repo)] if hosts is None else hosts:
-        for f in check_rendered(repo, host, policy, validate):
+        for f in check_rendered(repo, host, policy, validate, resolve):
             findings.setdefault(_key(f), f)
     return sorted(findings.values(), key=lambda f: (f.path, f.line or 0, f.rule, f.message))
 
 
-def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator) -> list[Finding]:
+NO_COMPOSE = Finding(
+    "policy-resolved", WARNING, ".", None,
+    "docker compose is not installed: the privilege rules read the compose text only (YAML "
+    "casting, interpolation, extends and include are not judged as the host judges them)",
+    "Run vigo check where docker compose v2 is installed (the host, or CI with Docker).")
+
+
+def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator,
+                   resolve: Resolver | None = None) -> list[Finding]:
     """The lint rules and compose validation over the tree one host would render."""
     desired = render.render(repo, host, "")
     scratch = Path(tempfile.mkdtemp(prefix="vigo-check-"))
@@ -75,11 +84,23 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator) -
         # The same materialisation apply uses for the runtime tree (adapters/fs.py).
         fs.sync_tree(tmp, {**desired.files, **desired.env_files}, {}, (),
                      scratch / "manifest.json")
-        out = [_origin(f, desired, repo, host) for f in lint.lint_tree(tmp, policy)]
+        judged: list[Finding] | None = [] if resolve is not None else None
+        proxy_network = lint._proxy_network(tmp)
+        out: list[Finding] = []
         for stack in desired.stacks:
             compose = tmp / stack.compose_file
             if not compose.is_file():
                 continue
+            found = None
+            if judged is not None and resolve is not None:
+                found = judge_offline(tmp, scratch, stack, desired, policy, proxy_network,
+                                      resolve)
+                if found is None:  # docker compose is not installed: the text rules stand in
+                    judged = None
+                    out.append(NO_COMPOSE)
+                elif found[1]:  # compose resolved it: it is valid Compose
+                    judged += found[0]
+                    continue
             reason = validate(compose)
             if reason is None:
                 reason = schema_reason(compose)
@@ -88,9 +109,62 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator) -
                     "compose-valid", ERROR, stack.compose_file, None,
                     f"stack {stack.name}: not valid Compose: {reason.replace(str(tmp) + '/', '')}",
                     "fix the file until `docker compose config` accepts it"), desired, repo, host))
+            elif found is not None and judged is not None:
+                judged += found[0]
+        rules = lint.lint_tree(tmp, policy, resolved=judged is not None)
+        # A bind that climbs out of the tree is already a text error (path-escape, with its
+        # item's line): the resolved host-path of the same service says nothing more.
+        escapes = {(f.path, f.message.split(": ", 1)[0]) for f in rules
+                   if f.rule == "path-escape" and f.severity == ERROR}
+        judged = [f for f in judged or [] if not (
+            f.rule == "host-path" and (f.path, f.message.split(": ", 1)[0]) in escapes)]
+        out += [_origin(f, desired, repo, host) for f in [*rules, *judged]]
         return out
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def judge_offline(tmp: Path, scratch: Path, stack: Any, desired: DesiredState, rules: Policy,
+                  proxy_network: str, resolve: Resolver) -> tuple[list[Finding], bool] | None:
+    """policy.judge over the model `docker compose config` resolves with placeholder values for
+    the variables of encrypted env files (only their names are known offline): (findings,
+    whether compose resolved it). None when docker compose is not installed."""
+    keys: set[str] = set().union(*(lint.env_key_names(desired.env_files[rel])
+                                   for rel in stack.interpolation_env
+                                   if rel in desired.env_files))
+    scope = policy.Scope(stack.name, stack.name, str(tmp / stack.folder), proxy_network)
+    env = scratch / f"{stack.name}.placeholders.env"
+    reason = ""
+    violations: list[policy.Violation] | None = None
+    for numeric in (False, True) if keys else (False,):
+        stand_ins = policy.placeholders(keys, numeric)
+        env.write_text(policy.env_text(stand_ins))
+        res = resolve(stack.name, tmp / stack.compose_file, env)
+        if res is None:
+            return None
+        if res.ok:
+            try:
+                violations = policy.judge(json.loads(res.stdout), scope, rules, stand_ins)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                reason = f"docker compose config gave no JSON: {exc}"
+                continue
+            break
+        reason = res.error(2)
+    if violations is None:
+        if not keys:
+            return [Finding("compose-valid", ERROR, stack.compose_file, None,
+                            f"stack {stack.name}: not valid Compose: "
+                            f"{reason.replace(str(tmp) + '/', '')}",
+                            "fix the file until `docker compose config` accepts it")], False
+        violations = [policy.unresolved_failure(scope, keys, reason.replace(str(tmp) + "/", ""))]
+        resolved = False
+    else:
+        resolved = True
+    out = []
+    for v in violations:
+        rel, line = lint.locate(tmp, stack.compose_file, v.service, v.key)
+        out.append(Finding(v.rule, ERROR, rel, line, v.what.replace(str(tmp) + "/", ""), v.fix))
+    return out, resolved
 
 
 def schema_reason(compose: Path) -> str:

@@ -96,8 +96,11 @@ def _parser() -> argparse.ArgumentParser:
         help="validate an infra repo offline (for its CI and pre-commit)",
         description="Render the repo as the base tree and as every hosts/<name>/ overlay and "
                     "check it: valid Compose, pinned images, encrypted env files covered by "
-                    ".sops.yaml, no docker.sock / privileged / host namespaces / devices / "
-                    "extra capabilities, paths inside the repo, no name: or container_name, "
+                    ".sops.yaml, the policy on each stack's resolved model (`docker compose "
+                    "config` with placeholders for encrypted values; docs/security.md): no "
+                    "docker.sock / privileged / host namespaces / devices / extra "
+                    "capabilities / host paths / open ports unless the settings allow them, "
+                    "paths inside the repo, no name: or container_name, "
                     "unique Traefik routers, services and hosts, routed services on the proxy "
                     "network, label variables defined, overlays holding only proxy/, stacks/, "
                     "env/, no symlinks. Exit 1 on any error, 0 with warnings only.")
@@ -233,15 +236,17 @@ def cmd_plan_fleet(args: argparse.Namespace, settings: config.Settings | None) -
         return 2
     runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
                     verbose=args.verbose)
-    validate, policy = Compose(runner).validate, check.policy_of(settings)
+    compose, policy = Compose(runner), check.policy_of(settings)
+    validate, resolve = compose.validate, compose.resolve_offline
     with fleet.diff_base(Clone(runner, repo), args.diff_base) as before:
         if isinstance(before, CloneError):
             print(f"vigo plan: --diff-base {args.diff_base}: {before}", file=sys.stderr)
             return 2
-        plans = (fleet.plan_fleet(repo, policy, validate, before, args.diff_base or "")
+        plans = (fleet.plan_fleet(repo, policy, validate, before, args.diff_base or "",
+                                  resolve)
                  if args.all_hosts else
                  [fleet.plan_host(repo, args.host, policy, validate, before,
-                                  args.diff_base or "")])
+                                  args.diff_base or "", resolve)])
     if args.json:
         print(json.dumps([p.to_json() for p in plans], indent=2))
     else:
@@ -281,7 +286,8 @@ def cmd_check(args: argparse.Namespace, settings: config.Settings | None) -> int
         print(f"vigo: {args.dir} is not a folder", file=sys.stderr)
         return 2
     compose = Compose(Runner())
-    findings = check.check(repo, check.policy_of(settings), compose.validate)
+    findings = check.check(repo, check.policy_of(settings), compose.validate,
+                           resolve=compose.resolve_offline)
     if args.json:
         print(json.dumps(check.to_json(findings), indent=2))
     else:
@@ -378,10 +384,11 @@ def _promoter(args: argparse.Namespace, settings: config.Settings | None):
         raise promote.PromoteError(f"{args.repo} is not a folder")
     runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
                     verbose=args.verbose, interactive=sys.stdin.isatty())
-    validate = Compose(runner).validate
+    compose = Compose(runner)
     return promote.Promoter(
         repo, Clone(runner, repo),
-        lambda root, policy, hosts: check.check(root, policy, validate, hosts),
+        lambda root, policy, hosts: check.check(root, policy, compose.validate, hosts,
+                                                resolve=compose.resolve_offline),
         check.policy_of(settings), args.host)
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from vigo import policy
+
 DEFAULT_CONFIG = Path("/etc/vigo/vigo.toml")
 
 
@@ -51,6 +53,10 @@ class Settings:
     allow_caps: tuple[str, ...] = ("NET_BIND_SERVICE", "CHOWN", "SETUID", "SETGID",
                                    "DAC_OVERRIDE", "FOWNER", "KILL")
     allow_host_paths: tuple[str, ...] = ()  # absolute host path prefixes stacks may bind
+    # "<stack>:<port>[/udp]": a port an app stack may publish on every interface
+    allow_ports: tuple[str, ...] = ()
+    # "<stack>:<rule>": what a rule of the policy (docs/security.md) refuses, one stack may do
+    allow_privileges: tuple[str, ...] = ()
     # Operations (docs/operations.md): a Prometheus textfile, outbound notifications.
     metrics_file: Path | None = None  # written atomically after every apply
     notify_webhook: str = ""  # generic JSON POST on failure and on recovery
@@ -83,10 +89,16 @@ _UNITS = {"keep_images": " (revisions)"}
 # Folders vigo owns: each its own, none inside another (`git clean` in a checkout that holds
 # the runtime would wipe acme.json; a runtime that holds the state would be synced away).
 _OWN_DIRS = ("checkout", "runtime", "secrets", "state")
-_LIST_KEYS = {"allow_unpinned", "allow_caps", "allow_host_paths"}
+_LIST_KEYS = {"allow_unpinned", "allow_caps", "allow_host_paths", "allow_ports",
+              "allow_privileges"}
 _BOOL_KEYS = {"secrets_on_disk"}
 _PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$|^$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_STACK = r"[a-z0-9][a-z0-9_-]*"
+_PORT_RE = re.compile(rf"^{_STACK}:[0-9]{{1,5}}(/(tcp|udp|sctp))?$")
+# Rules a stack may be let off: not the Docker socket (root, always), not unresolved values.
+WAIVABLE = frozenset(policy.ALL_RULES) - {"docker-sock", policy.UNRESOLVED, "cap-add",
+                                          "host-path", "port-exposed"}
 
 
 def load(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
@@ -151,6 +163,7 @@ def _validate(values: dict[str, object], sources: dict[str, str], path: str) -> 
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{where}: {key} must be a list of strings")
             out[key] = tuple(value)
+            _check_entries(key, out[key], where)
             continue
         if not isinstance(value, str):
             raise ConfigError(f"{where}: {key} must be a string, not {type(value).__name__}")
@@ -212,6 +225,29 @@ def _check_own_dirs(out: dict[str, object], sources: dict[str, str], path: str) 
             if inner:
                 raise ConfigError(f"{where(a, b)}: {inner[0]} ({inner[1]}) is inside {inner[2]} "
                                   f"({inner[3]}): give each its own folder, none inside another")
+
+
+def _check_entries(key: str, entries: tuple[str, ...], where: str) -> None:
+    for entry in entries:
+        if key == "allow_ports" and not _PORT_RE.match(entry):
+            raise ConfigError(f"{where}: allow_ports entry {entry!r} is not <stack>:<port> or "
+                              "<stack>:<port>/udp (e.g. 'gitea:2222')")
+        if key == "allow_privileges":
+            stack, _, rule = entry.partition(":")
+            if not re.fullmatch(_STACK, stack) or rule not in WAIVABLE:
+                raise ConfigError(f"{where}: allow_privileges entry {entry!r} is not "
+                                  f"<stack>:<rule> with a rule of {', '.join(sorted(WAIVABLE))}")
+
+
+def policy_of(settings: Settings | None) -> policy.Policy:
+    """The policy's allowlists from the settings (strict defaults without settings)."""
+    if settings is None:
+        return policy.Policy()
+    return policy.Policy(allow_unpinned=frozenset(settings.allow_unpinned),
+                         allow_caps=frozenset(settings.allow_caps),
+                         allow_host_paths=frozenset(settings.allow_host_paths),
+                         allow_ports=frozenset(settings.allow_ports),
+                         allow_privileges=frozenset(settings.allow_privileges))
 
 
 def load_optional(path: Path | None) -> Settings | None:

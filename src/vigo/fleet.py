@@ -398,11 +398,12 @@ class HostPlan:
 
 
 def plan_host(repo: Path, host: str, policy: Policy, validate: check.Validator,
-              before: Path | None = None, base: str = "") -> HostPlan:
+              before: Path | None = None, base: str = "",
+              resolve: check.Resolver | None = None) -> HostPlan:
     """What `host` would run from the clone `repo` ('' : the base tree), with the findings of
     the check rules for it. With `before` (the same repo at revision `base`): what changes."""
     desired = render.render(repo, host, "")
-    findings = list(check.check_rendered(repo, host, policy, validate))
+    findings = list(check.check_rendered(repo, host, policy, validate, resolve))
     mine = f"hosts/{host}/"
     findings += [f for f in lint.lint_repo_files(repo)
                  if not f.path.startswith("hosts/") or (host and f.path.startswith(mine))]
@@ -520,9 +521,10 @@ def _recipient_findings(repo: Path, host: str, desired, patterns: Sequence[str |
 
 
 def plan_fleet(repo: Path, policy: Policy, validate: check.Validator,
-               before: Path | None = None, base: str = "") -> list[HostPlan]:
+               before: Path | None = None, base: str = "",
+               resolve: check.Resolver | None = None) -> list[HostPlan]:
     """The base tree (what a host without an overlay runs), then every hosts/<name>/."""
-    return [plan_host(repo, host, policy, validate, before, base)
+    return [plan_host(repo, host, policy, validate, before, base, resolve)
             for host in ["", *check.hosts_of(repo)]]
 
 

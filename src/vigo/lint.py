@@ -5,6 +5,10 @@ opens a socket. Three entry points:
 
 - `lint_tree`: every rule over one rendered tree (proxy/, stacks/, env/; overlays applied);
 - `lint_stack`: the per-stack rules, which apply re-runs stack by stack;
+
+What a stack may ask of the host is judged on the resolved model by policy.py; with
+`resolved=True` the text rules for it (RESOLVED_RULES, absolute bind sources) stand aside. They
+remain the fallback where `docker compose` is not installed.
 - `lint_repo_files`: rules on the checkout itself (env encryption, .sops.yaml, hosts/, symlinks).
 
 Env files are read for key NAMES only. No finding ever carries a value from an env file; for a
@@ -28,8 +32,13 @@ from ruamel.yaml.error import YAMLError
 
 from vigo import rollout
 from vigo.model import COMPOSE_NAMES, PROXY
+from vigo.policy import Policy
 
 ERROR = "error"
+# Text rules that policy.judge replaces when the resolved model is at hand (the fallback when
+# `docker compose` is not installed).
+RESOLVED_RULES = frozenset({"privileged", "host-namespace", "devices", "cap-add", "docker-sock",
+                            "build"})
 WARNING = "warning"
 DEFAULT_PROXY_NETWORK = "proxy_default"
 
@@ -44,18 +53,8 @@ class Finding:
     fix: str  # how to fix it, one sentence
 
 
-@dataclass(frozen=True)
-class Policy:
-    """Allowlists from settings; the defaults are strict."""
-
-    allow_unpinned: frozenset[str] = frozenset()  # stacks allowed latest/branch-* tags
-    allow_caps: frozenset[str] = frozenset(
-        {"NET_BIND_SERVICE", "CHOWN", "SETUID", "SETGID", "DAC_OVERRIDE", "FOWNER", "KILL"}
-    )
-    allow_host_paths: frozenset[str] = frozenset()  # absolute host path prefixes for binds
-
-
 _STRICT = Policy()
+
 
 RULES: dict[str, str] = {
     "compose-parse": "a compose file is YAML with a top-level `services` mapping of mappings",
@@ -73,6 +72,7 @@ RULES: dict[str, str] = {
     "host-path": "no absolute host path outside the allowlist",
     "remote-include": "no remote include or extends (git, oci, http)",
     "build": "no build: images come from a registry",
+    "env-file": "env_file is the stack's own, env/global.env or env/<stack>.env (label_file: own)",
     "project-name": "no top-level name: vigo owns the project name",
     "container-name": "no container_name: vigo owns container identity",
     "traefik-router-unique": "Traefik router names are unique across stacks",
@@ -101,6 +101,8 @@ class ComposeFile:
     policy: Policy = _STRICT
     proxy_network: str = DEFAULT_PROXY_NETWORK
     fragment: bool = False  # an `extends:` base file: its services may be partial
+    # the privilege rules judge the resolved model (policy.py): the text rules stand aside
+    resolved: bool = False
 
     @property
     def folder(self) -> str:
@@ -135,16 +137,17 @@ repo_rule = _register(REPO_RULES)
 # --- entry points -----------------------------------------------------------------------------
 
 
-def lint_tree(root: Path, policy: Policy = Policy()) -> list[Finding]:
+def lint_tree(root: Path, policy: Policy = _STRICT, resolved: bool = False) -> list[Finding]:
     """All rules over one rendered tree (a directory laid out like the infra repo, overlays
-    already applied, no hosts/ folder needed)."""
+    already applied, no hosts/ folder needed). `resolved`: the privilege rules of the text
+    (RESOLVED_RULES) stand aside because policy.judge runs over the resolved model."""
     root = Path(root)
     targets, findings = _discover(root)
     proxy_network = _proxy_network(root)
     files: list[ComposeFile] = []
     for stack, rel in targets:
         keys = frozenset(_stack_env_keys(root, stack))
-        loaded, problems = _load(root, stack, rel, keys, policy, proxy_network)
+        loaded, problems = _load(root, stack, rel, keys, policy, proxy_network, resolved)
         files += loaded
         findings += problems
     for cf in files:
@@ -156,7 +159,8 @@ def lint_tree(root: Path, policy: Policy = Policy()) -> list[Finding]:
 
 
 def lint_stack(
-    root: Path, stack: str, compose_file: Path, env_keys: set[str], policy: Policy
+    root: Path, stack: str, compose_file: Path, env_keys: set[str], policy: Policy,
+    resolved: bool = False,
 ) -> list[Finding]:
     """Per-stack rules (the ones apply re-runs stack by stack); stack "proxy" is the proxy.
 
@@ -165,7 +169,8 @@ def lint_stack(
     root = Path(root)
     path = compose_file if Path(compose_file).is_absolute() else root / compose_file
     files, findings = _load(
-        root, stack, _rel(root, path), frozenset(env_keys), policy, _proxy_network(root)
+        root, stack, _rel(root, path), frozenset(env_keys), policy, _proxy_network(root),
+        resolved,
     )
     for cf in files:
         for rule in STACK_RULES:
@@ -178,6 +183,26 @@ def lint_repo_files(repo: Path) -> list[Finding]:
     for env/*.env and hosts/*/env/*.env, hosts/ overlay shape, and no symlinks."""
     repo = Path(repo)
     return _sorted(f for rule in REPO_RULES for f in rule(repo))
+
+
+def locate(root: Path, compose_file: str, service: str, key: str) -> tuple[str, int | None]:
+    """Best effort: the file and line where a service's key (or a top-level `volumes.x`-style
+    key) is written, in the compose file or the local files it includes or extends."""
+    files, _ = _load(Path(root), "", compose_file, frozenset(), _STRICT, DEFAULT_PROXY_NETWORK)
+    fallback: tuple[str, int | None] | None = None
+    for cf in files:
+        if service:
+            svc = _mapping(_mapping(cf.doc.get("services")).get(service))
+            if key.split(".")[0] in svc:
+                return cf.rel, _key_line(svc, key.split(".")[0])
+            if svc and fallback is None:
+                fallback = (cf.rel, _key_line(cf.doc["services"], service))
+        elif "." in key:
+            kind, name = key.split(".", 1)
+            section = _mapping(cf.doc.get(kind))
+            if name in section:
+                return cf.rel, _key_line(section, name)
+    return fallback or (compose_file, None)
 
 
 def env_key_names(path: Path) -> set[str]:
@@ -253,6 +278,7 @@ def _load(
     env_keys: frozenset[str],
     policy: Policy,
     proxy_network: str,
+    resolved: bool = False,
 ) -> tuple[list[ComposeFile], list[Finding]]:
     """Parse a stack's compose file and the local files it includes or extends."""
     files: list[ComposeFile] = []
@@ -267,7 +293,7 @@ def _load(
         if problem:
             findings.append(problem)
             continue
-        cf = ComposeFile(stack, rel, doc, env_keys, policy, proxy_network, fragment)
+        cf = ComposeFile(stack, rel, doc, env_keys, policy, proxy_network, fragment, resolved)
         files.append(cf)
         for _service, _what, raw, _line, follow in _path_fields(doc):
             target = _local_target(cf, raw) if follow else None
@@ -389,6 +415,8 @@ _HOST_NAMESPACES = ("pid", "ipc", "network_mode", "userns_mode", "uts")
 
 @stack_rule
 def _privileges(cf: ComposeFile) -> Iterator[Finding]:
+    if cf.resolved:
+        return
     allowed = {_cap(c) for c in cf.policy.allow_caps}
     for name, svc, _ in _services(cf.doc):
         if _truthy(svc.get("privileged")):
@@ -436,15 +464,20 @@ _REMOTE = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*://|git@|github\.com/)")
 @stack_rule
 def _paths(cf: ComposeFile) -> Iterator[Finding]:
     for service, what, raw, line, _follow in _path_fields(cf.doc):
-        yield from _check_path(cf, service, what, raw, line)
+        if what.endswith(("env_file", "label_file")):
+            yield from _check_env_file(cf, service, what, raw, line)
+        else:
+            yield from _check_path(cf, service, what, raw, line)
     for name, svc, _ in _services(cf.doc):
-        if "build" in svc:
+        if "build" in svc and not cf.resolved:
             what = "`build:` builds the image on the host"
             fix = "Build and push the image in the app repo's CI and reference it with `image:`."
             yield _finding(cf, "build", _key_line(svc, "build"), name, what, fix)
         for raw, resolved, _ro, mline in _mounts(cf, svc):
             if resolved is not None and posixpath.normpath(resolved) in _SOCKS:
                 continue  # the Docker socket is rule docker-sock's business
+            if cf.resolved and (resolved is None or resolved.startswith(("/", "~"))):
+                continue  # policy.judge reads the source from the resolved model
             yield from _check_path(cf, name, "bind mount source", raw, mline)
 
 
@@ -475,6 +508,30 @@ def _check_path(
     elif not value.startswith("/") and _escapes(posixpath.join(cf.folder, value)):
         problem = "resolves outside the repo tree"
         yield _finding(cf, "path-escape", line, service, f"{what} '{raw}' {problem}", inside)
+
+
+def _check_env_file(
+    cf: ComposeFile, service: str | None, what: str, raw: object, line: int | None
+) -> Iterator[Finding]:
+    """An env_file (or label_file) is one of the stack's own files, env/global.env or
+    env/<stack>.env: another stack's secrets would reach it without being its own."""
+    found = [f for f in _check_path(cf, service, what, raw, line) if f.severity == ERROR]
+    if found or not isinstance(raw, str) or not raw:
+        yield from found
+        return
+    value = _resolve(raw, cf.env_keys)
+    own = "proxy" if cf.is_proxy else f"stacks/{cf.stack}"
+    allowed = {"env/global.env", f"env/{cf.stack}.env"} if what.endswith("env_file") else set()
+    fix = (f"Read only files of {own}/" + (f", env/global.env or env/{cf.stack}.env" if allowed
+                                           else "") + ", written literally.")
+    if value is None:
+        problem = "depends on variables unknown offline; another stack's secrets could be read"
+        yield _finding(cf, "env-file", line, service, f"{what} '{raw}' {problem}", fix)
+        return
+    target = posixpath.normpath(posixpath.join(cf.folder, value))
+    if target not in allowed and not _under(target, own):
+        problem = f"reads {target}, which is not the stack's own"
+        yield _finding(cf, "env-file", line, service, f"{what} '{raw}' {problem}", fix)
 
 
 def _under(path: str, prefix: str) -> bool:

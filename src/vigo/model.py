@@ -127,6 +127,7 @@ class Resolved:
     rollouts: Mapping[str, Rollout] = field(default_factory=dict)
     health_timeout: int | None = None  # x-vigo.health_timeout of the stack's compose file
     model: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the JSON
+    policy: tuple[str, ...] = ()  # policy.judge's violations of the model: the stack is refused
 
 
 CREATE, UPDATE, REMOVE, UNCHANGED, FAIL, KEEP, HOLD = (

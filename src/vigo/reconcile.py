@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vigo import dotenv, registries, render, rollout, state, trust
+from vigo import config, dotenv, policy, registries, render, rollout, state, trust
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.git import (
@@ -337,25 +337,37 @@ class Reconciler:
             err = fs.ensure_private_file(paths.runtime / ACME_JSON, paths.runtime)
             if err:
                 failures[PROXY] = err
-        failures.update(self._policy(desired, [n for n in candidates if n not in failures],
-                                     paths))
+        names = [n for n in candidates if n not in failures]
+        failures.update(self._policy(desired, names, paths))
         resolved = {}
-        for name in candidates:
-            if name not in failures:
-                resolved[name] = self._resolve(desired.stack(name), paths,  # type: ignore[arg-type]
-                                               set(desired.files))
+        if names:  # resolve first, then judge what Docker would run (policy.py)
+            from vigo import lint  # ruamel.yaml: imported only when a stack may change
+
+            proxy_network = lint._proxy_network(paths.runtime)
+            for name in names:
+                if name in failures:
+                    continue
+                stack = desired.stack(name)
+                assert stack is not None
+                keys = set().union(*(lint.env_key_names(desired.env_files[rel])
+                                     for rel in stack.interpolation_env))
+                res = self._resolve(stack, paths, set(desired.files), proxy_network, keys)
+                if res.policy:
+                    failures[name] = "; ".join(res.policy)
+                else:
+                    resolved[name] = res
         failures.update(self._links(resolved, paths, set(desired.env_files)))
         return (plan(desired, observed, records, resolved, failures, options),
                 observed, resolved)
 
     def _policy(self, desired: DesiredState, names: list[str], paths: Paths) -> dict[str, str]:
-        """The rules of `vigo check`, stack by stack: a stack with an error is not applied."""
+        """The text rules of `vigo check` that need no resolved model (pinned images, Traefik
+        names, env files, includes), stack by stack: a stack with an error is not applied."""
         if not names:
             return {}
         from vigo import lint  # ruamel.yaml: imported only when a stack may change
-        from vigo.check import policy_of
 
-        policy = policy_of(self.settings)
+        policy = config.policy_of(self.settings)
         failures = {}
         for name in names:
             stack = desired.stack(name)
@@ -363,11 +375,13 @@ class Reconciler:
             keys = set().union(*(lint.env_key_names(desired.env_files[rel])
                                  for rel in stack.interpolation_env))
             errors = [f for f in lint.lint_stack(paths.runtime, name, stack.compose_file, keys,
-                                                 policy) if f.severity == lint.ERROR]
+                                                 policy, resolved=True)
+                      if f.severity == lint.ERROR]
             if errors:
                 failures[name] = "; ".join(
                     f"policy [{f.rule}] {f.path}" + (f":{f.line}" if f.line else "")
-                    + f": {f.message}" for f in errors)
+                    + f": {f.message}; fix: {f.fix[:1].lower()}{f.fix[1:].rstrip('.')}"
+                    for f in errors)
         return failures
 
     def _observe(self) -> Observed:
@@ -437,10 +451,12 @@ class Reconciler:
                 if rel in stack.env_files:
                     failures.setdefault(stack.name, why)
 
-    def _resolve(self, stack: Stack, paths: Paths, rendered: set[str]) -> Resolved:
+    def _resolve(self, stack: Stack, paths: Paths, rendered: set[str],
+                 proxy_network: str = policy.DEFAULT_PROXY_NETWORK,
+                 keys: set[str] | None = None) -> Resolved:
+        project = self.settings.project(stack.name)
         try:
-            res = self.compose.config(self.settings.project(stack.name),
-                                      [paths.runtime / stack.compose_file],
+            res = self.compose.config(project, [paths.runtime / stack.compose_file],
                                       [paths.secrets / rel for rel in stack.interpolation_env])
         except CommandTimeout as exc:  # fails this stack, not the run
             return Resolved({}, error=str(exc))
@@ -448,8 +464,19 @@ class Reconciler:
             return Resolved({}, error=f"{stack.compose_file} is not valid: {res.error(4)}")
         try:
             model = json.loads(res.stdout)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             return Resolved({}, error=f"docker compose config gave no JSON: {exc}")
+        scope = policy.Scope(stack.name, project, str(paths.runtime / stack.folder),
+                             proxy_network)
+        rules = config.policy_of(self.settings)
+        found = policy.judge(model, scope, rules)
+        found += self._unresolved(stack, paths, scope, rules, keys or set())
+        if found:
+            from vigo import lint
+
+            return Resolved({}, policy=tuple(dict.fromkeys(
+                v.line(_where(*lint.locate(paths.runtime, stack.compose_file, v.service, v.key)))
+                for v in found)))
         services = model.get("services") or {}
         images = {name: str(svc.get("image") or "") for name, svc in services.items()}
         mounts = {name: h for name, svc in services.items()
@@ -480,6 +507,37 @@ class Reconciler:
                                       "(a container may have planted it): remove the link")
                     break
         return failures
+
+    def _unresolved(self, stack: Stack, paths: Paths, scope: policy.Scope, rules: policy.Policy,
+                    keys: set[str]) -> list[policy.Violation]:
+        """`vigo check`'s view, at apply: the model resolved with placeholders for the
+        variables of encrypted env files. A security-relevant value that depends on one is
+        refused here as it is offline (policy rule `unresolved`)."""
+        if not keys:
+            return []
+        reason = ""
+        for numeric in (False, True):
+            stand_ins = policy.placeholders(keys, numeric)
+            env = paths.secrets / "placeholders" / f"{scope.project}.env"
+            try:
+                fs.write_secret(env, policy.env_text(stand_ins))
+                res = self.compose.config(scope.project, [paths.runtime / stack.compose_file],
+                                          [env])
+            except (OSError, CommandTimeout) as exc:
+                reason = str(exc)
+                break
+            finally:
+                fs.remove(env)
+            if res.ok:
+                try:
+                    model = json.loads(res.stdout)
+                except (json.JSONDecodeError, RecursionError):
+                    reason = "docker compose config gave no JSON"
+                    break
+                return [v for v in policy.judge(model, scope, rules, stand_ins)
+                        if v.rule == policy.UNRESOLVED]
+            reason = res.error(2)
+        return [policy.unresolved_failure(scope, keys, reason)]
 
     # -- apply ----------------------------------------------------------------------------
 
@@ -679,6 +737,10 @@ def crash_line(exc: BaseException) -> str:
     if isinstance(exc, CommandTimeout) and text:
         return text  # names the command already
     return type(exc).__name__ + (f" in {where}" if where else "") + (f": {text}" if text else "")
+
+
+def _where(rel: str, line: int | None) -> str:
+    return rel + (f":{line}" if line else "")
 
 
 def _remember_images(record: dict[str, Any], revision: str, containers: tuple[Container, ...],

@@ -290,6 +290,18 @@ TREE_CASES = [
     case("path: bind from env var", stack("volumes: ['${DATA_DIR}:/data']\n"), "path-escape" + W),
     case("path: bind from unset var, default", stack("volumes: ['${X:-./data}:/data']\n")),
     case("path: env_file escapes", stack("env_file: ../../../x.env\n"), "path-escape"),
+    case("env-file: own folder, global, own env", stack(
+        "env_file: [./app.env, ../../env/global.env, ../../env/app.env]\n")),
+    case("env-file: another stack's env", stack("env_file: [../../env/db.env]\n"), "env-file"),
+    case("env-file: another stack's folder", stack("env_file: [../db/.env]\n"), "env-file"),
+    case("env-file: defaulted variable name",
+         stack("env_file: ['../../env/${X:-db}.env']\n"), "env-file"),
+    case("env-file: encrypted variable name", {
+        **stack("env_file: ['../../env/${X}.env']\n"),
+        "env/app.env": "X=ENC[AES256_GCM,data:x]\n"}, "env-file"),
+    case("env-file: label_file only from the stack's folder",
+         stack("label_file: ../../env/app.env\n"), "env-file"),
+
     case("path: env_file absolute", stack("env_file: [/etc/app.env]\n"), "host-path"),
     case(
         "path: env_file long form",

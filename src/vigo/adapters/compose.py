@@ -80,6 +80,17 @@ class Compose:
             return None
         return "" if res.ok else res.error(3)
 
+    def resolve_offline(self, project: str, compose_file: Path, env_file: Path) -> Result | None:
+        """The resolved model of one file with the placeholder env file of `vigo check`; None
+        when docker compose is not installed."""
+        try:
+            res = self.config(project, [compose_file], [env_file])
+        except FileNotFoundError:
+            return None
+        if res.returncode == 127 or "is not a docker command" in res.stderr:
+            return None
+        return res
+
     def up(self, project: str, files: Sequence[Path], env_files: Sequence[Path],
            docker_config: Path | None = None) -> Result:
         argv = [*self._argv(project, files, env_files), "up", "--detach", "--remove-orphans",
