@@ -78,8 +78,8 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator) -
         out = [_origin(f, desired, repo, host) for f in lint.lint_tree(tmp, policy)]
         for stack in desired.stacks:
             compose = tmp / stack.compose_file
-            if not compose.is_file():
-                continue
+            if not compose.is_file() or not yaml_capped(compose):
+                continue  # over a YAML cap: never handed to `docker compose` (lint reports it)
             reason = validate(compose)
             if reason is None:
                 reason = schema_reason(compose)
@@ -93,14 +93,25 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator) -
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def schema_reason(compose: Path) -> str:
-    """Unknown service keys, for when `docker compose` is not there to validate."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+def yaml_capped(path: Path) -> bool:
+    """True when a file is within the YAML caps (yamlsafe: size, nesting, alias expansion), so
+    `docker compose config` may read it."""
+    from vigo import yamlsafe
 
     try:
-        doc = YAML(typ="safe").load(compose.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, YAMLError):
+        yamlsafe.scan(path.read_bytes().decode("utf-8", "replace"))
+    except (OSError, yamlsafe.YamlRefused):
+        return False
+    return True
+
+
+def schema_reason(compose: Path) -> str:
+    """Unknown service keys, for when `docker compose` is not there to validate."""
+    from vigo import yamlsafe
+
+    try:
+        doc = yamlsafe.load_bytes(compose.read_bytes())
+    except (OSError, yamlsafe.YamlRefused):
         return ""  # the compose-parse rule reports it, with its line
     services = doc.get("services") if isinstance(doc, dict) else None
     if not isinstance(services, dict):

@@ -23,10 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
-from vigo import rollout
+from vigo import render, rollout, yamlsafe
 from vigo.model import COMPOSE_NAMES, PROXY
 
 ERROR = "error"
@@ -83,7 +80,8 @@ RULES: dict[str, str] = {
     "traefik-dashboard": "the Traefik API is not insecure and the dashboard sits behind a router",
     "overlay-shape": "hosts/<name>/ overlays hold only proxy/, stacks/ and env/",
     "symlink": "no symbolic links anywhere in the repo",
-    "stack-layout": "each stack folder has exactly one of docker-compose.yml, compose.yaml",
+    "stack-layout": "each stack folder has exactly one compose file (any name compose accepts), "
+    "no override file",
     "stack-name": "stack names are valid compose project names and not `proxy`",
     "rollout": "routed services with a healthcheck can run two containers at once (warning)",
 }
@@ -191,7 +189,8 @@ _STACK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 def _discover(root: Path) -> tuple[list[tuple[str, str]], list[Finding]]:
-    """(stack, compose file) of the proxy and of every stacks/<name>/, plus layout findings."""
+    """(stack, compose file) of the proxy and of every stacks/<name>/, plus layout findings.
+    Which compose file a folder has is render.compose_problems' decision (one home for it)."""
     folders = [(PROXY, "proxy")]
     stacks = root / "stacks"
     if stacks.is_dir():
@@ -211,18 +210,26 @@ def _discover(root: Path) -> tuple[list[tuple[str, str]], list[Finding]]:
             )
             fix = f"Rename the folder {folder}/ (and env/{name}.env) to a valid name."
             findings.append(Finding("stack-name", ERROR, folder, None, what, fix))
-        present = [n for n in COMPOSE_NAMES if (root / folder / n).is_file()]
-        if len(present) > 1:
-            what = f"{where}: both {folder}/docker-compose.yml and {folder}/compose.yaml exist"
-            fix = "Keep one compose file per stack and delete the other."
-            findings.append(Finding("stack-layout", ERROR, folder, None, what, fix))
-        elif not present:
-            others = sorted(p.name for p in (root / folder).glob("*compose*.y*ml"))
-            hint = f" (found {', '.join(others)})" if others else ""
-            what = f"{where}: {folder}/ has no docker-compose.yml or compose.yaml{hint}; skipped"
-            fix = f"Add {folder}/docker-compose.yml or remove the folder."
+        if folder == "proxy" and not (root / folder).is_dir():
+            what = f"{where}: there is no proxy/ folder with a compose file; skipped"
+            fix = f"Add proxy/{COMPOSE_NAMES[0]} (the Traefik proxy) or ignore this warning."
             findings.append(Finding("stack-layout", WARNING, folder, None, what, fix))
-        else:
+            continue
+        try:
+            entries = {f"{folder}/{e.name}" + ("/" if e.is_dir() else "")
+                       for e in (root / folder).iterdir()}
+        except OSError as exc:
+            what = f"{where}: {folder}/ cannot be read ({exc.strerror or exc})"
+            fix = f"Fix the owner and permissions of {folder}/."
+            findings.append(Finding("stack-layout", ERROR, folder, None, what, fix))
+            continue
+        problems = render.compose_problems(folder, entries)
+        for what in problems:
+            fix = ("Keep exactly one compose file per stack, named as compose names it "
+                   f"({', '.join(COMPOSE_NAMES)}); no override file.")
+            findings.append(Finding("stack-layout", ERROR, folder, None, f"{where}: {what}", fix))
+        present = [n for n in COMPOSE_NAMES if f"{folder}/{n}" in entries]
+        if len(present) == 1:
             targets.append((name, f"{folder}/{present[0]}"))
     return targets, findings
 
@@ -237,8 +244,8 @@ def _proxy_network(root: Path) -> str:
         path = root / "proxy" / name
         if path.is_file():
             try:
-                doc = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, YAMLError):
+                doc = yamlsafe.load_bytes(path.read_bytes())
+            except (OSError, yamlsafe.YamlRefused):
                 break
             default = _mapping(_mapping(_mapping(doc).get("networks")).get("default"))
             return str(default.get("name") or DEFAULT_PROXY_NETWORK)
@@ -281,15 +288,11 @@ def _parse(root: Path, rel: str, stack: str) -> tuple[Any, Finding | None]:
         return None, Finding("compose-parse", ERROR, rel, line, f"{_who(stack)}: {what}", fix)
 
     try:
-        doc = YAML(typ="rt").load((root / rel).read_text(encoding="utf-8"))
+        doc = yamlsafe.load_bytes((root / rel).read_bytes())
     except OSError as exc:
         return problem(None, f"cannot read {rel}: {exc.strerror or exc}")
-    except UnicodeDecodeError:
-        return problem(None, f"{rel} is not UTF-8 text")
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return problem(mark.line + 1 if mark else None, f"{rel} is not valid YAML: {what}")
+    except yamlsafe.YamlRefused as exc:  # invalid YAML, or over a cap: an alias bomb, 64 levels
+        return problem(exc.line, f"{rel} {exc.what}")
     if not isinstance(doc, dict):
         return problem(1, f"{rel} is not a YAML mapping")
     if not isinstance(doc.get("services"), dict):
@@ -858,10 +861,11 @@ def _creation_rules(repo: Path) -> tuple[list[re.Pattern | None] | None, list[Fi
     if not path.is_file():
         return problem(None, "there is no .sops.yaml at the repo root, so no env file is covered")
     try:
-        doc = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, YAMLError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        return problem(mark.line + 1 if mark else None, ".sops.yaml cannot be parsed")
+        doc = yamlsafe.load_bytes(path.read_bytes())
+    except OSError:
+        return problem(None, ".sops.yaml cannot be read")
+    except yamlsafe.YamlRefused as exc:
+        return problem(exc.line, f".sops.yaml cannot be parsed: it {exc.what}")
     rules = _mapping(doc).get("creation_rules")
     if not isinstance(rules, list):
         return problem(1, ".sops.yaml has no creation_rules list")

@@ -204,6 +204,10 @@ class Reconciler:
         desired = render.render(s.checkout, s.host, rev)
         for w in desired.warnings:
             self._warn(report, w)
+        if desired.error:  # stacks may be hidden: nothing is pruned, nothing changes
+            report.exit_code, report.error = EXIT_FAILED, self.masker(desired.error)
+            self.emit(f"render: {report.error}; nothing changed")
+            return None
         return desired
 
     def _trusted(self, report: Report, fetched: str, accepted: str,
@@ -296,6 +300,8 @@ class Reconciler:
             err = fs.ensure_private_file(paths.runtime / ACME_JSON)
             if err:
                 failures[PROXY] = err
+        failures.update(render.yaml_problems(desired, [n for n in candidates
+                                                       if n not in failures]))
         failures.update(self._policy(desired, [n for n in candidates if n not in failures],
                                      paths))
         resolved = {}
