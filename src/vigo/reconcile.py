@@ -47,7 +47,7 @@ from vigo.model import (
     Stack,
     StackResult,
 )
-from vigo.plan import needs_resolve, plan
+from vigo.plan import guard_overlay, needs_resolve, overlay_record, plan
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_SOURCE, EXIT_LOCKED = 0, 1, 2, 3, 75
 PARALLEL = 4
@@ -279,6 +279,8 @@ class Reconciler:
             return
         the_plan, observed, resolved = result
         report.plan = the_plan
+        if not the_plan.refusal:  # what guard_overlay compares the next run with
+            st["overlay"] = overlay_record(desired)
         self._execute(report, the_plan, desired, observed, resolved, st, paths)
 
     def _prepare(self, report: Report, desired: DesiredState, st: dict[str, Any], paths: Paths,
@@ -309,8 +311,9 @@ class Reconciler:
             if name not in failures:
                 resolved[name] = self._resolve(desired.stack(name), paths,  # type: ignore[arg-type]
                                                set(desired.files))
-        return (plan(desired, observed, records, resolved, failures, options),
-                observed, resolved)
+        the_plan = guard_overlay(plan(desired, observed, records, resolved, failures, options),
+                                 desired, st.get("overlay"), options)
+        return the_plan, observed, resolved
 
     def _policy(self, desired: DesiredState, names: list[str], paths: Paths) -> dict[str, str]:
         """The rules of `vigo check`, stack by stack: a stack with an error is not applied."""
