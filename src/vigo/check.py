@@ -76,6 +76,7 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator) -
         fs.sync_tree(tmp, {**desired.files, **desired.env_files}, {}, (),
                      scratch / "manifest.json")
         out = [_origin(f, desired, repo, host) for f in lint.lint_tree(tmp, policy)]
+        out += render_findings(desired, out, host)
         for stack in desired.stacks:
             compose = tmp / stack.compose_file
             if not compose.is_file() or not yaml_capped(compose):
@@ -91,6 +92,28 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator) -
         return out
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def render_findings(desired: DesiredState, found: list[Finding], host: str) -> list[Finding]:
+    """What fails a stack at render on the host (a link, an odd or unreadable name, a file
+    over 16 MiB, a file in one tree and a folder in the other, no usable compose file), and a
+    tree that cannot be rendered at all: errors, each naming the path. Lines the lint rules
+    already say (stack-layout, stack-name) are not repeated."""
+    said = [f.message for f in found]
+    on = f" (as host {host} renders it)" if host else ""
+    fix = "Fix the path named: the stack is not applied (and keeps running) until then."
+    out = []
+    if desired.error:
+        out.append(Finding("render", ERROR, ".", None, f"{desired.error}{on}", fix))
+    for stack in desired.stacks:
+        for problem in stack.problems:
+            if problem.startswith(("stack name ", "a stack may not be called")) or (
+                    " symlink" in problem) or any(  # rule `symlink` names every link
+                    m.endswith(problem) or f"{problem} (as host" in m for m in said):
+                continue
+            out.append(Finding("render", ERROR, stack.folder, None,
+                               f"stack {stack.name}: {problem}{on}", fix))
+    return out
 
 
 def yaml_capped(path: Path) -> bool:

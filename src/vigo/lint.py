@@ -83,6 +83,10 @@ RULES: dict[str, str] = {
     "stack-layout": "each stack folder has exactly one compose file (any name compose accepts), "
     "no override file",
     "stack-name": "stack names are valid compose project names and not `proxy`",
+    "render": "every path renders: no odd, unreadable or looping name, no file over 16 MiB, "
+    "no file that an overlay turns into a folder (or the reverse)",
+    "env-file": "a stack's env files are env/global.env, env/<stack>.env or files in its own "
+    "folder; include/extends files are in its own folder",
     "rollout": "routed services with a healthcheck can run two containers at once (warning)",
 }
 
