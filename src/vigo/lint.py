@@ -1090,3 +1090,51 @@ def _rel(root: Path, path: Path) -> str:
 
 def _sorted(findings: Iterable[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (f.path, f.line or 0, f.rule, f.message))
+
+
+# --- rule: env files and included files stay the stack's own ---------------------------------
+
+
+@stack_rule
+def _env_file_scope(cf: ComposeFile) -> Iterator[Finding]:
+    """`env_file: ../../env/${X:-db}.env` or `../../env/other.env` hands another stack's secrets
+    to this one, without registering them for masking or redeploys; an `include:`/`extends:`
+    of another stack's file pulls in its env files and changes it without redeploying this one.
+    A stack reads env/global.env, env/<stack>.env and files of its own folder only."""
+    own = {"env/global.env", f"env/{cf.stack}.env"}
+    folder = PROXY if cf.is_proxy else f"stacks/{cf.stack}"
+    for service, what, raw, line, follow in _path_fields(cf.doc):
+        if not isinstance(raw, str) or not raw or not (
+                follow or what in ("env_file", "label_file", "include env_file")):
+            continue
+        if "$" in raw:
+            problem = (f"{what} '{raw}' is chosen by a variable: vigo cannot know which file it "
+                       "reads (another stack's secrets?)")
+            fix = (f"Write the path literally: ../../env/{cf.stack}.env, ../../env/global.env "
+                   "or a file in the stack's folder.")
+            yield _finding(cf, "env-file", line, service, problem, fix)
+            continue
+        if raw.startswith(("/", "~")) or _REMOTE.match(raw):
+            continue  # rules host-path and remote-include
+        target = posixpath.normpath(posixpath.join(cf.folder, raw))
+        if _escapes(target) or target.startswith(folder + "/"):
+            continue  # rule path-escape; or the stack's own file
+        if follow and not target.startswith(("stacks/", "proxy/", "env/")):
+            continue  # a shared fragment outside every stack (common/db.yml)
+        if follow:
+            problem = (f"{what} '{raw}' is {target}, a file of another stack: the env files and "
+                       "paths it names are that stack's, and its changes would not redeploy "
+                       "this one")
+            fix = f"Copy what is needed into {folder}/ (or into a shared folder such as common/)."
+        elif target in own:
+            continue
+        elif target.startswith("env/"):
+            problem = (f"{what} '{raw}' is {target}, another stack's env file: a stack may use "
+                       f"env/global.env and env/{cf.stack}.env only")
+            fix = (f"Move the variables it needs into env/{cf.stack}.env (or env/global.env "
+                   "for every stack).")
+        else:
+            problem = (f"{what} '{raw}' is {target}, outside the stack's folder: a stack may use "
+                       f"env/global.env, env/{cf.stack}.env and files of {folder}/ only")
+            fix = f"Move the file into {folder}/ or its variables into env/{cf.stack}.env."
+        yield _finding(cf, "env-file", line, service, problem, fix)
