@@ -9,9 +9,10 @@ from pathlib import Path
 PROXY = "proxy"
 # The compose file names compose itself looks for, in its order of preference, and the override
 # files it would merge on top (vigo refuses those: it passes one file, see render.py).
-COMPOSE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
-OVERRIDE_NAMES = ("compose.override.yaml", "compose.override.yml",
-                  "docker-compose.override.yaml", "docker-compose.override.yml")
+# (compose v2.40 picks, of several, the first of this list; vigo refuses more than one.)
+COMPOSE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
+OVERRIDE_NAMES = ("compose.override.yml", "compose.override.yaml",
+                  "docker-compose.override.yml", "docker-compose.override.yaml")
 
 # Labels vigo puts on every container it deploys (through a generated compose override).
 LABEL_STACK = "io.vigo.stack"

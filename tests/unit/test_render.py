@@ -134,7 +134,7 @@ COMPOSE = "services: {}\n"
                   "stacks/docker-compose.yml": COMPOSE},
                  [("app", "stacks/app/compose.yaml", (
                      "stacks/app/ has no compose file (compose.yaml, compose.yml, "
-                     "docker-compose.yaml, docker-compose.yml): add one, or remove the folder to "
+                     "docker-compose.yml, docker-compose.yaml): add one, or remove the folder to "
                      "remove the stack (its containers keep running until then)",))],
                  id="no-compose-file-at-the-top-fails-never-prunes"),
     pytest.param({"stacks/My.App/docker-compose.yml": COMPOSE},

@@ -104,7 +104,7 @@ def _overlay_file_becomes_folder(root: Path) -> None:
     pytest.param(_compose_is_folder, ["stacks/app/docker-compose.yml is a folder, not a compose "
                                       "file: make it a file"], id="compose-file-is-a-folder"),
     pytest.param(_renamed, ["stacks/app/ has no compose file (compose.yaml, compose.yml, "
-                            "docker-compose.yaml, docker-compose.yml): add one, or remove the "
+                            "docker-compose.yml, docker-compose.yaml): add one, or remove the "
                             "folder to remove the stack (its containers keep running until "
                             "then)"], id="compose-file-renamed-away"),
     pytest.param(_overlay_file_becomes_folder,
@@ -198,6 +198,9 @@ def test_another_hosts_unreadable_overlay_is_not_our_business(tmp_path: Path,
     (["docker-compose.yml", "compose.yml"], "compose.yml",
      ["stacks/app/compose.yml and stacks/app/docker-compose.yml both exist: keep one compose "
       "file"]),
+    (["docker-compose.yaml", "docker-compose.yml"], "docker-compose.yml",  # compose's own pick
+     ["stacks/app/docker-compose.yaml and stacks/app/docker-compose.yml both exist: keep one "
+      "compose file"]),
     (["compose.yaml", "compose.yml", "docker-compose.yml"], "compose.yaml",
      ["stacks/app/compose.yaml and stacks/app/compose.yml and stacks/app/docker-compose.yml all "
       "exist: keep one compose file"]),
@@ -220,8 +223,8 @@ def test_every_compose_file_name(tmp_path: Path, names, compose_file, expected) 
 def test_compose_problems_is_the_one_discovery() -> None:
     assert compose_problems("proxy", {"proxy/compose.yml"}) == []
     assert compose_problems("proxy", {"proxy/x/compose.yml"}) == [
-        "proxy/ has no compose file (compose.yaml, compose.yml, docker-compose.yaml, "
-        "docker-compose.yml): add one, or remove the folder to remove the stack (its "
+        "proxy/ has no compose file (compose.yaml, compose.yml, docker-compose.yml, "
+        "docker-compose.yaml): add one, or remove the folder to remove the stack (its "
         "containers keep running until then)"]
 
 
