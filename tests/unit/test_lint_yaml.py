@@ -180,3 +180,13 @@ def test_any_nesting_depth(levels: int) -> None:
         assert levels < MAX_DEPTH
     except YamlRefused as exc:
         assert levels >= MAX_DEPTH and exc.cap
+
+
+def test_fleet_and_promote_use_the_caps(tmp_path: Path) -> None:
+    from vigo import fleet, promote
+
+    path = tmp_path / "compose.yaml"
+    path.write_text(deep(20_000))
+    assert fleet._images(path) == []  # the compose-parse rule says why; never a RecursionError
+    with pytest.raises(promote.PromoteError, match="alias bomb"):
+        promote._round_trip(bomb(9), "stacks/app/compose.yaml")
