@@ -79,8 +79,10 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator) -
         out += render_findings(desired, out, host)
         for stack in desired.stacks:
             compose = tmp / stack.compose_file
-            if not compose.is_file() or not yaml_capped(compose):
-                continue  # over a YAML cap: never handed to `docker compose` (lint reports it)
+            if not compose.is_file() or not yaml_capped(compose) or any(
+                    f.rule == "yaml-caps" and f.message.startswith(lint._who(stack.name) + ":")
+                    for f in out):
+                continue  # over a YAML cap (also an included file): never handed to compose
             reason = validate(compose)
             if reason is None:
                 reason = schema_reason(compose)

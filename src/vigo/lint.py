@@ -56,6 +56,8 @@ _STRICT = Policy()
 
 RULES: dict[str, str] = {
     "compose-parse": "a compose file is YAML with a top-level `services` mapping of mappings",
+    "yaml-caps": "YAML aliases expand to at most 100,000 nodes, nest at most 64 levels, a file "
+    "is at most 256 KiB (never handed to `docker compose` otherwise)",
     "compose-key": "a compose file has no unknown top-level key (x-* extensions are fine)",
     "service-image": "every service names an image",
     "image-pinned": "images are pinned to a sha-<hex> tag or an @sha256 digest",
@@ -296,7 +298,12 @@ def _parse(root: Path, rel: str, stack: str) -> tuple[Any, Finding | None]:
     except OSError as exc:
         return problem(None, f"cannot read {rel}: {exc.strerror or exc}")
     except yamlsafe.YamlRefused as exc:  # invalid YAML, or over a cap: an alias bomb, 64 levels
-        return problem(exc.line, f"{rel} {exc.what}")
+        found = problem(exc.line, f"{rel} {exc.what}")
+        if exc.cap:  # check.py: such a file never reaches `docker compose`
+            fix = ("Remove the alias bomb or flatten the file: it is over a cap of vigo's YAML "
+                   "loader (aliases, nesting, size).")
+            found = (None, Finding("yaml-caps", ERROR, rel, exc.line, found[1].message, fix))
+        return found
     if not isinstance(doc, dict):
         return problem(1, f"{rel} is not a YAML mapping")
     if not isinstance(doc.get("services"), dict):

@@ -297,13 +297,14 @@ class Reconciler:
         candidates = needs_resolve(desired, observed, records, options.force)
         failures = self._secrets(desired, candidates, st, paths,
                                  persist=persist and not options.force)
+        # YAML over the caps (an alias bomb): failed before it reaches the runtime or compose
+        failures.update(render.yaml_problems(desired, [n for n in candidates
+                                                       if n not in failures]))
         self._render_runtime(report, desired, paths, failures)
         if any(s.name == PROXY for s in desired.stacks):
             err = fs.ensure_private_file(paths.runtime / ACME_JSON)
             if err:
                 failures[PROXY] = err
-        failures.update(render.yaml_problems(desired, [n for n in candidates
-                                                       if n not in failures]))
         failures.update(self._policy(desired, [n for n in candidates if n not in failures],
                                      paths))
         resolved = {}
@@ -393,6 +394,15 @@ class Reconciler:
         broken = {s.name for s in desired.stacks if s.problems} | set(failures)
         keep = {rel for s in desired.stacks if s.name in broken for rel in s.files}
         keep |= set(desired.blocked)
+        # ... all of them, also those render cannot see now (an unreadable or odd-named folder,
+        # a compose file turned into a folder): every path vigo wrote under a broken folder.
+        folders = tuple(s.folder + "/" for s in desired.stacks if s.name in broken)
+        try:
+            written = fs.read_json(paths.manifest) if folders else None
+        except (OSError, ValueError):  # sync_tree says so
+            written = None
+        keep |= {rel for rel in (written if isinstance(written, dict) else {})
+                 if rel.startswith(folders)}
         links = {rel: paths.secrets / rel for rel in desired.env_files}
         synced = fs.sync_tree(paths.runtime, desired.files, links, keep, paths.manifest)
         if synced.warning:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -120,8 +121,12 @@ def _link(path: Path, rel: str, real_root: Path, files: dict[str, Path],
     except FileNotFoundError:
         refused[rel] = f"{rel} is a broken symlink"
         return
-    except (OSError, RuntimeError):  # ELOOP: a loop of links (RuntimeError before 3.13)
+    except RuntimeError:  # a loop of links (Python before 3.13)
         refused[rel] = f"{rel} is a symlink loop"
+        return
+    except OSError as exc:
+        refused[rel] = (f"{rel} is a symlink loop" if exc.errno == errno.ELOOP
+                        else f"{rel} is a symlink that cannot be followed ({exc.strerror})")
         return
     if not target.is_relative_to(real_root):
         refused[rel] = f"{rel} is a symlink that points outside the repo"

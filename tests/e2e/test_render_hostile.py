@@ -94,6 +94,7 @@ def test_hostile_input_fails_its_stack_and_keeps_it_running(host: Host, make, li
     host.apply()
     before = ids(host, "alpha")
     assert before
+    ran_with = (host.runtime / "stacks/alpha/docker-compose.yml").read_text()
     make(host.repo.work)
     light.add(host, "gamma")  # the good stack of the same commit
     host.repo.commit("hostile input")
@@ -106,6 +107,9 @@ def test_hostile_input_fails_its_stack_and_keeps_it_running(host: Host, make, li
     assert failed and line in failed[0], res.stdout
     assert "gamma: created" in res.stdout, res.stdout
     assert ids(host, "alpha") == before  # never removed, never recreated
+    # and it keeps the files it last ran with (a policy failure is judged on the new files)
+    if make is not _another_stacks_env:
+        assert (host.runtime / "stacks/alpha/docker-compose.yml").read_text() == ran_with
     assert all(c["State"]["Running"] for c in host.containers("alpha"))
     assert ids(host, "gamma")
     # check says so too, naming the file

@@ -54,7 +54,7 @@ def _fifo(root: Path) -> None:
     (_overlay_folder, "render", "stacks/a", "is a file in the base tree and a folder in hosts/h1/"),
     (_odd, "render", "stacks/a", "its name is not UTF-8"),
     (_no_compose, "stack-layout", "stacks/b", "has no compose file"),
-    (_bomb, "compose-parse", "stacks/a/compose.yaml", "alias bomb"),
+    (_bomb, "yaml-caps", "stacks/a/compose.yaml", "alias bomb"),
     (_fifo, "render", "stacks/a", "is not a regular file"),
 ], ids=["huge", "overlay-file-to-folder", "odd-name", "no-compose", "bomb-under-x", "fifo"])
 def test_render_problems_are_check_errors(tmp_path: Path, make, rule, path, words) -> None:
@@ -76,3 +76,13 @@ def test_render_problems_are_check_errors(tmp_path: Path, make, rule, path, word
         line.encode("utf-8")
     if make is _bomb:
         assert not any(p.name == "compose.yaml" and "stacks/a" in str(p) for p in validated)
+
+
+def test_an_included_bomb_never_reaches_the_validator(tmp_path: Path) -> None:
+    repo = write(tmp_path, {"stacks/a/compose.yaml": "include: [../../common/x.yml]\n" + APP,
+                            "common/x.yml": BOMB, "stacks/b/compose.yaml": APP})
+    validated: list[str] = []
+    found = check(repo, Policy(), lambda p: validated.append(p.parent.name) or "")
+    assert [(f.rule, f.path) for f in found if f.severity == "error"] == [
+        ("yaml-caps", "common/x.yml")]
+    assert validated == ["b"]  # stack a's compose file is never handed to compose

@@ -92,7 +92,7 @@ def test_lint_refuses_in_time(tmp_path: Path, text: str) -> None:
     found = lint_stack(tmp_path, "app", Path("stacks/app/docker-compose.yml"), set(),
                        lint_tree.__defaults__[0])
     print(f"lint: {time.monotonic() - started:.3f}s")
-    assert [f.rule for f in found] == ["compose-parse"]
+    assert [f.rule for f in found] == ["yaml-caps"]
     assert found[0].message.startswith("stack 'app': stacks/app/docker-compose.yml ")
 
 
@@ -102,7 +102,7 @@ def test_an_included_bomb_is_refused(tmp_path: Path) -> None:
         f"include: [extra.yml]\nservices: {{web: {{image: {SHA}}}}}\n")
     (tmp_path / "stacks/app/extra.yml").write_text(bomb(9))
     found = lint_tree(tmp_path)
-    assert any(f.rule == "compose-parse" and f.path == "stacks/app/extra.yml"
+    assert any(f.rule == "yaml-caps" and f.path == "stacks/app/extra.yml"
                and "alias bomb" in f.message for f in found)
 
 
