@@ -86,11 +86,16 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator,
                      scratch / "manifest.json")
         judged: list[Finding] | None = [] if resolve is not None else None
         proxy_network = lint._proxy_network(tmp)
+        rules = lint.lint_tree(tmp, policy, resolved=judged is not None)
         out: list[Finding] = []
+        said = [_origin(f, desired, repo, host) for f in rules]
+        out += render_findings(desired, said, host)
         for stack in desired.stacks:
             compose = tmp / stack.compose_file
-            if not compose.is_file():
-                continue
+            if not compose.is_file() or not yaml_capped(compose) or any(
+                    f.rule == "yaml-caps" and f.message.startswith(lint._who(stack.name) + ":")
+                    for f in rules):
+                continue  # over a YAML cap (also an included file): never handed to compose
             found = None
             if judged is not None and resolve is not None:
                 found = judge_offline(tmp, scratch, stack, desired, policy, proxy_network,
@@ -111,7 +116,8 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator,
                     "fix the file until `docker compose config` accepts it"), desired, repo, host))
             elif found is not None and judged is not None:
                 judged += found[0]
-        rules = lint.lint_tree(tmp, policy, resolved=judged is not None)
+        if judged is None and resolve is not None:  # compose missing: the text rules stand in
+            rules = lint.lint_tree(tmp, policy, resolved=False)
         # A bind that climbs out of the tree is already a text error (path-escape, with its
         # item's line): the resolved host-path of the same service says nothing more.
         escapes = {(f.path, f.message.split(": ", 1)[0]) for f in rules
@@ -167,14 +173,47 @@ def judge_offline(tmp: Path, scratch: Path, stack: Any, desired: DesiredState, r
     return out, resolved
 
 
-def schema_reason(compose: Path) -> str:
-    """Unknown service keys, for when `docker compose` is not there to validate."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+def render_findings(desired: DesiredState, found: list[Finding], host: str) -> list[Finding]:
+    """What fails a stack at render on the host (a link, an odd or unreadable name, a file
+    over 16 MiB, a file in one tree and a folder in the other, no usable compose file), and a
+    tree that cannot be rendered at all: errors, each naming the path. Lines the lint rules
+    already say (stack-layout, stack-name) are not repeated."""
+    said = [f.message for f in found]
+    on = f" (as host {host} renders it)" if host else ""
+    fix = "Fix the path named: the stack is not applied (and keeps running) until then."
+    out = []
+    if desired.error:
+        out.append(Finding("render", ERROR, ".", None, f"{desired.error}{on}", fix))
+    for stack in desired.stacks:
+        for problem in stack.problems:
+            if problem.startswith(("stack name ", "a stack may not be called")) or (
+                    " symlink" in problem) or any(  # rule `symlink` names every link
+                    m.endswith(problem) or f"{problem} (as host" in m for m in said):
+                continue
+            out.append(Finding("render", ERROR, stack.folder, None,
+                               f"stack {stack.name}: {problem}{on}", fix))
+    return out
+
+
+def yaml_capped(path: Path) -> bool:
+    """True when a file is within the YAML caps (yamlsafe: size, nesting, alias expansion), so
+    `docker compose config` may read it."""
+    from vigo import yamlsafe
 
     try:
-        doc = YAML(typ="safe").load(compose.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, YAMLError):
+        yamlsafe.scan(path.read_bytes().decode("utf-8", "replace"))
+    except (OSError, yamlsafe.YamlRefused):
+        return False
+    return True
+
+
+def schema_reason(compose: Path) -> str:
+    """Unknown service keys, for when `docker compose` is not there to validate."""
+    from vigo import yamlsafe
+
+    try:
+        doc = yamlsafe.load_bytes(compose.read_bytes())
+    except (OSError, yamlsafe.YamlRefused):
         return ""  # the compose-parse rule reports it, with its line
     services = doc.get("services") if isinstance(doc, dict) else None
     if not isinstance(services, dict):

@@ -240,12 +240,11 @@ def _regex(rule: object) -> str | None:
 def sops_rules(repo: Path) -> tuple[list[str | None], dict[str, str]]:
     """(path_regex of every creation rule, host -> its key) of repo/.sops.yaml; empty when it
     is missing or broken (the sops-coverage rule of vigo check reports that)."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+    from vigo import yamlsafe
 
     try:
-        doc = YAML(typ="safe").load((repo / ".sops.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, YAMLError):
+        doc = yamlsafe.load_bytes((repo / ".sops.yaml").read_bytes())
+    except (OSError, yamlsafe.YamlRefused):
         return [], {}
     rules = doc.get("creation_rules") if isinstance(doc, dict) else None
     if not isinstance(rules, list):
@@ -475,14 +474,13 @@ def _view(repo: Path, desired, stack, change: str) -> StackView:
 def _images(path: Path | None) -> list[tuple[str, str]]:
     """(service, image as written) of a compose file; [] when it does not parse (the
     compose-parse rule says why)."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+    from vigo import yamlsafe
 
     if path is None:
         return []
     try:
-        doc = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, YAMLError):
+        doc = yamlsafe.load_bytes(path.read_bytes())
+    except (OSError, yamlsafe.YamlRefused):
         return []
     services = doc.get("services") if isinstance(doc, dict) else None
     if not isinstance(services, dict):

@@ -210,8 +210,7 @@ def bootstrap(opts: BootstrapOptions, say: Say, systemd: Systemd,
     write_settings = not opts.config.exists()
     try:
         if write_settings:
-            text = settings_text(_values(opts, env))
-            settings = _load_text(text, env)
+            text, settings = settings_to_write(opts, env)
         else:
             text = ""
             settings = config.load(opts.config, env)
@@ -445,6 +444,17 @@ def _deploy_key_step(opts: BootstrapOptions, settings: Settings, say: Say, runne
               "public half to the infra repo as a read-only deploy key:")
     say(INFO, f"  {text}")
     return created
+
+
+def settings_to_write(opts: BootstrapOptions, environ: Mapping[str, str]
+                      ) -> tuple[str, Settings]:
+    """The settings file bootstrap writes, and what it loads as. `host` is always written (the
+    machine's name when --host is not given): a later rename of the machine must not switch the
+    hosts/<host>/ overlay, and prune its stacks, on its own."""
+    values = _values(opts, environ)
+    settings = _load_text(settings_text(values), environ)
+    values.setdefault("host", settings.host)
+    return settings_text(values), settings
 
 
 def _load_text(text: str, environ: Mapping[str, str]) -> Settings:

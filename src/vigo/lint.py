@@ -27,10 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
-from vigo import rollout
+from vigo import render, rollout, yamlsafe
 from vigo.model import COMPOSE_NAMES, PROXY
 from vigo.policy import Policy
 
@@ -58,6 +55,8 @@ _STRICT = Policy()
 
 RULES: dict[str, str] = {
     "compose-parse": "a compose file is YAML with a top-level `services` mapping of mappings",
+    "yaml-caps": "YAML aliases expand to at most 100,000 nodes, nest at most 64 levels, a file "
+    "is at most 256 KiB (never handed to `docker compose` otherwise)",
     "compose-key": "a compose file has no unknown top-level key (x-* extensions are fine)",
     "service-image": "every service names an image",
     "image-pinned": "images are pinned to a sha-<hex> tag or an @sha256 digest",
@@ -72,7 +71,6 @@ RULES: dict[str, str] = {
     "host-path": "no absolute host path outside the allowlist",
     "remote-include": "no remote include or extends (git, oci, http)",
     "build": "no build: images come from a registry",
-    "env-file": "env_file is the stack's own, env/global.env or env/<stack>.env (label_file: own)",
     "project-name": "no top-level name: vigo owns the project name",
     "container-name": "no container_name: vigo owns container identity",
     "traefik-router-unique": "Traefik router names are unique across stacks",
@@ -83,8 +81,13 @@ RULES: dict[str, str] = {
     "traefik-dashboard": "the Traefik API is not insecure and the dashboard sits behind a router",
     "overlay-shape": "hosts/<name>/ overlays hold only proxy/, stacks/ and env/",
     "symlink": "no symbolic links anywhere in the repo",
-    "stack-layout": "each stack folder has exactly one of docker-compose.yml, compose.yaml",
+    "stack-layout": "each stack folder has exactly one compose file (any name compose accepts), "
+    "no override file",
     "stack-name": "stack names are valid compose project names and not `proxy`",
+    "render": "every path renders: no odd, unreadable or looping name, no file over 16 MiB, "
+    "no file that an overlay turns into a folder (or the reverse)",
+    "env-file": "a stack's env files are env/global.env, env/<stack>.env or files in its own "
+    "folder; include/extends files are in its own folder",
     "rollout": "routed services with a healthcheck can run two containers at once (warning)",
     "registries": "env/registries.env holds complete NAME_REGISTRY/_USERNAME/_PASSWORD groups",
 }
@@ -217,7 +220,8 @@ _STACK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 def _discover(root: Path) -> tuple[list[tuple[str, str]], list[Finding]]:
-    """(stack, compose file) of the proxy and of every stacks/<name>/, plus layout findings."""
+    """(stack, compose file) of the proxy and of every stacks/<name>/, plus layout findings.
+    Which compose file a folder has is render.compose_problems' decision (one home for it)."""
     folders = [(PROXY, "proxy")]
     stacks = root / "stacks"
     if stacks.is_dir():
@@ -237,18 +241,26 @@ def _discover(root: Path) -> tuple[list[tuple[str, str]], list[Finding]]:
             )
             fix = f"Rename the folder {folder}/ (and env/{name}.env) to a valid name."
             findings.append(Finding("stack-name", ERROR, folder, None, what, fix))
-        present = [n for n in COMPOSE_NAMES if (root / folder / n).is_file()]
-        if len(present) > 1:
-            what = f"{where}: both {folder}/docker-compose.yml and {folder}/compose.yaml exist"
-            fix = "Keep one compose file per stack and delete the other."
-            findings.append(Finding("stack-layout", ERROR, folder, None, what, fix))
-        elif not present:
-            others = sorted(p.name for p in (root / folder).glob("*compose*.y*ml"))
-            hint = f" (found {', '.join(others)})" if others else ""
-            what = f"{where}: {folder}/ has no docker-compose.yml or compose.yaml{hint}; skipped"
-            fix = f"Add {folder}/docker-compose.yml or remove the folder."
+        if folder == "proxy" and not (root / folder).is_dir():
+            what = f"{where}: there is no proxy/ folder with a compose file; skipped"
+            fix = f"Add proxy/{COMPOSE_NAMES[0]} (the Traefik proxy) or ignore this warning."
             findings.append(Finding("stack-layout", WARNING, folder, None, what, fix))
-        else:
+            continue
+        try:
+            entries = {f"{folder}/{e.name}" + ("/" if e.is_dir() else "")
+                       for e in (root / folder).iterdir()}
+        except OSError as exc:
+            what = f"{where}: {folder}/ cannot be read ({exc.strerror or exc})"
+            fix = f"Fix the owner and permissions of {folder}/."
+            findings.append(Finding("stack-layout", ERROR, folder, None, what, fix))
+            continue
+        problems = render.compose_problems(folder, entries)
+        for what in problems:
+            fix = ("Keep exactly one compose file per stack, named as compose names it "
+                   f"({', '.join(COMPOSE_NAMES)}); no override file.")
+            findings.append(Finding("stack-layout", ERROR, folder, None, f"{where}: {what}", fix))
+        present = [n for n in COMPOSE_NAMES if f"{folder}/{n}" in entries]
+        if len(present) == 1:
             targets.append((name, f"{folder}/{present[0]}"))
     return targets, findings
 
@@ -263,8 +275,8 @@ def _proxy_network(root: Path) -> str:
         path = root / "proxy" / name
         if path.is_file():
             try:
-                doc = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, YAMLError):
+                doc = yamlsafe.load_bytes(path.read_bytes())
+            except (OSError, yamlsafe.YamlRefused):
                 break
             default = _mapping(_mapping(_mapping(doc).get("networks")).get("default"))
             return str(default.get("name") or DEFAULT_PROXY_NETWORK)
@@ -308,15 +320,16 @@ def _parse(root: Path, rel: str, stack: str) -> tuple[Any, Finding | None]:
         return None, Finding("compose-parse", ERROR, rel, line, f"{_who(stack)}: {what}", fix)
 
     try:
-        doc = YAML(typ="rt").load((root / rel).read_text(encoding="utf-8"))
+        doc = yamlsafe.load_bytes((root / rel).read_bytes())
     except OSError as exc:
         return problem(None, f"cannot read {rel}: {exc.strerror or exc}")
-    except UnicodeDecodeError:
-        return problem(None, f"{rel} is not UTF-8 text")
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return problem(mark.line + 1 if mark else None, f"{rel} is not valid YAML: {what}")
+    except yamlsafe.YamlRefused as exc:  # invalid YAML, or over a cap: an alias bomb, 64 levels
+        found = problem(exc.line, f"{rel} {exc.what}")
+        if exc.cap:  # check.py: such a file never reaches `docker compose`
+            fix = ("Remove the alias bomb or flatten the file: it is over a cap of vigo's YAML "
+                   "loader (aliases, nesting, size).")
+            found = (None, Finding("yaml-caps", ERROR, rel, exc.line, found[1].message, fix))
+        return found
     if not isinstance(doc, dict):
         return problem(1, f"{rel} is not a YAML mapping")
     if not isinstance(doc.get("services"), dict):
@@ -464,10 +477,9 @@ _REMOTE = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*://|git@|github\.com/)")
 @stack_rule
 def _paths(cf: ComposeFile) -> Iterator[Finding]:
     for service, what, raw, line, _follow in _path_fields(cf.doc):
-        if what.endswith(("env_file", "label_file")):
-            yield from _check_env_file(cf, service, what, raw, line)
-        else:
-            yield from _check_path(cf, service, what, raw, line)
+        if what.endswith(("env_file", "label_file")) and isinstance(raw, str) and "$" in raw:
+            continue  # a variable file name: rule env-file (_env_file_scope) refuses it
+        yield from _check_path(cf, service, what, raw, line)
     for name, svc, _ in _services(cf.doc):
         if "build" in svc and not cf.resolved:
             what = "`build:` builds the image on the host"
@@ -508,30 +520,6 @@ def _check_path(
     elif not value.startswith("/") and _escapes(posixpath.join(cf.folder, value)):
         problem = "resolves outside the repo tree"
         yield _finding(cf, "path-escape", line, service, f"{what} '{raw}' {problem}", inside)
-
-
-def _check_env_file(
-    cf: ComposeFile, service: str | None, what: str, raw: object, line: int | None
-) -> Iterator[Finding]:
-    """An env_file (or label_file) is one of the stack's own files, env/global.env or
-    env/<stack>.env: another stack's secrets would reach it without being its own."""
-    found = [f for f in _check_path(cf, service, what, raw, line) if f.severity == ERROR]
-    if found or not isinstance(raw, str) or not raw:
-        yield from found
-        return
-    value = _resolve(raw, cf.env_keys)
-    own = "proxy" if cf.is_proxy else f"stacks/{cf.stack}"
-    allowed = {"env/global.env", f"env/{cf.stack}.env"} if what.endswith("env_file") else set()
-    fix = (f"Read only files of {own}/" + (f", env/global.env or env/{cf.stack}.env" if allowed
-                                           else "") + ", written literally.")
-    if value is None:
-        problem = "depends on variables unknown offline; another stack's secrets could be read"
-        yield _finding(cf, "env-file", line, service, f"{what} '{raw}' {problem}", fix)
-        return
-    target = posixpath.normpath(posixpath.join(cf.folder, value))
-    if target not in allowed and not _under(target, own):
-        problem = f"reads {target}, which is not the stack's own"
-        yield _finding(cf, "env-file", line, service, f"{what} '{raw}' {problem}", fix)
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -916,10 +904,11 @@ def _creation_rules(repo: Path) -> tuple[list[re.Pattern | None] | None, list[Fi
     if not path.is_file():
         return problem(None, "there is no .sops.yaml at the repo root, so no env file is covered")
     try:
-        doc = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, YAMLError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        return problem(mark.line + 1 if mark else None, ".sops.yaml cannot be parsed")
+        doc = yamlsafe.load_bytes(path.read_bytes())
+    except OSError:
+        return problem(None, ".sops.yaml cannot be read")
+    except yamlsafe.YamlRefused as exc:
+        return problem(exc.line, f".sops.yaml cannot be parsed: it {exc.what}")
     rules = _mapping(doc).get("creation_rules")
     if not isinstance(rules, list):
         return problem(1, ".sops.yaml has no creation_rules list")
@@ -1158,3 +1147,55 @@ def _rel(root: Path, path: Path) -> str:
 
 def _sorted(findings: Iterable[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (f.path, f.line or 0, f.rule, f.message))
+
+
+# --- rule: env files and included files stay the stack's own ---------------------------------
+
+
+@stack_rule
+def _env_file_scope(cf: ComposeFile) -> Iterator[Finding]:
+    """`env_file: ../../env/${X:-db}.env` or `../../env/other.env` hands another stack's secrets
+    to this one, without registering them for masking or redeploys; an `include:`/`extends:`
+    of another stack's file pulls in its env files and changes it without redeploying this one.
+    A stack reads env/global.env, env/<stack>.env and files of its own folder only."""
+    own = {"env/global.env", f"env/{cf.stack}.env"}
+    folder = PROXY if cf.is_proxy else f"stacks/{cf.stack}"
+    for service, what, raw, line, follow in _path_fields(cf.doc):
+        if not isinstance(raw, str) or not raw or not (
+                follow or what in ("env_file", "label_file", "include env_file")):
+            continue
+        if "$" in raw:
+            problem = (f"{what} '{raw}' is chosen by a variable: vigo cannot know which file it "
+                       "reads (another stack's secrets?)")
+            fix = (f"Write the path literally: ../../env/{cf.stack}.env, ../../env/global.env "
+                   "or a file in the stack's folder.")
+            yield _finding(cf, "env-file", line, service, problem, fix)
+            continue
+        if raw.startswith(("/", "~")) or _REMOTE.match(raw):
+            continue  # rules host-path and remote-include
+        target = posixpath.normpath(posixpath.join(cf.folder, raw))
+        if _escapes(target) or target.startswith(folder + "/"):
+            continue  # rule path-escape; or the stack's own file
+        if follow and not target.startswith(("stacks/", "proxy/", "env/")):
+            continue  # a shared fragment outside every stack (common/db.yml)
+        if follow:
+            problem = (f"{what} '{raw}' is {target}, a file of another stack: the env files and "
+                       "paths it names are that stack's, and its changes would not redeploy "
+                       "this one")
+            fix = f"Copy what is needed into {folder}/ (or into a shared folder such as common/)."
+        elif target in own and what != "label_file":
+            continue
+        elif target in own:
+            problem = (f"{what} '{raw}' is {target}: labels are no place for the stack's "
+                       "secrets (every `docker inspect` shows them)")
+            fix = f"Keep label files in {folder}/, in plain text."
+        elif target.startswith("env/"):
+            problem = (f"{what} '{raw}' is {target}, another stack's env file: a stack may use "
+                       f"env/global.env and env/{cf.stack}.env only")
+            fix = (f"Move the variables it needs into env/{cf.stack}.env (or env/global.env "
+                   "for every stack).")
+        else:
+            problem = (f"{what} '{raw}' is {target}, outside the stack's folder: a stack may use "
+                       f"env/global.env, env/{cf.stack}.env and files of {folder}/ only")
+            fix = f"Move the file into {folder}/ or its variables into env/{cf.stack}.env."
+        yield _finding(cf, "env-file", line, service, problem, fix)

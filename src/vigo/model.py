@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 
 PROXY = "proxy"
-COMPOSE_NAMES = ("docker-compose.yml", "compose.yaml")  # a stack's compose file, in this order
+# The compose file names compose itself looks for, in its order of preference, and the override
+# files it would merge on top (vigo refuses those: it passes one file, see render.py).
+# (compose v2.40 picks, of several, the first of this list; vigo refuses more than one.)
+COMPOSE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
+OVERRIDE_NAMES = ("compose.override.yml", "compose.override.yaml",
+                  "docker-compose.override.yml", "docker-compose.override.yaml")
 
 # Labels vigo puts on every container it deploys (through a generated compose override).
 LABEL_STACK = "io.vigo.stack"
@@ -62,6 +67,9 @@ class DesiredState:
     stacks: tuple[Stack, ...]
     blocked: frozenset[str] = frozenset()  # paths not copied (their stack failed render)
     warnings: tuple[str, ...] = ()
+    has_overlay: bool = False  # hosts/<host>/ holds anything
+    overlay_stacks: frozenset[str] = frozenset()  # stacks only hosts/<host>/ has
+    error: str = ""  # the tree cannot be rendered (an unreadable stacks/): the run changes nothing
 
     def stack(self, name: str) -> Stack | None:
         return next((s for s in self.stacks if s.name == name), None)

@@ -172,3 +172,34 @@ def plan(
         else:
             actions.append(Action(name, REMOVE, ("no longer in the repo",)))
     return Plan(revision=desired.revision, actions=tuple(actions), refusal=refusal)
+
+
+def overlay_record(desired: DesiredState) -> dict[str, object]:
+    """What an applied run remembers of its host overlay, for `guard_overlay` next time."""
+    if not desired.has_overlay:
+        return {}
+    return {"host": desired.host, "stacks": sorted(desired.overlay_stacks)}
+
+
+def guard_overlay(the_plan: Plan, desired: DesiredState, last: Mapping[str, object] | None,
+                  options: Options = Options()) -> Plan:
+    """No prune on a changed host: when the last applied run had a hosts/<host>/ overlay and
+    this tree has none (the machine's host name changed, the folder was renamed or lost), the
+    stacks only that overlay had are kept, and the run is refused (exit 1), unless
+    --allow-empty confirms it."""
+    last = last if isinstance(last, Mapping) else {}  # a hand-edited state file: no guard
+    stacks = last.get("stacks")
+    if options.allow_empty or desired.has_overlay or not isinstance(stacks, list):
+        return the_plan
+    was = str(last.get("host") or "")
+    kept = {a.stack for a in the_plan.actions if a.kind == REMOVE and a.stack in stacks}
+    if not kept:
+        return the_plan
+    why = (f"hosts/{desired.host}/ does not exist, but the last apply ran with hosts/{was}/ "
+           f"and its stack(s) {', '.join(sorted(kept))}: not pruning them (a renamed machine "
+           f"must not take its sites down); if this host is {was}, set host = \"{was}\" in the "
+           "settings; if the overlay was removed on purpose, run `vigo apply --allow-empty` once")
+    actions = tuple(Action(a.stack, KEEP, (f"not pruned: hosts/{desired.host}/ is missing",))
+                    if a.stack in kept else a for a in the_plan.actions)
+    refusal = "; ".join(r for r in (the_plan.refusal, why) if r)
+    return Plan(revision=the_plan.revision, actions=actions, refusal=refusal)

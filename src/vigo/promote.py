@@ -120,6 +120,12 @@ def _round_trip(text: str, where: str) -> Any:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
+    from vigo import yamlsafe
+
+    try:
+        yamlsafe.scan(text)  # an alias bomb, 64 levels: refused before ruamel builds it
+    except yamlsafe.YamlRefused as exc:
+        raise PromoteError(f"{where} {exc.what}") from None
     try:
         doc = YAML(typ="rt").load(text)
     except YAMLError as exc:

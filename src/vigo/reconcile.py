@@ -55,7 +55,7 @@ from vigo.model import (
     Stack,
     StackResult,
 )
-from vigo.plan import needs_resolve, plan
+from vigo.plan import guard_overlay, needs_resolve, overlay_record, plan
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_SOURCE, EXIT_LOCKED = 0, 1, 2, 3, 75
 PARALLEL = 4
@@ -237,6 +237,10 @@ class Reconciler:
         desired = render.render(s.checkout, s.host, rev)
         for w in desired.warnings:
             self._warn(report, w)
+        if desired.error:  # stacks may be hidden: nothing is pruned, nothing changes
+            report.exit_code, report.error = EXIT_FAILED, self.masker(desired.error)
+            self.emit(f"render: {report.error}; nothing changed")
+            return None
         return desired
 
     def _trusted(self, report: Report, fetched: str, accepted: str,
@@ -316,6 +320,8 @@ class Reconciler:
             return
         the_plan, observed, resolved = result
         report.plan = the_plan
+        if not the_plan.refusal:  # what guard_overlay compares the next run with
+            st["overlay"] = overlay_record(desired)
         self._execute(report, the_plan, desired, observed, resolved, st, paths)
 
     def _prepare(self, report: Report, desired: DesiredState, st: dict[str, Any], paths: Paths,
@@ -332,6 +338,9 @@ class Reconciler:
         candidates = needs_resolve(desired, observed, records, options.force)
         failures = self._secrets(desired, candidates, st, paths,
                                  persist=persist and not options.force)
+        # YAML over the caps (an alias bomb): failed before it reaches the runtime or compose
+        failures.update(render.yaml_problems(desired, [n for n in candidates
+                                                       if n not in failures]))
         self._render_runtime(report, desired, paths, failures)
         if any(s.name == PROXY for s in desired.stacks):
             err = fs.ensure_private_file(paths.runtime / ACME_JSON, paths.runtime)
@@ -357,8 +366,9 @@ class Reconciler:
                 else:
                     resolved[name] = res
         failures.update(self._links(resolved, paths, set(desired.env_files)))
-        return (plan(desired, observed, records, resolved, failures, options),
-                observed, resolved)
+        the_plan = guard_overlay(plan(desired, observed, records, resolved, failures, options),
+                                 desired, st.get("overlay"), options)
+        return the_plan, observed, resolved
 
     def _policy(self, desired: DesiredState, names: list[str], paths: Paths) -> dict[str, str]:
         """The text rules of `vigo check` that need no resolved model (pinned images, Traefik
@@ -439,6 +449,15 @@ class Reconciler:
         broken = {s.name for s in desired.stacks if s.problems} | set(failures)
         keep = {rel for s in desired.stacks if s.name in broken for rel in s.files}
         keep |= set(desired.blocked)
+        # ... all of them, also those render cannot see now (an unreadable or odd-named folder,
+        # a compose file turned into a folder): every path vigo wrote under a broken folder.
+        folders = tuple(s.folder + "/" for s in desired.stacks if s.name in broken)
+        try:
+            written = fs.read_json(paths.manifest) if folders else None
+        except (OSError, ValueError):  # sync_tree says so
+            written = None
+        keep |= {rel for rel in (written if isinstance(written, dict) else {})
+                 if rel.startswith(folders)}
         links = {rel: paths.secrets / rel for rel in desired.env_files}
         synced = fs.sync_tree(paths.runtime, desired.files, links, keep, paths.manifest)
         if synced.warning:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from vigo.model import COMPOSE_NAMES, PROXY, DesiredState, Stack
+from vigo.model import COMPOSE_NAMES, OVERRIDE_NAMES, PROXY, DesiredState, Stack
 
 # Bump when what vigo generates around a stack changes, so every stack is applied once again.
 RENDER_VERSION = "1"
@@ -20,6 +21,9 @@ SKIP_DIRS = {".git"}
 # disk, the runtime tree and the digests every run computes.
 MAX_FILE_SIZE = 16 * 1024 * 1024
 GITMODULES_WARNING = ".gitmodules: submodules are never fetched; ignored"
+# Folders deeper than this under the repo root are refused (no config tree is that deep; the
+# walk never recurses, so a deeper one cannot crash a run).
+MAX_DEPTH = 32
 
 
 def owner(path: str) -> str | None:
@@ -41,34 +45,99 @@ def is_env_file(path: str) -> bool:
     return len(parts) == 2 and parts[0] == "env" and parts[1].endswith(".env")
 
 
-def _walk(root: Path) -> tuple[dict[str, Path], dict[str, str]]:
-    """Every file under root (relative POSIX path -> absolute path) and the refused ones."""
+def shown(rel: str) -> str:
+    """A path as a line may print it: bytes that are not UTF-8 and control characters (a newline
+    in a file name) escaped, so no name can break or forge an output line."""
+    text = os.fsencode(rel).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def _odd_name(name: str) -> str:
+    """Why a file name cannot be rendered ('' when it can)."""
+    if any("\udc80" <= c <= "\udcff" for c in name):
+        return "its name is not UTF-8"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "its name holds a control character (a newline, a tab, ...)"
+    return ""
+
+
+def _walk(root: Path) -> tuple[dict[str, Path], dict[str, str], set[str]]:
+    """Every file under root (relative POSIX path -> absolute path), the refused paths (-> why)
+    and which of the refused are folders. Never follows a link to a folder, never recurses
+    (a tree MAX_DEPTH deep is refused), never raises for what it finds."""
     files: dict[str, Path] = {}
     refused: dict[str, str] = {}
+    refused_dirs: set[str] = set()
     real_root = root.resolve()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
-        base = Path(dirpath)
-        for name in [*dirnames, *filenames]:
-            path = base / name
-            rel = path.relative_to(root).as_posix()
-            if not path.is_symlink():
-                if name in filenames:
+    pending: list[tuple[Path, str, int]] = [(root, "", 0)]
+    while pending:
+        folder, rel_dir, depth = pending.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            where = f"{shown(rel_dir)}/" if rel_dir else "the repo"
+            refused[rel_dir] = (f"{where} cannot be read ({exc.strerror or exc}): fix its owner "
+                                "and permissions")
+            refused_dirs.add(rel_dir)
+            continue
+        for entry in entries:
+            name = entry.name
+            if name in SKIP_DIRS:
+                continue
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            path = Path(entry.path)
+            odd = _odd_name(name)
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if odd:
+                    refused[rel] = f"{shown(rel)}: {odd}; rename it"
+                elif entry.is_symlink():
+                    _link(path, rel, real_root, files, refused)
+                elif is_dir:
+                    if depth + 1 >= MAX_DEPTH:
+                        refused[rel] = (f"{shown(rel)}/: folders nest more than {MAX_DEPTH} "
+                                        "levels deep; flatten the tree")
+                    else:
+                        pending.append((path, rel, depth + 1))
+                        continue
+                elif entry.is_file(follow_symlinks=False):
                     files[rel] = path
                     _check_size(path, rel, files, refused)
-                continue
-            target = path.resolve()
-            if not target.is_relative_to(real_root):
-                refused[rel] = f"{rel} is a symlink that points outside the repo"
-            elif target.is_dir():
-                refused[rel] = f"{rel} is a symlink to a folder (not supported: copy the files)"
-            elif target.is_file():
-                files[rel] = target
-                _check_size(target, rel, files, refused)
-            else:
-                refused[rel] = f"{rel} is a broken symlink"
-        dirnames[:] = [d for d in dirnames if not (base / d).is_symlink()]
-    return files, refused
+                else:
+                    refused[rel] = (f"{rel} is not a regular file (a FIFO, socket or device); "
+                                    "remove it")
+            except OSError as exc:
+                refused[rel] = f"{shown(rel)} cannot be read ({exc.strerror or exc})"
+                is_dir = False
+            if rel in refused and is_dir:
+                refused_dirs.add(rel)
+    return files, refused, refused_dirs
+
+
+def _link(path: Path, rel: str, real_root: Path, files: dict[str, Path],
+          refused: dict[str, str]) -> None:
+    try:
+        target = path.resolve(strict=True)
+    except FileNotFoundError:
+        refused[rel] = f"{rel} is a broken symlink"
+        return
+    except RuntimeError:  # a loop of links (Python before 3.13)
+        refused[rel] = f"{rel} is a symlink loop"
+        return
+    except OSError as exc:
+        refused[rel] = (f"{rel} is a symlink loop" if exc.errno == errno.ELOOP
+                        else f"{rel} is a symlink that cannot be followed ({exc.strerror})")
+        return
+    if not target.is_relative_to(real_root):
+        refused[rel] = f"{rel} is a symlink that points outside the repo"
+    elif target.is_dir():
+        refused[rel] = f"{rel} is a symlink to a folder (not supported: copy the files)"
+    elif target.is_file():
+        files[rel] = target
+        _check_size(target, rel, files, refused)
+    else:
+        refused[rel] = f"{rel} is a symlink to something that is not a regular file"
 
 
 def _check_size(path: Path, rel: str, files: dict[str, Path], refused: dict[str, str]) -> None:
@@ -88,10 +157,11 @@ def digest(path: Path) -> str:
 
 
 def render(checkout: Path, host: str, revision: str) -> DesiredState:
-    all_files, refused = _walk(checkout)
+    all_files, refused, refused_dirs = _walk(checkout)
     files: dict[str, Path] = {}
     overlay: dict[str, Path] = {}
     warnings: list[str] = []
+    errors: list[str] = []
     prefix = f"hosts/{host}/"
     for rel, src in all_files.items():
         if rel == ".gitmodules":  # git never recurses into submodules for vigo
@@ -103,24 +173,37 @@ def render(checkout: Path, host: str, revision: str) -> DesiredState:
                 if inner.startswith(OVERLAY_ROOTS):
                     overlay[inner] = src
                 else:
-                    warnings.append(f"{rel}: ignored (a host overlay holds only proxy/, stacks/ "
-                                    "and env/)")
+                    warnings.append(f"{shown(rel)}: ignored (a host overlay holds only proxy/, "
+                                    "stacks/ and env/)")
             continue
         files[rel] = src
+    base = set(files)
     files.update(overlay)
     for rel, why in _clashes(files, overlay, prefix).items():  # refused like a bad symlink
         del files[rel]
         refused[rel] = why
+    digests: dict[str, str] = {}
+    for rel, src in list(files.items()):
+        try:
+            digests[rel] = digest(src)
+        except OSError as exc:  # unreadable (EACCES, EIO): refused like a bad symlink
+            del files[rel]
+            refused[(prefix + rel) if rel in overlay else rel] = (
+                f"{shown(prefix + rel if rel in overlay else rel)} cannot be read "
+                f"({exc.strerror or exc}): fix its owner and permissions")
     problems: dict[str, list[str]] = {}
     blocked: set[str] = set()
     for rel, why in refused.items():
         inner = rel[len(prefix):] if rel.startswith(prefix) else rel
-        if rel.startswith("hosts/") and not rel.startswith(prefix):
+        if rel.startswith("hosts/") and not rel.startswith(prefix) and rel != prefix[:-1]:
             continue
-        name = owner(inner)
+        is_dir = rel in refused_dirs
+        name = owner(inner + "/x" if is_dir else inner)
         if name is None and inner.startswith("env/global"):
             name = "*"
-        if name is None:
+        if name is None and is_dir and _holds_stacks(inner, prefix):
+            errors.append(why)  # stacks may hide in it: the run changes nothing
+        elif name is None:
             if f"{why}: not copied" not in warnings:  # a clash refuses two paths, says it once
                 warnings.append(f"{why}: not copied")
         else:
@@ -128,14 +211,11 @@ def render(checkout: Path, host: str, revision: str) -> DesiredState:
                 problems[name].append(why)
             blocked.add(inner)
     env_files = {rel: src for rel, src in files.items() if is_env_file(rel)}
-    digests = {rel: digest(src) for rel, src in files.items()}
-    found = _find_stacks(files)
-    for name in problems:
-        # A stack whose compose file was refused still exists: it fails, it is never pruned.
-        if name not in found and name != "*" and any(
-                owner(rel) == name and not is_env_file(rel) for rel in blocked):
-            found[name] = ("proxy" if name == PROXY else f"stacks/{name}") + "/docker-compose.yml"
-    stacks = [_stack(name, cf, files, env_files, digests, problems) for name, cf in found.items()]
+    found = _find_stacks(files, blocked)
+    stacks = [_stack(name, cf, files, env_files, digests, problems, blocked)
+              for name, cf in found.items()]
+    overlay_only = frozenset(s.name for s in stacks
+                             if not any(rel.startswith(s.folder + "/") for rel in base))
     return DesiredState(
         revision=revision,
         host=host,
@@ -144,7 +224,17 @@ def render(checkout: Path, host: str, revision: str) -> DesiredState:
         stacks=tuple(sorted(stacks, key=lambda s: (s.name != PROXY, s.name))),
         blocked=frozenset(blocked),
         warnings=tuple(warnings),
+        has_overlay=bool(overlay) or any(r.startswith(prefix) for r in all_files),
+        overlay_stacks=overlay_only,
+        error="; ".join(errors),
     )
+
+
+def _holds_stacks(inner: str, prefix: str) -> bool:
+    """A folder that holds (or is) where stacks and env files live: unreadable, it would hide
+    stacks, and a hidden stack must never look removed."""
+    return inner in ("", "stacks", "env", "hosts", prefix[:-1], prefix + "stacks",
+                     prefix + "env")
 
 
 def _clashes(files: Mapping[str, Path], overlay: Mapping[str, Path], prefix: str
@@ -164,36 +254,41 @@ def _clashes(files: Mapping[str, Path], overlay: Mapping[str, Path], prefix: str
     return out
 
 
-def _find_stacks(files: Mapping[str, Path]) -> dict[str, str]:
-    """stack name -> compose file, for proxy/ and every stacks/<name>/."""
-    folders: dict[str, list[str]] = {}
-    for rel in files:
+def _find_stacks(files: Mapping[str, Path], blocked: set[str]) -> dict[str, str]:
+    """stack name -> compose file, for proxy/ and every stacks/<name>/ that holds anything
+    (a file, or a refused path): a folder without a usable compose file is a failing stack,
+    never a removed one. Its compose file is the first of COMPOSE_NAMES present (more than one
+    is a problem of the stack), else the name it would have."""
+    folders: dict[str, set[str]] = {}
+    for rel in [*files, *(b + "/" for b in blocked)]:  # a blocked stacks/<name>: a folder
         parts = rel.split("/")
-        if parts[0] == "proxy" and len(parts) == 2 and parts[1] in COMPOSE_NAMES:
-            folders.setdefault(PROXY, []).append(rel)
-        elif parts[0] == "stacks" and len(parts) == 3 and parts[2] in COMPOSE_NAMES:
-            folders.setdefault(parts[1], []).append(rel)
-    # proxy/ always wins over a stacks/proxy/ (which is reported as a problem of the proxy).
-    return {name: sorted(found, key=lambda r: (r.startswith("stacks/"),
-                                               COMPOSE_NAMES.index(r.rsplit("/", 1)[1])))[0]
-            for name, found in folders.items()}
+        if parts[0] == "proxy" and len(parts) >= 2:
+            folders.setdefault(PROXY, set()).add("proxy")
+        elif parts[0] == "stacks" and len(parts) >= 3:
+            folders.setdefault(parts[1], set()).add(f"stacks/{parts[1]}")
+    out = {}
+    for name, where in folders.items():
+        folder = sorted(where)[0]  # proxy/ wins over stacks/proxy/ (a problem of the proxy)
+        present = [f"{folder}/{n}" for n in COMPOSE_NAMES
+                   if f"{folder}/{n}" in files or f"{folder}/{n}" in blocked]
+        out[name] = present[0] if present else f"{folder}/{COMPOSE_NAMES[0]}"
+    return out
 
 
 def _stack(name: str, compose_file: str, files: Mapping[str, Path],
            env_files: Mapping[str, Path], digests: Mapping[str, str],
-           problems: Mapping[str, list[str]]) -> Stack:
+           problems: Mapping[str, list[str]], blocked: set[str]) -> Stack:
     folder = compose_file.rsplit("/", 1)[0] + "/"
     own = tuple(sorted(rel for rel in files if rel.startswith(folder)))
     issues = list(problems.get(name, [])) + list(problems.get("*", []))
     if name != PROXY and not STACK_NAME.match(name):
         issues.append(f"stack name {name!r} is not a valid compose project name "
                       "(use lowercase letters, digits, '-' and '_')")
-    if name == PROXY and any(rel.startswith("stacks/proxy/") for rel in files):
+    if name == PROXY and any(rel.startswith("stacks/proxy/") for rel in [*files, *blocked]):
         issues.append("a stack may not be called 'proxy' (that is the proxy's project name)")
-    composes = [rel for rel in own if rel.count("/") == folder.count("/")
-                and rel.rsplit("/", 1)[1] in COMPOSE_NAMES]
-    if len(composes) > 1:
-        issues.append(f"{' and '.join(composes)} both exist: keep one compose file")
+    if folder[:-1] not in blocked:  # an unreadable folder says so, once
+        issues += compose_problems(folder[:-1], set(own) | {b for b in blocked
+                                                            if b.startswith(folder)})
     interpolation = tuple(p for p in ("env/global.env", f"env/{name}.env") if p in env_files)
     text = _read_text(files[compose_file]) if compose_file in files else ""
     mentioned = tuple(rel for rel in env_files if rel not in interpolation
@@ -209,8 +304,61 @@ def _stack(name: str, compose_file: str, files: Mapping[str, Path],
                  problems=tuple(issues))
 
 
+def compose_problems(folder: str, paths: set[str]) -> list[str]:
+    """What is wrong with the compose files of a stack folder (repo-relative paths of everything
+    in it): none usable, a folder named like one, more than one, an override compose would merge.
+    The one home of compose file discovery (lint and check call it too)."""
+    top = {rel[len(folder) + 1:].split("/", 1)[0]: "/" in rel[len(folder) + 1:] for rel in paths}
+    main = [f"{folder}/{n}" for n in COMPOSE_NAMES if n in top and not top[n]]
+    out = [f"{folder}/{n} is a folder, not a compose file: make it a file"
+           for n in (*COMPOSE_NAMES, *OVERRIDE_NAMES) if top.get(n)]
+    if len(main) > 1:
+        out.append(f"{' and '.join(sorted(main))} {'both' if len(main) == 2 else 'all'} exist: "
+                   "keep one compose file")
+    elif not main and not out:
+        out.append(f"{folder}/ has no compose file ({', '.join(COMPOSE_NAMES)}): add one, or "
+                   "remove the folder to remove the stack (its containers keep running until "
+                   "then)")
+    for n in OVERRIDE_NAMES:
+        if n in top and not top[n]:
+            out.append(f"{folder}/{n}: compose would merge this override file and vigo does "
+                       f"not: fold it into {main[0] if main else 'the compose file'}, or use a "
+                       "hosts/<host>/ overlay")
+    return out
+
+
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(errors="replace")
     except OSError:
         return ""
+
+
+def yaml_problems(desired: DesiredState, names: list[str]) -> dict[str, str]:
+    """Stacks (of `names`) with a YAML file over the caps of yamlsafe (an alias bomb, 64 levels
+    of nesting, a compose file over its size limit): they fail before `docker compose` reads
+    them (compose expands every alias; seen at 19 GB). Only for stacks that may change, so an
+    idle run parses nothing."""
+    from vigo import yamlsafe
+
+    out: dict[str, str] = {}
+    for name in names:
+        stack = desired.stack(name)
+        if stack is None:
+            continue
+        for rel in stack.files:
+            if not rel.endswith((".yml", ".yaml")) or rel not in desired.files:
+                continue
+            compose = rel.rsplit("/", 1)[1] in (*COMPOSE_NAMES, *OVERRIDE_NAMES)
+            try:
+                data = desired.files[rel].read_bytes()
+                if len(data) > yamlsafe.MAX_BYTES and not compose:
+                    continue  # a data file, not compose's business (lint reads what includes)
+                yamlsafe.scan(data.decode("utf-8", "replace"))
+            except OSError as exc:
+                out[name] = f"{rel} cannot be read ({exc.strerror or exc})"
+                break
+            except yamlsafe.YamlRefused as exc:
+                out[name] = f"{rel}" + (f":{exc.line}" if exc.line else "") + f": {exc.what}"
+                break
+    return out

@@ -38,7 +38,7 @@ def ids(findings) -> list[tuple[str, str]]:
                   "hosts/h1/stacks/a/compose.yaml": APP.format(extra="    privileged: true\n")},
                  [("privileged", "hosts/h1/stacks/a/compose.yaml")], id="overlay-named"),
     pytest.param({"stacks/a/compose.yaml": APP.format(extra="    privileged: true\n"),
-                  "hosts/h1/proxy/notes.txt": "x", "hosts/h2/proxy/notes.txt": "y"},
+                  "hosts/h1/stacks/a/notes.txt": "x", "hosts/h2/stacks/a/notes.txt": "y"},
                  [("privileged", "stacks/a/compose.yaml")], id="dedup-across-hosts"),
     pytest.param({"stacks/a/compose.yaml": APP.format(extra="    bogus_key: 1\n")},
                  [("compose-valid", "stacks/a/compose.yaml")], id="schema-fallback"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,22 @@ def test_settings_text_round_trips_through_config_load(tmp_path: Path) -> None:
     assert s.repo == opts.repo and s.branch == "prod" and s.host == "web-1"
     assert s.state == Path("/data/vigo") and s.git_timeout == 30
     assert s.allow_caps == ("CHOWN", "KILL")
+
+
+@pytest.mark.parametrize("given, environ, written", [
+    ("web-1", {}, "web-1"),
+    ("", {"VIGO_HOST": "web-9"}, "web-9"),
+    ("", {}, socket.gethostname()),
+])
+def test_bootstrap_always_writes_the_host(tmp_path: Path, given: str, environ: dict,
+                                          written: str) -> None:
+    opts = BootstrapOptions(repo="https://git.example.org/infra.git",
+                            config=tmp_path / "vigo.toml", host=given)
+    text, settings = install.settings_to_write(opts, environ)
+    assert f'host = "{written}"' in text.splitlines() and settings.host == written
+    path = tmp_path / "vigo.toml"
+    path.write_text(text)
+    assert config.load(path, {}).host == written  # the file alone pins it
 
 
 @pytest.mark.parametrize("key, value, ok", [

@@ -127,11 +127,16 @@ COMPOSE = "services: {}\n"
     pytest.param({"stacks/app/compose.yaml": COMPOSE},
                  [("app", "stacks/app/compose.yaml", ())], id="compose.yaml"),
     pytest.param({"stacks/app/compose.yaml": COMPOSE, "stacks/app/docker-compose.yml": COMPOSE},
-                 [("app", "stacks/app/docker-compose.yml",
+                 [("app", "stacks/app/compose.yaml",
                    ("stacks/app/compose.yaml and stacks/app/docker-compose.yml both exist: "
                     "keep one compose file",))], id="two-compose-files"),
     pytest.param({"stacks/app/README.md": "x", "stacks/app/sub/docker-compose.yml": COMPOSE,
-                  "stacks/docker-compose.yml": COMPOSE}, [], id="no-compose-file-at-the-top"),
+                  "stacks/docker-compose.yml": COMPOSE},
+                 [("app", "stacks/app/compose.yaml", (
+                     "stacks/app/ has no compose file (compose.yaml, compose.yml, "
+                     "docker-compose.yml, docker-compose.yaml): add one, or remove the folder to "
+                     "remove the stack (its containers keep running until then)",))],
+                 id="no-compose-file-at-the-top-fails-never-prunes"),
     pytest.param({"stacks/My.App/docker-compose.yml": COMPOSE},
                  [("My.App", "stacks/My.App/docker-compose.yml",
                    ("stack name 'My.App' is not a valid compose project name "
