@@ -330,7 +330,7 @@ class Reconciler:
 
     def _observe(self) -> Observed:
         prefix = self.settings.project_prefix
-        return Observed(tuple(c for c in self.compose.containers()
+        return Observed(tuple(c for c in self.compose.containers(instance=prefix)
                               if c.instance == prefix and c.project == prefix + c.stack))
 
     def _secrets(self, desired: DesiredState, candidates: list[str], st: dict[str, Any],

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from vigo.adapters import engine
 from vigo.adapters.run import Result, Runner
 from vigo.model import (
     COMPOSE_CONFIG_HASH,
@@ -43,6 +44,7 @@ class Compose:
     def __init__(self, runner: Runner, timeout: float = 600) -> None:
         self.runner = runner
         self.timeout = timeout
+        self._socket: str | None = None  # the engine's unix socket, "" for the CLI
 
     def _argv(self, project: str, files: Sequence[Path], env_files: Sequence[Path]) -> list[str]:
         argv = ["docker", "compose", "--project-name", project]
@@ -109,12 +111,35 @@ class Compose:
         argv = ["docker", "compose", "--project-name", project, "down", "--remove-orphans"]
         return self.runner.run(argv, env=COMPOSE_ENV, timeout=self.timeout)
 
-    def containers(self, project: str = "") -> tuple[Container, ...]:
-        """Every container that carries vigo's stack label (of one compose project, if named):
-        one docker call, whatever the number of stacks."""
-        argv = ["docker", "ps", "--all", "--no-trunc", "--filter", f"label={LABEL_STACK}"]
+    def containers(self, project: str = "", instance: str = "") -> tuple[Container, ...]:
+        """Every container that carries vigo's stack label (of one compose project and one
+        vigo instance, if named): one request to the engine's unix socket (adapters/engine.py),
+        or one `docker ps` when DOCKER_HOST or a docker context points elsewhere."""
+        labels = [LABEL_STACK]
+        if instance:
+            labels.append(f"{LABEL_INSTANCE}={instance}")
         if project:
-            argv += ["--filter", f"label={COMPOSE_PROJECT}={project}"]
+            labels.append(f"{COMPOSE_PROJECT}={project}")
+        if self._socket is None:
+            env = self.runner.env()
+            self._socket = engine.socket_path(
+                env, None if env.get("DOCKER_HOST") or env.get("DOCKER_CONTEXT")
+                else engine.cli_config(env)) or ""
+        if not self._socket:
+            return self.containers_cli(labels)
+        if self.runner.verbose and self.runner.log:
+            self.runner.log("$ " + self.runner.masker(
+                f"GET unix://{self._socket}{engine.list_query(labels)}"))
+        try:
+            return engine.Engine(self._socket).containers(labels)
+        except engine.EngineError as exc:
+            raise DockerError(f"cannot list containers: {exc}") from None
+
+    def containers_cli(self, labels: Sequence[str]) -> tuple[Container, ...]:
+        """`containers` through the docker CLI (`docker ps`), which resolves every endpoint."""
+        argv = ["docker", "ps", "--all", "--no-trunc"]
+        for label in labels:
+            argv += ["--filter", f"label={label}"]
         res = self.runner.run((*argv, "--format", _PS_FORMAT), timeout=60, mask_output=False)
         if not res.ok:
             raise DockerError(f"cannot list containers: {res.error(3)}")
