@@ -13,12 +13,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vigo import dotenv, render, rollout, state, trust
+from vigo import dotenv, render, state, trust
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.git import Git, SignatureSetupError, SourceError, signature_pins, url_secrets
@@ -26,7 +25,6 @@ from vigo.adapters.lock import RunLock
 from vigo.adapters.run import CommandTimeout, Masker, Runner
 from vigo.adapters.sops import DecryptError, Sops, key_problem
 from vigo.config import Settings
-from vigo.deploy import Deployer
 from vigo.model import (
     CREATE,
     FAIL,
@@ -50,7 +48,9 @@ from vigo.model import (
 from vigo.plan import needs_resolve, plan
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_SOURCE, EXIT_LOCKED = 0, 1, 2, 3, 75
-PARALLEL = 4
+PARALLEL_PER_CPU = 4  # a deploy mostly waits (engine, health polls): more than one per core
+PARALLEL_MAX = 16  # the engine serialises network attaches; compose is ~40 MB a process
+COMPOSE_MB = 100  # memory one concurrent deploy may take (compose, docker CLI, vigo thread)
 ACME_JSON = "proxy/acme/acme.json"
 
 
@@ -333,6 +333,18 @@ class Reconciler:
         return Observed(tuple(c for c in self.compose.containers(instance=prefix)
                               if c.instance == prefix and c.project == prefix + c.stack))
 
+    def _parallel(self, stacks: int) -> int:
+        """How many stacks deploy at once: parallelism(), from the engine's CPUs, ours and the
+        memory available now."""
+        try:
+            engine_cpus = self.compose.engine_cpus()
+        except (DockerError, CommandTimeout):
+            engine_cpus = 0
+        n = parallelism(stacks, engine_cpus, len(os.sched_getaffinity(0)), _mem_available_mb())
+        if self.runner.verbose:
+            self.emit(f"deploying {stacks} stack(s), {n} at a time")
+        return n
+
     def _secrets(self, desired: DesiredState, candidates: list[str], st: dict[str, Any],
                  paths: Paths, *, persist: bool) -> dict[str, str]:
         """Decrypt the env files the candidate stacks use (when their ciphertext changed or
@@ -406,6 +418,7 @@ class Reconciler:
             model = json.loads(res.stdout)
         except json.JSONDecodeError as exc:
             return Resolved({}, error=f"docker compose config gave no JSON: {exc}")
+        from vigo import rollout  # only a stack that may change is resolved
         services = model.get("services") or {}
         images = {name: str(svc.get("image") or "") for name, svc in services.items()}
         mounts = {name: h for name, svc in services.items()
@@ -424,8 +437,11 @@ class Reconciler:
                  paths: Paths) -> None:
         records: dict[str, Any] = st["stacks"]
         results: dict[str, StackResult] = {}
-        deployer = Deployer(self.compose, self.settings.project_prefix, paths,
-                            self.settings.health_timeout, self._progress)
+        if the_plan.by_kind(CREATE, UPDATE):  # an idle run imports no deployer, no pool
+            from vigo.deploy import Deployer
+
+            deployer = Deployer(self.compose, self.settings.project_prefix, paths,
+                                self.settings.health_timeout, self._progress)
 
         def up(action: Action) -> StackResult:
             stack = desired.stack(action.stack)
@@ -443,9 +459,12 @@ class Reconciler:
         rest = [a for a in work if a.stack != PROXY]
         for action in first:
             publish(up(action))
-        with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-            for result in pool.map(up, rest):
-                publish(result)
+        if rest:  # the proxy first, then the others at once, as many as the host takes
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=self._parallel(len(rest))) as pool:
+                for result in pool.map(up, rest):
+                    publish(result)
         for action in the_plan.actions:
             if action.kind == FAIL:
                 publish(StackResult(action.stack, FAIL, False, action.line()))
@@ -544,6 +563,28 @@ def _remember_images(record: dict[str, Any], revision: str, containers: tuple[Co
     forgotten = history[:-keep]
     del history[:-keep]
     return {image for _, old in forgotten for image in old}
+
+
+def parallelism(stacks: int, engine_cpus: int, local_cpus: int, mem_mb: int | None) -> int:
+    """Stacks deployed at once: PARALLEL_PER_CPU per CPU of the smaller side (compose runs
+    here, the containers start on the engine's host, which may be another), at most
+    PARALLEL_MAX, no more than the memory available (COMPOSE_MB each) and the stacks."""
+    cpus = min([c for c in (engine_cpus, local_cpus) if c > 0] or [1])
+    n = min(stacks, PARALLEL_PER_CPU * cpus, PARALLEL_MAX)
+    if mem_mb is not None:
+        n = min(n, mem_mb // COMPOSE_MB)
+    return max(1, n)
+
+
+def _mem_available_mb() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _mounts_hash(service: dict[str, Any], runtime: Path, rendered: set[str]) -> str:

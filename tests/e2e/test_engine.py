@@ -31,7 +31,7 @@ def test_socket_and_cli_agree_on_a_deployed_host(host: Host) -> None:
     compose = Compose(Runner())
     labels = [LABEL_STACK, f"{LABEL_INSTANCE}={host.prefix}"]
     api, cli = both(compose, labels)
-    assert compose._socket == "/var/run/docker.sock"  # the socket path was taken
+    assert compose.socket() == "/var/run/docker.sock"  # the socket path was taken
     assert api == cli
     assert {c.stack for c in api} == {"proxy", "whoami", "echo"}
     assert {c.state for c in api} == {"running", "exited"}
