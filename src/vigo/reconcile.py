@@ -20,6 +20,7 @@ from typing import Any
 from vigo import dotenv, render, state, trust
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
+from vigo.adapters.engine import local_capacity
 from vigo.adapters.git import Git, SignatureSetupError, SourceError, signature_pins, url_secrets
 from vigo.adapters.lock import RunLock
 from vigo.adapters.run import CommandTimeout, Masker, Runner
@@ -340,7 +341,7 @@ class Reconciler:
             engine_cpus = self.compose.engine_cpus()
         except (DockerError, CommandTimeout):
             engine_cpus = 0
-        n = parallelism(stacks, engine_cpus, len(os.sched_getaffinity(0)), _mem_available_mb())
+        n = parallelism(stacks, engine_cpus, *local_capacity())
         if self.runner.verbose:
             self.emit(f"deploying {stacks} stack(s), {n} at a time")
         return n
@@ -574,17 +575,6 @@ def parallelism(stacks: int, engine_cpus: int, local_cpus: int, mem_mb: int | No
     if mem_mb is not None:
         n = min(n, mem_mb // COMPOSE_MB)
     return max(1, n)
-
-
-def _mem_available_mb() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) // 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _mounts_hash(service: dict[str, Any], runtime: Path, rendered: set[str]) -> str:

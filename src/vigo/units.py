@@ -50,7 +50,7 @@ def spec(settings: Settings, exec_argv: Sequence[str], config: Path,
     optional = [] if any(settings.secrets.is_relative_to(p) for p in paths) else [
         settings.secrets]
     private_tmp = not any(p.is_relative_to(t) for p in [*paths, *optional] for t in _TMP_DIRS)
-    # A run: one fetch, the proxy, the stacks (4 at a time) and the prunes, each bounded by
+    # A run: one fetch, the proxy, the stacks (several at a time) and the prunes, each bounded by
     # its own timeout; three compose timeouts cover a host whose stacks fit in one batch.
     timeout = settings.git_timeout + 3 * settings.compose_timeout
     return UnitSpec(tuple(exec_argv), config, tuple(paths), tuple(optional), private_tmp,

@@ -138,6 +138,21 @@ def _unchunk(body: bytes) -> bytes:
         pos = end + 2 + size + 2
 
 
+def local_capacity() -> tuple[int, int | None]:
+    """This host's CPUs (the ones this process may use) and its available memory in MB (None
+    when /proc/meminfo does not say): what concurrent compose processes share."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return cpus, int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return cpus, None
+
+
 class Engine:
     """GET requests to the engine's API on a unix socket."""
 
