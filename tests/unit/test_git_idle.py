@@ -79,11 +79,17 @@ def test_idle_run_is_one_fetch(host: Host) -> None:
     assert host.sync() == ["fetch"]
 
 
-def test_first_run_after_a_checkout_is_not_trusted(repo: Path, tmp_path: Path) -> None:
-    """With the real RACY_NS, a checkout just recorded is checked out in full once more."""
+def test_entries_near_the_recording_are_not_trusted(repo: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files changed within RACY_NS of the recording (here: a day, so timing cannot matter) are
+    not trusted: the run checks out in full and records again."""
+    monkeypatch.setattr(gitmod, "RACY_NS", 86400 * 10**9)
     h = Host(repo, tmp_path / "c")
     h.sync()
     assert h.sync() == ["fetch", "reset", "clean"]
+    assert h.sync() == ["fetch", "reset", "clean"]
+    monkeypatch.setattr(gitmod, "RACY_NS", 0)
+    assert h.sync() == ["fetch"]
 
 
 def test_a_new_commit_is_checked_out(host: Host, repo: Path, tmp_path: Path) -> None:
