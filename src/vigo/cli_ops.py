@@ -18,14 +18,25 @@ def _say(level: int, text: str) -> None:
     print(journal.tagged(level, text), flush=True)
 
 
-def _seconds(text: str) -> int:
+def _interval(text: str) -> int:
+    from vigo.units import interval_seconds  # not imported by the other commands
+
     try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds")
-    return value
+        return interval_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _delay(text: str) -> int:
+    from vigo.units import timespan
+
+    try:
+        seconds = timespan(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds != int(seconds):
+        raise argparse.ArgumentTypeError(f"{text!r}: the delay must be whole seconds")
+    return int(seconds)
 
 
 def _unit_options(p: argparse.ArgumentParser) -> None:
@@ -34,16 +45,20 @@ def _unit_options(p: argparse.ArgumentParser) -> None:
                         "offline (packaging, tests); default /")
     p.add_argument("--no-enable", action="store_true",
                    help="write the units, do not enable or start the timer")
-    p.add_argument("--randomized-delay", type=_seconds, default=0, metavar="SEC",
-                   help="RandomizedDelaySec of the timer: spreads a fleet's fetches (default 0)")
+    p.add_argument("--interval", type=_interval, default=60, metavar="SPAN",
+                   help="time from the end of one run to the start of the next, a systemd "
+                        "time span: 15s, 2min, 1h (default 60s)")
+    p.add_argument("--randomized-delay", type=_delay, default=0, metavar="SPAN",
+                   help="RandomizedDelaySec of the timer, a time span (seconds, or 30s, 2min): "
+                        "spreads a fleet's fetches (default 0)")
 
 
 def add_parsers(sub, common: argparse.ArgumentParser) -> None:
     install = sub.add_parser(
         "install", parents=[common], help="write and enable vigo.service and vigo.timer",
         description="Write vigo.service (a hardened oneshot running `vigo apply --timer` with "
-                    "this settings file) and vigo.timer (30 s after boot, then 60 s after each "
-                    "run ends), check them with systemd-analyze verify, create the folders "
+                    "this settings file) and vigo.timer (30 s after boot, then --interval after "
+                    "each run ends), check them with systemd-analyze verify, create the folders "
                     "they may write, daemon-reload, enable --now the timer. Idempotent.")
     _unit_options(install)
     install.set_defaults(func=cmd_install)
@@ -121,7 +136,7 @@ def cmd_install(args: argparse.Namespace, settings: config.Settings) -> int:
 
     return install.install(settings, install.config_path(args.config), _systemd(args.root),
                            _say, enable=not args.no_enable,
-                           randomized_delay=args.randomized_delay)
+                           randomized_delay=args.randomized_delay, interval=args.interval)
 
 
 def cmd_bootstrap(args: argparse.Namespace, settings: None) -> int:
@@ -149,7 +164,7 @@ def cmd_bootstrap(args: argparse.Namespace, settings: None) -> int:
         enable=not args.no_enable, randomized_delay=args.randomized_delay,
         ssh_key=_abs(args.ssh_key), ssh_keygen=_abs(args.ssh_keygen),
         known_hosts=_abs(args.known_hosts), host_key_fingerprint=args.host_key_fingerprint,
-        git_token_file=_abs(args.git_token_file))
+        git_token_file=_abs(args.git_token_file), interval=args.interval)
     return install.bootstrap(opts, _say, _systemd(args.root), apply, Runner())
 
 

@@ -51,13 +51,14 @@ def config_path(arg: Path | None, environ: Mapping[str, str] | None = None) -> P
 # -- install ------------------------------------------------------------------------------
 
 def install(settings: Settings, config_file: Path, systemd: Systemd, say: Say, *,
-            enable: bool = True, randomized_delay: int = 0) -> int:
+            enable: bool = True, randomized_delay: int = 0,
+            interval: int = units.INTERVAL_S) -> int:
     if systemd.live and not config_file.is_file():
         say(ERR, f"error: {config_file} does not exist: the unit runs `vigo --config "
                  f"{config_file} apply` and sees no environment variables; write the file "
                  "first (vigo bootstrap does)")
         return 2
-    spec = units.spec(settings, exec_argv(), config_file, randomized_delay)
+    spec = units.spec(settings, exec_argv(), config_file, randomized_delay, interval)
     texts = units.render(spec)
     if systemd.has_analyze():
         problems = systemd.verify(texts)
@@ -106,7 +107,7 @@ def install(settings: Settings, config_file: Path, systemd: Systemd, say: Say, *
         say(ERR, f"error: systemctl enable --now {units.TIMER}: {why}")
         return 1
     say(INFO, f"timer: enabled and started: the first run comes {units.BOOT_DELAY} after "
-              f"boot (at once on a host up for longer), then {units.INTERVAL} after each run "
+              f"boot (at once on a host up for longer), then {interval}s after each run "
               "ends; journalctl -u vigo shows the runs")
     return 0
 
@@ -141,6 +142,7 @@ class BootstrapOptions:
     age_key_file: Path | None = None
     enable: bool = True
     randomized_delay: int = 0
+    interval: int = units.INTERVAL_S
     # a private infra repo (docs/host-setup.md)
     ssh_key: Path | None = None  # an existing deploy key
     ssh_keygen: Path | None = None  # create this deploy key (ed25519, 0600) if it is missing
@@ -314,14 +316,14 @@ def bootstrap(opts: BootstrapOptions, say: Say, systemd: Systemd,
                      "running?); the timer applies the repo")
     elif code:
         say(WARNING, f"warning: apply: exit {code}: some stacks failed (see above); the timer "
-                     "retries every minute")
+                     f"retries {opts.interval}s after each run")
     else:
         say(INFO, "apply: converged")
     summary.append("apply     " + {0: "converged", 75: "another run holds the lock"}.get(
         code, f"exit {code}: some stacks failed (see above)"))
     step("systemd units")
     rc = install(settings, opts.config, systemd, say, enable=opts.enable,
-                 randomized_delay=opts.randomized_delay)
+                 randomized_delay=opts.randomized_delay, interval=opts.interval)
     summary.append(f"units     {'installed' if not rc else f'failed (exit {rc}, see above)'}"
                    + ("" if rc else ", timer enabled" if opts.enable else
                       ", timer not enabled (--no-enable)"))

@@ -14,14 +14,14 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vigo import config, dotenv, policy, registries, render, rollout, state, trust
+from vigo import config, dotenv, policy, registries, render, state, trust
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
+from vigo.adapters.engine import local_capacity
 from vigo.adapters.git import (
     Git,
     SignatureSetupError,
@@ -34,7 +34,6 @@ from vigo.adapters.lock import Locked, LockError, RunLock
 from vigo.adapters.run import CommandTimeout, Masker, Runner
 from vigo.adapters.sops import DecryptError, Sops, credential_problem, key_problem
 from vigo.config import Settings
-from vigo.deploy import Deployer
 from vigo.model import (
     CREATE,
     FAIL,
@@ -58,7 +57,9 @@ from vigo.model import (
 from vigo.plan import guard_overlay, needs_resolve, overlay_record, plan
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_SOURCE, EXIT_LOCKED = 0, 1, 2, 3, 75
-PARALLEL = 4
+PARALLEL_PER_CPU = 4  # a deploy mostly waits (engine, health polls): more than one per core
+PARALLEL_MAX = 16  # the engine serialises network attaches; compose is ~40 MB a process
+COMPOSE_MB = 100  # memory one concurrent deploy may take (compose, docker CLI, vigo thread)
 ACME_JSON = "proxy/acme/acme.json"
 
 
@@ -396,8 +397,20 @@ class Reconciler:
 
     def _observe(self) -> Observed:
         prefix = self.settings.project_prefix
-        return Observed(tuple(c for c in self.compose.containers()
+        return Observed(tuple(c for c in self.compose.containers(instance=prefix)
                               if c.instance == prefix and c.project == prefix + c.stack))
+
+    def _parallel(self, stacks: int) -> int:
+        """How many stacks deploy at once: parallelism(), from the engine's CPUs, ours and the
+        memory available now."""
+        try:
+            engine_cpus = self.compose.engine_cpus()
+        except (DockerError, CommandTimeout):
+            engine_cpus = 0
+        n = parallelism(stacks, engine_cpus, *local_capacity())
+        if self.runner.verbose:
+            self.emit(f"deploying {stacks} stack(s), {n} at a time")
+        return n
 
     def _secrets(self, desired: DesiredState, candidates: list[str], st: dict[str, Any],
                  paths: Paths, *, persist: bool) -> dict[str, str]:
@@ -496,6 +509,7 @@ class Reconciler:
             return Resolved({}, policy=tuple(dict.fromkeys(
                 v.line(_where(*lint.locate(paths.runtime, stack.compose_file, v.service, v.key)))
                 for v in found)))
+        from vigo import rollout  # only a stack that may change is resolved
         services = model.get("services") or {}
         images = {name: str(svc.get("image") or "") for name, svc in services.items()}
         mounts = {name: h for name, svc in services.items()
@@ -566,10 +580,12 @@ class Reconciler:
         records: dict[str, Any] = st["stacks"]
         results: dict[str, StackResult] = {}
         work = the_plan.by_kind(CREATE, UPDATE)
-        deployer = Deployer(self.compose, self.settings.project_prefix, paths,
-                            self.settings.health_timeout, self._progress,
-                            pulls=self._pulls(report, desired, paths) if work else
-                            registries.Pulls())
+        if work:  # an idle run imports no deployer, no pool
+            from vigo.deploy import Deployer
+
+            deployer = Deployer(self.compose, self.settings.project_prefix, paths,
+                                self.settings.health_timeout, self._progress,
+                                pulls=self._pulls(report, desired, paths))
 
         def up(action: Action) -> StackResult:
             try:
@@ -590,9 +606,12 @@ class Reconciler:
         rest = [a for a in work if a.stack != PROXY]
         for action in first:
             publish(up(action))
-        with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-            for result in pool.map(up, rest):
-                publish(result)
+        if rest:  # the proxy first, then the others at once, as many as the host takes
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=self._parallel(len(rest))) as pool:
+                for result in pool.map(up, rest):
+                    publish(result)
         for action in the_plan.actions:
             if action.kind == FAIL:
                 publish(StackResult(action.stack, FAIL, False, action.line()))
@@ -799,6 +818,17 @@ def mount_sources(model: Any) -> list[str]:
             if isinstance(item, dict) and isinstance(item.get("file"), str) and item["file"]:
                 out.append(item["file"])
     return out
+
+
+def parallelism(stacks: int, engine_cpus: int, local_cpus: int, mem_mb: int | None) -> int:
+    """Stacks deployed at once: PARALLEL_PER_CPU per CPU of the smaller side (compose runs
+    here, the containers start on the engine's host, which may be another), at most
+    PARALLEL_MAX, no more than the memory available (COMPOSE_MB each) and the stacks."""
+    cpus = min([c for c in (engine_cpus, local_cpus) if c > 0] or [1])
+    n = min(stacks, PARALLEL_PER_CPU * cpus, PARALLEL_MAX)
+    if mem_mb is not None:
+        n = min(n, mem_mb // COMPOSE_MB)
+    return max(1, n)
 
 
 def _mounts_hash(service: dict[str, Any], runtime: Path, rendered: set[str]) -> str:

@@ -5,6 +5,7 @@ Writing them, `systemctl` and `systemd-analyze verify` live in adapters/systemd.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ BOOT_DELAY, INTERVAL = "30s", "60s"
 # (adapters/run.py) never fit, four parallel deploys (~100 MiB each) do. Tasks count threads:
 # each Go binary runs ~10-20. A drop-in (systemctl edit vigo.service) may raise both.
 MEMORY_MAX, TASKS_MAX = "2G", 512
+INTERVAL_S = 60  # `vigo install --interval`: a systemd time span, whole seconds, at least 1 s
 # A path under one of these handed to the engine (bind sources, resolved on the host) must not
 # be hidden behind a private /tmp.
 _TMP_DIRS = (Path("/tmp"), Path("/var/tmp"))
@@ -37,10 +39,11 @@ class UnitSpec:
     private_tmp: bool
     timeout_start: int  # seconds
     randomized_delay: int = 0  # seconds, 0: none
+    interval: int = INTERVAL_S  # seconds from the end of one run to the start of the next
 
 
 def spec(settings: Settings, exec_argv: Sequence[str], config: Path,
-         randomized_delay: int = 0) -> UnitSpec:
+         randomized_delay: int = 0, interval: int = INTERVAL_S) -> UnitSpec:
     """The unit spec for these settings. The folders vigo writes become ReadWritePaths
     (under ProtectSystem=strict everything else is read-only, /run included)."""
     paths = [settings.checkout, settings.runtime, settings.state]
@@ -53,11 +56,11 @@ def spec(settings: Settings, exec_argv: Sequence[str], config: Path,
     optional = [] if any(settings.secrets.is_relative_to(p) for p in paths) else [
         settings.secrets]
     private_tmp = not any(p.is_relative_to(t) for p in [*paths, *optional] for t in _TMP_DIRS)
-    # A run: one fetch, the proxy, the stacks (4 at a time) and the prunes, each bounded by
+    # A run: one fetch, the proxy, the stacks (several at a time) and the prunes, each bounded by
     # its own timeout; three compose timeouts cover a host whose stacks fit in one batch.
     timeout = settings.run_timeout or settings.git_timeout + 3 * settings.compose_timeout
     return UnitSpec(tuple(exec_argv), config, tuple(paths), tuple(optional), private_tmp,
-                    timeout, randomized_delay)
+                    timeout, randomized_delay, interval)
 
 
 def _dedup(paths: Sequence[Path]) -> list[Path]:
@@ -130,13 +133,13 @@ def timer(u: UnitSpec) -> str:
     lines = [
         f"# Written by `vigo install` (vigo {__version__}); run it again to update this file.",
         "[Unit]",
-        f"Description=vigo: reconcile {BOOT_DELAY} after boot, then {INTERVAL} after each "
+        f"Description=vigo: reconcile {BOOT_DELAY} after boot, then {u.interval}s after each "
         "run ends",
         "",
         "[Timer]",
         f"OnBootSec={BOOT_DELAY}",
         # Counted from the end of the last run: runs never pile up, whatever they take.
-        f"OnUnitInactiveSec={INTERVAL}",
+        f"OnUnitInactiveSec={u.interval}s",
         "AccuracySec=1s",
         *([f"RandomizedDelaySec={u.randomized_delay}"] if u.randomized_delay else []),
         f"Unit={SERVICE}",
@@ -146,6 +149,43 @@ def timer(u: UnitSpec) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# systemd.time(7): a time span is numbers with units, "2min 30s"; a bare number is seconds.
+_SPAN_UNITS = {
+    **dict.fromkeys(("us", "usec", "µs", "μs"), 1e-6), **dict.fromkeys(("ms", "msec"), 1e-3),
+    **dict.fromkeys(("", "s", "sec", "second", "seconds"), 1.0),
+    **dict.fromkeys(("m", "min", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hr", "hour", "hours"), 3600.0),
+    **dict.fromkeys(("d", "day", "days"), 86400.0),
+    **dict.fromkeys(("w", "week", "weeks"), 604800.0),
+    **dict.fromkeys(("M", "month", "months"), 2629800.0),
+    **dict.fromkeys(("y", "year", "years"), 31557600.0),
+}
+_SPAN_PART = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Zµμ]*)")
+
+
+def timespan(text: str) -> float:
+    """Seconds in a systemd time span ("15s", "1min 30s", "1.5h", "90"); ValueError says why."""
+    pos, total, parts = 0, 0.0, 0
+    while pos < len(text.rstrip()):
+        m = _SPAN_PART.match(text, pos)
+        if not m or m.group(2) not in _SPAN_UNITS:
+            raise ValueError(f"{text!r} is not a systemd time span (for example 15s, 2min, "
+                             "1h 30min)")
+        total += float(m.group(1)) * _SPAN_UNITS[m.group(2)]
+        pos, parts = m.end(), parts + 1
+    if not parts:
+        raise ValueError("an empty time span (for example 15s, 2min, 1h 30min)")
+    return total
+
+
+def interval_seconds(text: str) -> int:
+    """`--interval`: a time span of whole seconds, at least 1 s (AccuracySec is 1 s)."""
+    seconds = timespan(text)
+    if seconds < 1 or seconds != int(seconds):
+        raise ValueError(f"{text!r}: the interval must be whole seconds, at least 1s")
+    return int(seconds)
 
 
 def render(u: UnitSpec) -> dict[str, str]:

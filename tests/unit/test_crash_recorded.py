@@ -159,6 +159,9 @@ class Engine:
             raise self._down
         return Result(("docker",), 0, "", "")
 
+    def engine_cpus(self) -> int:
+        return 2
+
     def remove_image(self, image: str) -> Result:
         if self._rmi:
             raise self._rmi

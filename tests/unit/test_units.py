@@ -142,3 +142,49 @@ def test_systemd_analyze_verify_reads_the_resource_limits() -> None:
     texts = render(Settings(repo="x"))
     texts[units.SERVICE] = texts[units.SERVICE].replace("MemoryMax=2G", "MemoryMax=2Q")
     assert "Invalid memory limit '2Q'" in Systemd(Runner()).verify(texts)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("15s", 15), ("15", 15), ("1min", 60), ("2m 30s", 150), ("2min30s", 150), ("1h", 3600),
+    ("1.5h", 5400), ("90 sec", 90), ("1d", 86400), ("1w", 604800), ("1000ms", 1.0),
+    ("500ms", 0.5), ("2 minutes 1 second", 121), ("  10s ", 10),
+])
+def test_timespan(text: str, seconds: float) -> None:
+    assert units.timespan(text) == seconds
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("", "empty"), ("fast", "not a systemd time span"), ("15x", "not a systemd time span"),
+    ("-5s", "not a systemd time span"), ("15s;rm", "not a systemd time span"),
+    ("5s\nOnCalendar=*", "not a systemd time span"),  # no unit file injection
+    ("0", "at least 1s"), ("500ms", "at least 1s"), ("1500ms", "whole seconds"),
+])
+def test_interval_refuses(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        units.interval_seconds(text)
+
+
+def test_interval_reaches_the_timer_and_verifies() -> None:
+    spec = units.spec(Settings(repo="x"), exec_argv(), Path("/etc/vigo/vigo.toml"), 5,
+                      interval=units.interval_seconds("15s"))
+    texts = units.render(spec)
+    timer = parse(texts[units.TIMER])["Timer"]
+    assert (timer["OnUnitInactiveSec"], timer["RandomizedDelaySec"]) == ("15s", "5")
+    assert "then 15s after each run ends" in texts[units.TIMER]
+    assert Systemd(Runner()).verify(texts) == ""
+
+
+def test_cli_install_interval(tmp_path: Path) -> None:
+    config = tmp_path / "vigo.toml"
+    config.write_text(f'repo = "/x"\nstate = "{tmp_path}/state"\n')
+    base = [sys.executable, "-m", "vigo", "--config", str(config), "install", "--root",
+            str(tmp_path / "r")]
+    res = subprocess.run([*base, "--interval", "15s", "--randomized-delay", "1min"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    timer = parse((tmp_path / "r/etc/systemd/system/vigo.timer").read_text())["Timer"]
+    assert (timer["OnUnitInactiveSec"], timer["RandomizedDelaySec"]) == ("15s", "60")
+    for bad, why in (("15x", "is not a systemd time span"), ("0", "at least 1s")):
+        res = subprocess.run([*base, "--interval", bad], capture_output=True, text=True,
+                             check=False)
+        assert res.returncode == 2 and why in res.stderr and "Traceback" not in res.stderr

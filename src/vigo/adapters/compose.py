@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from vigo.adapters import engine
 from vigo.adapters.run import UNTRUSTED_DATA_LIMIT, Result, Runner
 from vigo.model import (
     COMPOSE_CONFIG_HASH,
@@ -51,6 +52,7 @@ class Compose:
     def __init__(self, runner: Runner, timeout: float = 600) -> None:
         self.runner = runner
         self.timeout = timeout
+        self._socket: str | None = None  # the engine's unix socket, "" for the CLI
 
     def _argv(self, project: str, files: Sequence[Path], env_files: Sequence[Path]) -> list[str]:
         argv = ["docker", "compose", "--project-name", project]
@@ -130,12 +132,53 @@ class Compose:
         argv = ["docker", "compose", "--project-name", project, "down", "--remove-orphans"]
         return self.runner.run(argv, env=COMPOSE_ENV, timeout=self.timeout)
 
-    def containers(self, project: str = "") -> tuple[Container, ...]:
-        """Every container that carries vigo's stack label (of one compose project, if named):
-        one docker call, whatever the number of stacks."""
-        argv = ["docker", "ps", "--all", "--no-trunc", "--filter", f"label={LABEL_STACK}"]
+    def socket(self) -> str:
+        """The engine's unix socket vigo asks directly, '' when the docker CLI must (DOCKER_HOST
+        tcp:// or ssh://, a docker context): decided once, from the environment."""
+        if self._socket is None:
+            env = self.runner.env()
+            self._socket = engine.socket_path(
+                env, None if env.get("DOCKER_HOST") or env.get("DOCKER_CONTEXT")
+                else engine.cli_config(env)) or ""
+        return self._socket
+
+    def containers(self, project: str = "", instance: str = "") -> tuple[Container, ...]:
+        """Every container that carries vigo's stack label (of one compose project and one
+        vigo instance, if named): one request to the engine's unix socket (adapters/engine.py),
+        or one `docker ps` when DOCKER_HOST or a docker context points elsewhere."""
+        labels = [LABEL_STACK]
+        if instance:
+            labels.append(f"{LABEL_INSTANCE}={instance}")
         if project:
-            argv += ["--filter", f"label={COMPOSE_PROJECT}={project}"]
+            labels.append(f"{COMPOSE_PROJECT}={project}")
+        if not self.socket():
+            return self.containers_cli(labels)
+        if self.runner.verbose and self.runner.log:
+            self.runner.log("$ " + self.runner.masker(
+                f"GET unix://{self._socket}{engine.list_query(labels)}"))
+        try:
+            return engine.Engine(self._socket).containers(labels)
+        except engine.EngineError as exc:
+            raise DockerError(f"cannot list containers: {exc}") from None
+
+    def engine_cpus(self) -> int:
+        """The CPUs of the engine's host (its /info NCPU; `docker info` for a remote engine)."""
+        if self.socket():
+            try:
+                info = json.loads(engine.Engine(self._socket, timeout=30).get("/info"))
+            except (engine.EngineError, ValueError) as exc:
+                raise DockerError(f"docker info: {exc}") from None
+            return int(info.get("NCPU") or 0) if isinstance(info, dict) else 0
+        res = self.runner.run(("docker", "info", "--format", "{{.NCPU}}"), timeout=30)
+        if not res.ok:
+            raise DockerError(f"docker info: {res.error(2)}")
+        return int(res.stdout.strip()) if res.stdout.strip().isdigit() else 0
+
+    def containers_cli(self, labels: Sequence[str]) -> tuple[Container, ...]:
+        """`containers` through the docker CLI (`docker ps`), which resolves every endpoint."""
+        argv = ["docker", "ps", "--all", "--no-trunc"]
+        for label in labels:
+            argv += ["--filter", f"label={label}"]
         res = self.runner.run((*argv, "--format", _PS_FORMAT), timeout=60, mask_output=False)
         if not res.ok:
             raise DockerError(f"cannot list containers: {res.error(3)}")

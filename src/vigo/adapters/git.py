@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shlex
 import shutil
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -437,6 +440,8 @@ class Git:
     def checkout(self, repo: str, branch: str, checkout: Path, commit: str) -> str:
         """Make the working tree exactly `commit` (untracked files removed); a checkout that
         cannot (a stale index.lock after a crash, a broken object) is cloned afresh."""
+        if tree_intact(checkout, commit):  # idle: reset and clean would change nothing
+            return commit
         try:
             return self._checkout(checkout, commit)
         except SourceError as exc:
@@ -446,11 +451,13 @@ class Git:
             return self._checkout(checkout, commit)
 
     def _checkout(self, checkout: Path, commit: str) -> str:
+        forget_tree(checkout)  # a crash in between leaves no manifest that could match
         for args in (("reset", "-q", "--hard", commit), ("clean", "-ffdxq")):
             res = self._git(checkout, *args)
             if not res.ok:
                 raise SourceError(f"cannot check out {commit[:12]} in {checkout}: "
                                   f"{res.error(3)}")
+        record_tree(checkout, commit)
         return commit
 
     def sync(self, repo: str, branch: str, checkout: Path) -> str:
@@ -525,6 +532,8 @@ class Git:
                        f"public half of {key} to the repo as a read-only deploy key")
             raise SourceError(f"fetch of branch {branch!r} from {redact(remote.url)} failed: "
                               f"{why}")
+        if known := checked_out_ref(checkout, ref):  # idle: the commit already checked out
+            return known
         res = self._git(checkout, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}")
         if not res.ok:
             raise SourceError(f"{checkout}: the fetched branch {branch!r} has no commit: "
@@ -733,3 +742,116 @@ class Clone:
             if not res.ok:
                 raise CloneError(f"git {args[0]} {rev} failed: {res.error(2)}")
         index.unlink(missing_ok=True)
+
+
+# -- idle runs: the git calls that cannot change anything are skipped (docs/idle.md) ---------
+#
+# After each checkout vigo records in .git/vigo-tree.json the commit and the lstat data (type
+# and mode, size, inode, mtime_ns, ctime_ns) of every entry of the work tree and of .git's
+# HEAD, index, packed-refs and the ref HEAD names. When the fetched commit is that commit and
+# an os.scandir walk finds exactly the same entries, `reset --hard` and `clean -ffdx` would
+# change nothing and are skipped. Any write, chmod, rename, new or removed file changes ctime
+# (which no tool can set back), so a person's edit or a crash mid-checkout is seen. Entries
+# whose timestamps are within RACY_NS of the recording are not trusted (a write in the same
+# clock tick could keep them): the next run then checks out in full and records again.
+
+TREE_MANIFEST = "vigo-tree.json"
+RACY_NS = 2_000_000_000  # coarse file timestamps (1-2 s on some file systems)
+_GIT_META = ("HEAD", "index", "packed-refs")
+
+
+def _stat(path: Path) -> list[int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return [st.st_mode, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def tree_entries(checkout: Path) -> dict[str, list[int] | None]:
+    """lstat data of every entry under the work tree (not .git) and of .git's HEAD, index,
+    packed-refs and the ref HEAD names ('.git/' keys)."""
+    out: dict[str, list[int] | None] = {}
+    git = checkout / ".git"
+    for name in _GIT_META:
+        out[f".git/{name}"] = _stat(git / name)
+    try:
+        head = (git / "HEAD").read_text(errors="replace").strip()
+    except OSError:
+        head = ""
+    if head.startswith("ref: refs/") and ".." not in head:
+        out[".git/" + head[5:]] = _stat(git / head[5:])
+    stack = [("", str(checkout))]
+    while stack:
+        rel, folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not rel and entry.name == ".git":
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                key = rel + entry.name
+                out[key] = [st.st_mode, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((key + "/", entry.path))
+    return out
+
+
+def record_tree(checkout: Path, commit: str) -> None:
+    """Remember what `commit`'s checkout left (best effort: without it the next run checks out
+    in full)."""
+    path = checkout / ".git" / TREE_MANIFEST
+    tmp = path.with_name(TREE_MANIFEST + ".tmp")
+    try:
+        data = {"commit": commit, "recorded_ns": time.time_ns(),
+                "entries": tree_entries(checkout)}
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, separators=(",", ":"))
+        os.replace(tmp, path)
+    except OSError:
+        forget_tree(checkout)
+
+
+def forget_tree(checkout: Path) -> None:
+    for name in (TREE_MANIFEST, TREE_MANIFEST + ".tmp"):
+        with contextlib.suppress(OSError):
+            (checkout / ".git" / name).unlink()
+
+
+def _manifest(checkout: Path, commit: str) -> dict | None:
+    try:
+        data = json.loads((checkout / ".git" / TREE_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("commit") != commit or not commit:
+        return None
+    return data
+
+
+def tree_intact(checkout: Path, commit: str) -> bool:
+    """Whether the work tree is exactly what the checkout of `commit` left (see above)."""
+    data = _manifest(checkout, commit)
+    if data is None or not isinstance(data.get("recorded_ns"), int):
+        return False
+    recorded = data.get("entries")
+    if not isinstance(recorded, dict):
+        return False
+    limit = data["recorded_ns"] - RACY_NS
+    if any(st is not None and max(st[3], st[4]) >= limit for key, st in recorded.items()
+           if not key.startswith(".git/")):  # git rewrites its index at every reset
+        return False
+    try:
+        return tree_entries(checkout) == recorded
+    except OSError:
+        return False
+
+
+def checked_out_ref(checkout: Path, ref: str) -> str:
+    """The commit in the loose ref file `ref` when it is the commit the intact manifest names
+    (so known to be a commit): '' otherwise, and git resolves the ref."""
+    try:
+        text = (checkout / ".git" / ref).read_text().strip()
+    except OSError:
+        return ""
+    data = _manifest(checkout, text)
+    return text if data is not None and re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", text) else ""

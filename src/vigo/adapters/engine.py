@@ -1,0 +1,203 @@
+"""The Docker engine's API on its unix socket: one HTTP request to list vigo's containers.
+
+An idle run asks the engine one question; through the docker CLI that costs a process whose own
+start is most of its 40-50 ms. Here it is one HTTP/1.0 request on the socket (the answer ends
+when the engine closes the connection), written on `socket` alone: `http.client` would import
+`ssl` and the `email` package (about 20 ms) on every idle run. Only unix:// endpoints are spoken
+to directly; tcp:// (TLS options), ssh:// and docker contexts stay with the docker CLI
+(`socket_path` says None). The CLI also stays for everything else (compose, inspect, logs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import quote
+
+from vigo.model import (
+    COMPOSE_CONFIG_HASH,
+    COMPOSE_PROJECT,
+    COMPOSE_SERVICE,
+    LABEL_INSTANCE,
+    LABEL_STACK,
+    Container,
+)
+
+DEFAULT_SOCKET = "/var/run/docker.sock"
+MAX_ANSWER = 64 * 1024 * 1024  # a list of containers larger than this is not an answer
+
+
+class EngineError(Exception):
+    """The engine could not be asked or gave no usable answer (one line: where and why)."""
+
+
+def socket_path(env: Mapping[str, str], config_json: str | None = None) -> str | None:
+    """The unix socket to ask, or None when the docker CLI must decide the endpoint: DOCKER_HOST
+    is tcp:// or ssh:// (or anything but unix://), or a docker context other than `default` is
+    chosen by DOCKER_CONTEXT or by `currentContext` in the CLI's config.json (`config_json`: its
+    text, None when there is none)."""
+    host = env.get("DOCKER_HOST", "")
+    if host:
+        if not host.startswith("unix://"):
+            return None
+        path = host[len("unix://"):]
+        return path if path.startswith("/") else None
+    context = env.get("DOCKER_CONTEXT", "")
+    if not context and config_json:
+        try:
+            data = json.loads(config_json)
+        except ValueError:
+            return None  # the CLI will say what is wrong with its config
+        context = str(data.get("currentContext") or "") if isinstance(data, dict) else ""
+    return DEFAULT_SOCKET if context in ("", "default") else None
+
+
+def cli_config(env: Mapping[str, str]) -> str | None:
+    """The text of the docker CLI's config.json (DOCKER_CONFIG or ~/.docker), None if absent."""
+    folder = env.get("DOCKER_CONFIG") or os.path.join(env.get("HOME") or "/root", ".docker")
+    try:
+        return (Path(folder) / "config.json").read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def list_query(labels: list[str]) -> str:
+    """The request path for every container (running or not) that has all `labels`."""
+    filters = json.dumps({"label": labels}, separators=(",", ":"))
+    return f"/containers/json?all=1&filters={quote(filters, safe='')}"
+
+
+def parse_containers(body: bytes | str) -> tuple[Container, ...]:
+    """The engine's answer to GET /containers/json, as `docker ps --no-trunc` shows it: names
+    without the leading slash (joined by commas), the full id, the image as given, the status
+    string verbatim ("Up 3 minutes (healthy)")."""
+    try:
+        rows = json.loads(body)
+    except ValueError as exc:
+        raise EngineError(f"the engine's container list is not JSON: {exc}") from None
+    if not isinstance(rows, list):
+        raise EngineError("the engine's container list is not a list")
+    out = []
+    for row in rows:
+        if not isinstance(row, dict):
+            raise EngineError("the engine's container list holds a non-object")
+        labels = row.get("Labels") or {}
+        if not isinstance(labels, dict):
+            labels = {}
+        names = row.get("Names") or []
+        out.append(Container(
+            id=str(row.get("Id") or ""),
+            name=",".join(str(n).lstrip("/") for n in names) if isinstance(names, list) else "",
+            state=str(row.get("State") or ""), status=str(row.get("Status") or ""),
+            image=str(row.get("Image") or ""),
+            stack=str(labels.get(LABEL_STACK) or ""),
+            instance=str(labels.get(LABEL_INSTANCE) or ""),
+            project=str(labels.get(COMPOSE_PROJECT) or ""),
+            service=str(labels.get(COMPOSE_SERVICE) or ""),
+            config_hash=str(labels.get(COMPOSE_CONFIG_HASH) or "")))
+    return tuple(out)
+
+
+def parse_response(raw: bytes) -> tuple[int, str, bytes]:
+    """(status code, reason, body) of a whole HTTP/1.x answer; a chunked body is joined."""
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise EngineError("the engine closed the connection before its answer was complete")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise EngineError(f"the engine's answer is not HTTP: {lines[0][:80]!r}")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = _unchunk(body)
+    elif (length := headers.get("content-length", "")).isdigit():
+        if len(body) < int(length):
+            raise EngineError("the engine's answer was cut short")
+        body = body[:int(length)]
+    return int(parts[1]), parts[2] if len(parts) > 2 else "", body
+
+
+def _unchunk(body: bytes) -> bytes:
+    out, pos = [], 0
+    while True:
+        end = body.find(b"\r\n", pos)
+        size_text = body[pos:end].split(b";", 1)[0].strip() if end >= 0 else b""
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise EngineError("the engine's chunked answer is malformed") from None
+        if size == 0:
+            return b"".join(out)
+        chunk = body[end + 2:end + 2 + size]
+        if len(chunk) < size:
+            raise EngineError("the engine's answer was cut short")
+        out.append(chunk)
+        pos = end + 2 + size + 2
+
+
+def local_capacity() -> tuple[int, int | None]:
+    """This host's CPUs (the ones this process may use) and its available memory in MB (None
+    when /proc/meminfo does not say): what concurrent compose processes share."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return cpus, int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return cpus, None
+
+
+class Engine:
+    """GET requests to the engine's API on a unix socket."""
+
+    def __init__(self, path: str, timeout: float = 60) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def get(self, target: str) -> bytes:
+        """The body of a 200 answer to GET `target`; EngineError otherwise."""
+        where = f"unix://{self.path}"
+        request = (f"GET {target} HTTP/1.0\r\nHost: docker\r\nUser-Agent: vigo\r\n"
+                   "Accept: application/json\r\n\r\n").encode()
+        chunks: list[bytes] = []
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(self.timeout)
+                sock.connect(self.path)
+                sock.sendall(request)
+                size = 0
+                while data := sock.recv(65536):
+                    chunks.append(data)
+                    size += len(data)
+                    if size > MAX_ANSWER:
+                        raise EngineError(f"the engine at {where} sent more than "
+                                          f"{MAX_ANSWER >> 20} MB for {target.split('?')[0]}")
+        except TimeoutError:
+            raise EngineError(f"the Docker engine at {where} did not answer within "
+                              f"{self.timeout:.0f}s") from None
+        except OSError as exc:
+            hint = (" (is dockerd running? DOCKER_HOST names another socket)"
+                    if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)) else
+                    " (vigo must run as root or in the docker group)"
+                    if isinstance(exc, PermissionError) else "")
+            raise EngineError(f"the Docker engine does not answer at {where}: "
+                              f"{exc.strerror or exc}{hint}") from None
+        code, reason, body = parse_response(b"".join(chunks))
+        if code != 200:
+            try:
+                message = str(json.loads(body).get("message") or "")
+            except (ValueError, AttributeError):
+                message = body[:200].decode("utf-8", "replace")
+            raise EngineError(f"the Docker engine at {where} answered {code} {reason}".rstrip()
+                              + (f": {message.strip()}" if message.strip() else ""))
+        return body
+
+    def containers(self, labels: list[str]) -> tuple[Container, ...]:
+        """Every container, running or not, that carries all `labels` (`key` or `key=value`)."""
+        return parse_containers(self.get(list_query(labels)))
