@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from vigo.model import (
     CREATE,
@@ -24,8 +24,35 @@ from vigo.model import (
 )
 
 
+def completed(containers: tuple[Container, ...], finishes: Collection[str]) -> dict[str, str]:
+    """The containers of services meant to finish that exited 0: name -> config hash. Recorded
+    at apply (`completed`), so that an idle run, which resolves nothing, knows them."""
+    return {c.name: c.config_hash for c in containers
+            if c.service in finishes and c.state == "exited" and c.exit_code == 0}
+
+
+def is_completed(c: Container, record: Mapping[str, object]) -> bool:
+    """A container that completed successfully for the configuration vigo applied."""
+    done = record.get("completed")
+    return (isinstance(done, dict) and bool(c.config_hash) and done.get(c.name) == c.config_hash
+            and c.state == "exited" and c.exit_code == 0)
+
+
+def settled(containers: tuple[Container, ...], record: Mapping[str, object],
+            hashes: Mapping[str, str]) -> frozenset[str]:
+    """Services whose every container completed for the configuration compose would give it
+    now (`hashes`, from `compose config --hash`): `compose up` must not run them again."""
+    by_service: dict[str, list[Container]] = {}
+    for c in containers:
+        by_service.setdefault(c.service, []).append(c)
+    return frozenset(svc for svc, cs in by_service.items()
+                     if all(is_completed(c, record) and hashes.get(svc) == c.config_hash
+                            for c in cs))
+
+
 def drift(containers: tuple[Container, ...], record: Mapping[str, object]) -> list[str]:
-    """Why the containers of a stack no longer run as vigo left them ([] when they do)."""
+    """Why the containers of a stack no longer run as vigo left them ([] when they do). A
+    container that completed (exited 0) for the applied configuration is as vigo left it."""
     applied = record.get("containers")
     if not isinstance(applied, dict):
         return []
@@ -35,6 +62,10 @@ def drift(containers: tuple[Container, ...], record: Mapping[str, object]) -> li
         c = seen.get(name)
         if c is None:
             reasons.append(f"container {name} was removed")
+        elif c.state != "running" and is_completed(c, record) and c.config_hash == config_hash:
+            continue
+        elif c.state == "exited" and name in (record.get("completed") or {}) and c.exit_code:
+            reasons.append(f"container {name} exited with code {c.exit_code}")
         elif c.state != "running":
             reasons.append(f"container {name} is {c.state}")
         elif c.config_hash != config_hash:
@@ -82,7 +113,7 @@ def _image_reasons(stack: Stack, resolved: Resolved,
         old = running.get(service)
         who = "" if single else f"{service}: "
         if old is None:
-            if containers:
+            if containers and resolved.replicas.get(service, 1):
                 reasons.append(f"{who}new service" if who else f"new service {service}")
         elif old != image:
             reasons.append(f"{who}image {_short(old, image)} -> {_short(image, old)}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vigo import dotenv, render, rollout, state, trust
+from vigo import dotenv, health, render, rollout, state, trust
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.git import Git, SignatureSetupError, SourceError, signature_pins, url_secrets
@@ -47,7 +47,7 @@ from vigo.model import (
     Stack,
     StackResult,
 )
-from vigo.plan import needs_resolve, plan
+from vigo.plan import completed, needs_resolve, plan
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_SOURCE, EXIT_LOCKED = 0, 1, 2, 3, 75
 PARALLEL = 4
@@ -415,7 +415,11 @@ class Reconciler:
         return Resolved(images, mounts,
                         rollouts={name: rollout.spec(svc) for name, svc in services.items()},
                         health_timeout=timeout if isinstance(timeout, int) and timeout > 0
-                        else None)
+                        else None,
+                        finishes=frozenset(name for name in services
+                                           if health.meant_to_finish(name, services)),
+                        replicas={name: n for name, svc in services.items()
+                                  if (n := health.replicas(svc)) != 1})
 
     # -- apply ----------------------------------------------------------------------------
 
@@ -460,7 +464,7 @@ class Reconciler:
                                                     action.line())
         if the_plan.refusal:
             self.emit(f"prune refused: {the_plan.refusal}")
-        dropped = self._record(desired, results, records)
+        dropped = self._record(desired, results, records, resolved)
         if dropped:
             self._clean_images(records, dropped)
         report.results = [results[a.stack] for a in the_plan.actions if a.stack in results]
@@ -486,7 +490,7 @@ class Reconciler:
         return StackResult(name, REMOVE, True, f"{name}: removed (no longer in the repo)")
 
     def _record(self, desired: DesiredState, results: dict[str, StackResult],
-                records: dict[str, Any]) -> set[str]:
+                records: dict[str, Any], resolved: dict[str, Resolved] | None = None) -> set[str]:
         """Update the per-stack records; returns the images that fell out of some stack's
         last `keep_images` revisions."""
         now = state.now()
@@ -500,7 +504,10 @@ class Reconciler:
             if result.action in (CREATE, UPDATE) and result.ok and stack is not None:
                 record.update(hash=stack.hash, digests=dict(stack.digests),
                               revision=desired.revision, applied_at=now,
-                              containers={c.name: c.config_hash for c in result.containers})
+                              containers={c.name: c.config_hash for c in result.containers},
+                              completed=completed(result.containers,
+                                                  (resolved or {})[name].finishes
+                                                  if name in (resolved or {}) else ()))
                 for key in ("failed_hash", "failed_revision", "rolled_back_to"):
                     record.pop(key, None)
                 dropped |= _remember_images(record, desired.revision, result.containers,

@@ -71,9 +71,14 @@ class Compose:
             return None
         return "" if res.ok else res.error(3)
 
-    def up(self, project: str, files: Sequence[Path], env_files: Sequence[Path]) -> Result:
+    def up(self, project: str, files: Sequence[Path], env_files: Sequence[Path],
+           services: Sequence[str] = ()) -> Result:
+        """`up` of the whole project, or of the named services only (`--no-deps`: the services
+        left out completed and must not run again)."""
         argv = [*self._argv(project, files, env_files), "up", "--detach", "--remove-orphans",
                 "--quiet-pull"]
+        if services:
+            argv += ["--no-deps", *services]
         return self.runner.run(argv, env=COMPOSE_ENV, timeout=self.timeout)
 
     def resolved(self, project: str, files: Sequence[Path], env_files: Sequence[Path]) -> Result:

@@ -1,0 +1,127 @@
+"""Compose as people write it, against the real engine: one-shot services, scale and profiles,
+the order of a rename, every file that reaches a container. Each test has a control (a stack or
+service that must keep its container id) and checks that idle runs record no docker events."""
+
+from __future__ import annotations
+
+import time
+
+from tests.e2e.conftest import TAG_A, TAG_B, Host
+from tests.e2e.test_idle_drift import container_events
+
+BASE = "vigo-test/base:1"
+
+
+def ids(host: Host, stack: str) -> dict[str, str]:
+    return {c["Name"].lstrip("/"): c["Id"] for c in host.containers(stack)}
+
+
+def idle_is_quiet(host: Host) -> None:
+    since = time.time()
+    res = host.apply()
+    assert "nothing to do" in res.stdout, res.stdout
+    time.sleep(1.1)  # docker events has one-second resolution at the edges
+    assert container_events(host, since) == []
+
+
+def oneshot_compose(host: Host, init: str = "echo migrated", web_env: str = "1") -> str:
+    return f"""\
+services:
+  init:
+    image: {BASE}
+    restart: "no"
+    command: ["sh", "-c", "{init}"]
+  web:
+    image: ghcr.io/vigo-example/whoami:{TAG_A}
+    restart: unless-stopped
+    environment:
+      WEB_VERSION: "{web_env}"
+    depends_on:
+      init:
+        condition: service_completed_successfully
+    labels:
+      - traefik.enable=true
+      - traefik.http.routers.{host.prefix}oneshot.rule=Host(`{host.hostname("oneshot")}`)
+      - traefik.http.routers.{host.prefix}oneshot.entrypoints=web
+      - traefik.http.services.{host.prefix}oneshot.loadbalancer.server.port=80
+networks:
+  default:
+    external: true
+    name: {host.prefix}proxy
+"""
+
+
+def test_one_shot_runs_once_per_definition(host: Host) -> None:
+    host.seed({"echo": TAG_B})
+    host.repo.write("stacks/oneshot/docker-compose.yml", oneshot_compose(host))
+    host.repo.commit("a stack with a one-shot init")
+    res = host.apply()
+    assert "oneshot: created" in res.stdout
+    init = f"{host.prefix}oneshot-init-1"
+    first = ids(host, "oneshot")
+    control = ids(host, "echo")
+    # Idle runs: the exited init is converged, not drift; nothing runs again.
+    idle_is_quiet(host)
+    idle_is_quiet(host)
+    # web changes, init does not: init is not run again (same container, no start event).
+    host.repo.write("stacks/oneshot/docker-compose.yml", oneshot_compose(host, web_env="2"))
+    host.repo.commit("web changes")
+    since = time.time()
+    res = host.apply()
+    assert "oneshot: updated" in res.stdout, res.stdout
+    time.sleep(1.1)
+    events = container_events(host, since)
+    assert not [e for e in events if e.endswith(init)], events
+    assert ids(host, "oneshot")[init] == first[init]
+    idle_is_quiet(host)
+    # init changes: it runs again, once.
+    host.repo.write("stacks/oneshot/docker-compose.yml",
+                    oneshot_compose(host, init="echo migrated v2", web_env="2"))
+    host.repo.commit("init changes")
+    res = host.apply()
+    assert "oneshot: updated" in res.stdout
+    assert ids(host, "oneshot")[init] != first[init]
+    idle_is_quiet(host)
+    # A failing one-shot fails the gate and is held; web keeps serving the last good revision.
+    host.repo.write("stacks/oneshot/docker-compose.yml",
+                    oneshot_compose(host, init="echo broken; exit 3", web_env="3"))
+    host.repo.commit("init fails")
+    res = host.apply(expect=1)
+    assert "oneshot: rolled back to" in res.stdout, res.stdout
+    assert 'service "init" didn\'t complete successfully: exit 3' in res.stdout
+    assert "oneshot: held" in host.apply(expect=1).stdout
+    assert "WEB_VERSION=2" in " ".join(
+        next(c for c in host.containers("oneshot") if "web" in c["Name"])["Config"]["Env"])
+    assert ids(host, "echo") == control
+
+
+def test_scale_profiles_and_replicas_converge(host: Host) -> None:
+    host.seed({"echo": TAG_B})
+    host.repo.write("stacks/shapes/docker-compose.yml", f"""\
+services:
+  web:
+    image: ghcr.io/vigo-example/whoami:{TAG_A}
+    restart: unless-stopped
+    scale: 2
+  spare:
+    image: ghcr.io/vigo-example/whoami:{TAG_A}
+    restart: unless-stopped
+    deploy:
+      replicas: 0
+  debug:
+    image: {BASE}
+    profiles: [debug]
+    command: ["sleep", "3600"]
+  job:
+    image: {BASE}
+    command: ["true"]
+""")
+    host.repo.commit("scale, replicas 0, a profile, a job nothing waits for")
+    res = host.apply()
+    assert "shapes: created" in res.stdout, res.stdout
+    names = sorted(ids(host, "shapes"))
+    assert names == sorted(f"{host.prefix}shapes-{n}" for n in ("web-1", "web-2", "job-1"))
+    control = ids(host, "echo")
+    idle_is_quiet(host)
+    assert sorted(ids(host, "shapes")) == names
+    assert ids(host, "echo") == control
