@@ -91,6 +91,32 @@ def needs_resolve(desired: DesiredState, observed: Observed,
     return out
 
 
+def phases(the_plan: Plan) -> tuple[tuple[Action, ...], ...]:
+    """The order apply runs a plan in; the actions of one phase may run in parallel. The proxy
+    first (every route needs it); then the removals, which release host ports, Traefik router
+    names and container names; then the creates and updates that may take them (a renamed
+    stack converges in one run); the proxy's own removal last."""
+    work, gone = the_plan.by_kind(CREATE, UPDATE), the_plan.by_kind(REMOVE)
+    ordered = (tuple(a for a in work if a.stack == PROXY),
+               tuple(a for a in gone if a.stack != PROXY),
+               tuple(a for a in work if a.stack != PROXY),
+               tuple(a for a in gone if a.stack == PROXY))
+    return tuple(phase for phase in ordered if phase)
+
+
+# What the engine says when a container cannot take a host port or a name another container
+# holds: a conflict with the rest of the host, not a fault of the revision.
+CONFLICTS = ("port is already allocated", "address already in use", "is already in use by",
+             "already exists in network")
+
+
+def conflict(message: str) -> bool:
+    """A failed deploy whose cause is a resource another stack held: it is tried again once
+    the run's other stacks are done (an update may have released it), and never held."""
+    low = message.lower()
+    return any(c in low for c in CONFLICTS)
+
+
 def held(stack: Stack, record: Mapping[str, object]) -> bool:
     """A revision of the stack failed its deploy and was rolled back (or could not be): it is
     not tried again until the stack changes, `vigo retry`, or `--force`."""

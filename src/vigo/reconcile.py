@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from vigo.model import (
     Stack,
     StackResult,
 )
-from vigo.plan import completed, needs_resolve, plan
+from vigo.plan import completed, conflict, needs_resolve, phases, plan
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_SOURCE, EXIT_LOCKED = 0, 1, 2, 3, 75
 PARALLEL = 4
@@ -443,18 +443,31 @@ class Reconciler:
             self.emit(result.message)
 
         work = the_plan.by_kind(CREATE, UPDATE)
-        first = [a for a in work if a.stack == PROXY]
-        rest = [a for a in work if a.stack != PROXY]
-        for action in first:
-            publish(up(action))
-        with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-            for result in pool.map(up, rest):
+        conflicted: list[Action] = []
+
+        def publish_or_retry(result: StackResult, action: Action) -> None:
+            if not result.ok and conflict(result.message):
+                conflicted.append(action)  # another stack may release it in this run
+                self._progress(f"{result.message}; tried again after the other stacks")
+            else:
                 publish(result)
+
+        for phase in phases(the_plan):  # frees before it takes: removals, then creates
+            if phase[0].kind == REMOVE:
+                for action in phase:
+                    publish(self._down(action.stack, paths))
+            elif len(phase) == 1:
+                publish_or_retry(up(phase[0]), phase[0])
+            else:
+                with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+                    for action, result in zip(phase, pool.map(up, phase), strict=True):
+                        publish_or_retry(result, action)
+        for action in conflicted:
+            result = up(action)
+            publish(replace(result, hold=False) if conflict(result.message) else result)
         for action in the_plan.actions:
             if action.kind == FAIL:
                 publish(StackResult(action.stack, FAIL, False, action.line()))
-            elif action.kind == REMOVE:
-                publish(self._down(action.stack, paths))
             elif action.kind == KEEP:
                 publish(StackResult(action.stack, KEEP, True, action.line()))
             elif action.kind == HOLD:

@@ -5,9 +5,11 @@ service that must keep its container id) and checks that idle runs record no doc
 from __future__ import annotations
 
 import time
+import urllib.request
 
 from tests.e2e.conftest import TAG_A, TAG_B, Host
 from tests.e2e.test_idle_drift import container_events
+from tests.support.infra import free_port
 
 BASE = "vigo-test/base:1"
 
@@ -125,3 +127,66 @@ services:
     idle_is_quiet(host)
     assert sorted(ids(host, "shapes")) == names
     assert ids(host, "echo") == control
+
+
+def ported_compose(host: Host, router: str, port: int, tag: str = TAG_A) -> str:
+    return f"""\
+services:
+  web:
+    image: ghcr.io/vigo-example/whoami:{tag}
+    restart: unless-stopped
+    ports:
+      - "127.0.0.1:{port}:80"
+    labels:
+      - traefik.enable=true
+      - traefik.http.routers.{host.prefix}{router}.rule=Host(`{host.hostname(router)}`)
+      - traefik.http.routers.{host.prefix}{router}.entrypoints=web
+      - traefik.http.services.{host.prefix}{router}.loadbalancer.server.port=80
+networks:
+  default:
+    external: true
+    name: {host.prefix}proxy
+"""
+
+
+def direct(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_rename_keeping_its_port_and_router_converges_in_one_run(host: Host) -> None:
+    port = free_port()
+    host.seed({"echo": TAG_B})
+    host.repo.write("stacks/site/docker-compose.yml", ported_compose(host, "site", port))
+    host.repo.commit("site publishes a host port")
+    host.apply()
+    control = ids(host, "echo")
+    host.repo.remove("stacks/site/docker-compose.yml")
+    host.repo.write("stacks/web2/docker-compose.yml", ported_compose(host, "site", port, TAG_B))
+    host.repo.commit("site is renamed web2, same port, same router")
+    res = host.apply()
+    assert "site: removed (no longer in the repo)" in res.stdout, res.stdout
+    assert "web2: created" in res.stdout
+    assert res.stdout.index("site: removed") < res.stdout.index("web2: created")
+    assert f"revision={TAG_B}" in direct(port)
+    assert f"revision={TAG_B}" in host.get("site", TAG_B)
+    assert ids(host, "echo") == control
+    idle_is_quiet(host)
+
+
+def test_an_update_releases_a_port_a_new_stack_takes_in_the_same_run(host: Host) -> None:
+    p1, p2 = free_port(), free_port()
+    host.seed({"echo": TAG_B})
+    host.repo.write("stacks/a/docker-compose.yml", ported_compose(host, "a", p1))
+    host.repo.commit("a on p1")
+    host.apply()
+    control = ids(host, "echo")
+    host.repo.write("stacks/a/docker-compose.yml", ported_compose(host, "a", p2))
+    host.repo.write("stacks/b/docker-compose.yml", ported_compose(host, "b", p1, TAG_B))
+    host.repo.commit("a moves to p2, b takes p1")
+    res = host.apply()
+    assert "a: updated" in res.stdout and "b: created" in res.stdout, res.stdout
+    assert f"revision={TAG_A}" in direct(p2)
+    assert f"revision={TAG_B}" in direct(p1)
+    assert ids(host, "echo") == control
+    idle_is_quiet(host)
