@@ -409,7 +409,7 @@ class Reconciler:
         services = model.get("services") or {}
         images = {name: str(svc.get("image") or "") for name, svc in services.items()}
         mounts = {name: h for name, svc in services.items()
-                  if (h := _mounts_hash(svc, paths.runtime, rendered))}
+                  if (h := _mounts_hash(svc, paths.runtime, rendered, model))}
         options = model.get("x-vigo") or {}
         timeout = options.get("health_timeout") if isinstance(options, dict) else None
         return Resolved(images, mounts,
@@ -566,16 +566,34 @@ def _remember_images(record: dict[str, Any], revision: str, containers: tuple[Co
     return {image for _, old in forgotten for image in old}
 
 
-def _mounts_hash(service: dict[str, Any], runtime: Path, rendered: set[str]) -> str:
-    """Digest of the rendered files a service bind-mounts from the tree: compose's config
-    hash does not cover their content, so a changed file must change a label. Files the host
-    wrote (data folders) do not count."""
+def _mounts_hash(service: dict[str, Any], runtime: Path, rendered: set[str],
+                 model: dict[str, Any] | None = None) -> str:
+    """Digest of the rendered files that reach a service's container from the tree: its bind
+    mounts and the `file:` of the `configs` and `secrets` it uses (compose mounts those too),
+    and the text of inline `content:` configs. Compose's config hash covers none of their
+    content, so a changed file must change a label, of exactly the services that use it.
+    Files the host wrote (data folders) do not count. `env_file`, `include` and `extends` need
+    nothing here: they change the resolved service itself, which compose's hash covers."""
     h = hashlib.sha256()
     found = False
+    sources: list[str] = []
     for volume in service.get("volumes") or []:
-        if not isinstance(volume, dict) or volume.get("type") != "bind":
-            continue
-        source = Path(str(volume.get("source", "")))
+        if isinstance(volume, dict) and volume.get("type") == "bind":
+            sources.append(str(volume.get("source", "")))
+    for kind in ("configs", "secrets"):
+        declared = (model or {}).get(kind) or {}
+        for entry in service.get(kind) or []:
+            name = entry.get("source") if isinstance(entry, dict) else entry
+            decl = declared.get(str(name)) if isinstance(declared, dict) else None
+            if not isinstance(decl, dict):
+                continue
+            if decl.get("file"):
+                sources.append(str(decl["file"]))
+            elif isinstance(decl.get("content"), str):
+                h.update(f"{kind}:{name}\0{decl['content']}\n".encode())
+                found = True
+    for text in sources:
+        source = Path(text)
         if not source.is_relative_to(runtime):
             continue
         rel = source.relative_to(runtime).as_posix()

@@ -9,7 +9,7 @@ import urllib.request
 
 from tests.e2e.conftest import TAG_A, TAG_B, Host
 from tests.e2e.test_idle_drift import container_events
-from tests.support.infra import free_port
+from tests.support.infra import free_port, sh
 
 BASE = "vigo-test/base:1"
 
@@ -189,4 +189,82 @@ def test_an_update_releases_a_port_a_new_stack_takes_in_the_same_run(host: Host)
     assert f"revision={TAG_A}" in direct(p2)
     assert f"revision={TAG_B}" in direct(p1)
     assert ids(host, "echo") == control
+    idle_is_quiet(host)
+
+
+APP = f"ghcr.io/vigo-example/whoami:{TAG_A}"
+FILES_STACK = {
+    "stacks/files/docker-compose.yml": f"""\
+include:
+  - inc/side.yml
+x-app: &app
+  image: {APP}
+  restart: unless-stopped
+services:
+  web:
+    <<: *app
+    configs:
+      - source: app
+        target: /etc/app.conf
+    secrets: [pw]
+  ext:
+    extends:
+      file: base.yml
+      service: common
+  control:
+    <<: *app
+configs:
+  app:
+    file: ./app.conf
+secrets:
+  pw:
+    file: ./pw.txt
+""",
+    "stacks/files/inc/side.yml": f"""\
+services:
+  side:
+    image: {APP}
+    restart: unless-stopped
+    environment:
+      SIDE: "1"
+""",
+    "stacks/files/base.yml": f"""\
+services:
+  common:
+    image: {APP}
+    restart: unless-stopped
+    environment:
+      FROM_BASE: "1"
+""",
+    "stacks/files/app.conf": "greeting=hello\n",
+    "stacks/files/pw.txt": "one\n",
+}
+
+
+def test_every_file_that_reaches_a_container_counts(host: Host) -> None:
+    host.seed({"echo": TAG_B})
+    for rel, text in FILES_STACK.items():
+        host.repo.write(rel, text)
+    host.repo.commit("configs, secrets, include, extends")
+    host.apply()
+    idle_is_quiet(host)
+    name = f"{host.prefix}files-" + "{}-1"
+    for rel, old, new, service in (
+            ("stacks/files/app.conf", "hello", "goodbye", "web"),
+            ("stacks/files/pw.txt", "one", "two", "web"),
+            ("stacks/files/inc/side.yml", 'SIDE: "1"', 'SIDE: "2"', "side"),
+            ("stacks/files/base.yml", 'FROM_BASE: "1"', 'FROM_BASE: "2"', "ext")):
+        before = ids(host, "files")
+        control = ids(host, "echo")
+        text = (host.repo.work / rel).read_text()
+        host.repo.write(rel, text.replace(old, new))
+        host.repo.commit(f"{rel} changes")
+        res = host.apply()
+        assert "files: updated" in res.stdout, res.stdout
+        after = ids(host, "files")
+        changed = {n for n in before if before[n] != after.get(n)}
+        assert changed == {name.format(service)}, (rel, changed)
+        assert ids(host, "echo") == control
+    assert "goodbye" in sh("docker", "exec", name.format("web"), "cat", "/etc/app.conf").stdout
+    assert "two" in sh("docker", "exec", name.format("web"), "cat", "/run/secrets/pw").stdout
     idle_is_quiet(host)
