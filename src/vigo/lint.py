@@ -19,7 +19,7 @@ import posixpath
 import re
 import shlex
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,7 @@ class ComposeFile:
     policy: Policy = _STRICT
     proxy_network: str = DEFAULT_PROXY_NETWORK
     fragment: bool = False  # an `extends:` base file: its services may be partial
+    stack_keys: frozenset[str] = frozenset()  # of env_keys, those env/<stack>.env defines
 
     @property
     def folder(self) -> str:
@@ -144,7 +145,8 @@ def lint_tree(root: Path, policy: Policy = Policy()) -> list[Finding]:
     for stack, rel in targets:
         keys = frozenset(_stack_env_keys(root, stack))
         loaded, problems = _load(root, stack, rel, keys, policy, proxy_network)
-        files += loaded
+        own = frozenset(env_key_names(root / "env" / f"{stack}.env"))
+        files += [replace(cf, stack_keys=own) for cf in loaded]
         findings += problems
     for cf in files:
         for rule in STACK_RULES:
@@ -728,8 +730,12 @@ def _env_pairs(environment: object) -> Iterator[tuple[str, str]]:
 
 @tree_rule
 def _traefik_unique(files: list[ComposeFile]) -> Iterator[Finding]:
-    """Router names, service names and Host(...) rules are global on the host."""
+    """Router names, service names and Host(...) rules are global on the host. They are
+    compared as interpolation will make them, stack by stack: a variable of env/global.env is
+    the same in every stack, one of a stack's own env/<stack>.env may differ from the other
+    stacks' (its value is encrypted: the clash then waits for the real values, a warning)."""
     first: dict[tuple[str, ...], ComposeFile] = {}
+    written: dict[tuple[str, ...], tuple[ComposeFile, tuple[str, ...]]] = {}
     reported: set[tuple[tuple[str, ...], str]] = set()
     for cf in sorted(files, key=lambda f: (not f.is_proxy, f.stack, f.rel)):
         for name, svc, _ in _services(cf.doc):
@@ -737,11 +743,49 @@ def _traefik_unique(files: list[ComposeFile]) -> Iterator[Finding]:
                 continue
             for key, value, line in _labels(svc):
                 for ident in _traefik_idents(key, value):
-                    owner = first.setdefault(ident, cf)
-                    if owner.stack == cf.stack or (ident, cf.stack) in reported:
+                    pairs = [_canonical(part, cf) for part in ident]
+                    real = tuple(text for text, _ in pairs)
+                    waits = tuple(sorted({v for _, own in pairs for v in own}))
+                    owner = first.setdefault(real, cf)
+                    if owner.stack != cf.stack and (ident, cf.stack) not in reported:
+                        reported.add((ident, cf.stack))
+                        yield _duplicate(cf, owner, ident, name, line)
                         continue
-                    reported.add((ident, cf.stack))
-                    yield _duplicate(cf, owner, ident, name, line)
+                    if any(var is not None for part in ident for var in _undefined(part,
+                                                                                 cf.env_keys)):
+                        continue  # empty where undefined: label-env says so
+                    seen, seen_waits = written.setdefault(ident, (cf, waits))
+                    if seen.stack != cf.stack and (waits or seen_waits) and (
+                            ident, cf.stack) not in reported:
+                        reported.add((ident, cf.stack))
+                        yield _duplicate(cf, seen, ident, name, line,
+                                         tuple(sorted(set(waits) | set(seen_waits))))
+
+
+def _canonical(text: str, cf: ComposeFile) -> tuple[str, tuple[str, ...]]:
+    """`text` as interpolation makes it, as far as that is certain offline, for comparing
+    across stacks: a variable of env/global.env becomes a mark shared by every stack, one of
+    the stack's own env file a mark of this stack only (returned: the comparison waits for
+    its value), an undefined one its default (or nothing)."""
+    out, pos, own = [], 0, []
+    for m in _INTERP.finditer(text):
+        out.append(text[pos : m.start()])
+        pos = m.end()
+        if m["esc"] or m["bad"]:
+            out.append("$" if m["esc"] else m.group(0))
+            continue
+        name, op, arg = m["name"] or m["bare"], m["op"] or "", m["arg"] or ""
+        if name not in cf.env_keys:
+            out.append(arg if op in (":-", "-") else "")
+        elif op in (":+", "+"):
+            out.append(arg)
+        elif name in cf.stack_keys:
+            out.append(f"\0{cf.stack}:{name}\0")
+            own.append(name)
+        else:
+            out.append(f"\0global:{name}\0")
+    out.append(text[pos:])
+    return "".join(out), tuple(own)
 
 
 def _traefik_idents(key: str, value: str) -> Iterator[tuple[str, ...]]:
@@ -755,9 +799,29 @@ def _traefik_idents(key: str, value: str) -> Iterator[tuple[str, ...]]:
 
 
 def _duplicate(
-    cf: ComposeFile, owner: ComposeFile, ident: tuple[str, ...], service: str, line: int | None
+    cf: ComposeFile,
+    owner: ComposeFile,
+    ident: tuple[str, ...],
+    service: str,
+    line: int | None,
+    waits: tuple[str, ...] = (),
 ) -> Finding:
     other = f"{_who(owner.stack)} ({owner.rel})"
+    if waits:  # the same text, made of variables each stack defines for itself
+        names = ", ".join(waits)
+        why = (
+            f"{names} come{'s' if len(waits) == 1 else ''} from each stack's own env file "
+            "(encrypted), so they clash only if the values are equal; this waits for the real "
+            "values"
+        )
+        fix = "Make sure the values differ, or name the variable after the stack."
+        if ident[0] == "host":
+            rule, what = "traefik-host-unique", f"the router rule {ident[1]} is also written"
+        else:
+            kind, protocol, name = ident
+            rule = "traefik-router-unique" if kind == "routers" else "traefik-service-unique"
+            what = f"the Traefik {protocol} {kind[:-1]} name '{name}' is also written"
+        return _finding(cf, rule, line, service, f"{what} by {other}; {why}", fix, WARNING)
     if ident[0] == "host":
         what = f"the router rule {ident[1]} is also used by {other}; Traefik would pick either"
         fix = "Give each stack its own host name (or tell them apart with a path rule)."

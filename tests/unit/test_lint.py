@@ -397,13 +397,71 @@ TREE_CASES = [
         "traefik-host-unique",
     ),
     case(
-        "traefik: same placeholder text in two stacks",
+        "traefik: same placeholder text, undefined in one stack: empty there, no clash",
         {
             **routed("app", "app", "Host(`${APP_HOST}`)", "app"),
             **routed("other", "other", "Host(`${APP_HOST}`)", "other"),
         },
-        "traefik-host-unique",
         "label-env",  # APP_HOST is not defined for stack "other"
+    ),
+    case(
+        "traefik: same variable in each stack's own env file waits for the values",
+        {
+            **routed("app", "app", "Host(`${APP_HOST}`)", "app"),
+            **routed("other", "other", "Host(`${APP_HOST}`)", "other"),
+            "env/other.env": enc("APP_HOST"),
+        },
+        "traefik-host-unique" + W,
+    ),
+    case(
+        "traefik: same variable from env/global.env clashes after interpolation",
+        {
+            **routed("app", "app", "Host(`${ACME_EMAIL}`)", "app"),
+            **routed("other", "other", "Host(`${ACME_EMAIL}`)", "other"),
+        },
+        "traefik-host-unique",
+    ),
+    case(
+        "traefik: a global variable in two different rules",
+        {
+            **routed("app", "app", "Host(`app.${ACME_EMAIL}`)", "app"),
+            **routed("other", "other", "Host(`other.${ACME_EMAIL}`)", "other"),
+        },
+    ),
+    case(
+        "traefik: a stack overrides the global variable: waits for the values",
+        {
+            **routed("app", "app", "Host(`${ACME_EMAIL}`)", "app"),
+            **routed("other", "other", "Host(`${ACME_EMAIL}`)", "other"),
+            "env/other.env": enc("ACME_EMAIL"),
+        },
+        "traefik-host-unique" + W,
+    ),
+    case(
+        "traefik: the same default of undefined variables clashes",
+        {
+            **routed("app", "app", "Host(`${WEB_HOST:-a.example.com}`)", "app"),
+            **routed("other", "other", "Host(`${SITE_HOST:-a.example.com}`)", "other"),
+        },
+        "traefik-host-unique",
+    ),
+    case(
+        "traefik: router and service names from each stack's own variable",
+        {
+            **routed("${APP_HOST}", "${APP_HOST}", "Host(`a.example.com`)", "app"),
+            **routed("${APP_HOST}", "${APP_HOST}", "Host(`b.example.com`)", "other"),
+            "env/other.env": enc("APP_HOST"),
+        },
+        "traefik-router-unique" + W,
+        "traefik-service-unique" + W,
+    ),
+    case(
+        "traefik: router names from an undefined variable's default clash",
+        {
+            **routed("${R:-web}", "app", "Host(`a.example.com`)", "app"),
+            **routed("web", "other", "Host(`b.example.com`)", "other"),
+        },
+        "traefik-router-unique",
     ),
     case(
         "traefik: same host, different paths",
