@@ -86,6 +86,8 @@ RULES: dict[str, str] = {
     "stack-layout": "each stack folder has exactly one of docker-compose.yml, compose.yaml",
     "stack-name": "stack names are valid compose project names and not `proxy`",
     "rollout": "routed services with a healthcheck can run two containers at once (warning)",
+    "stack-dotenv": "no .env in a stack folder (vigo never reads it for ${VAR}), unless a "
+    "service names it in env_file; then it holds no secret-looking keys (warning)",
 }
 
 
@@ -151,6 +153,7 @@ def lint_tree(root: Path, policy: Policy = Policy()) -> list[Finding]:
     for cf in files:
         for rule in STACK_RULES:
             findings.extend(rule(cf))
+    findings.extend(_stack_dotenv(root, files))
     for tree_check in TREE_RULES:
         findings.extend(tree_check(files))
     return _sorted(findings)
@@ -171,6 +174,7 @@ def lint_stack(
     for cf in files:
         for rule in STACK_RULES:
             findings.extend(rule(cf))
+    findings.extend(_stack_dotenv(root, files))
     return _sorted(findings)
 
 
@@ -726,6 +730,55 @@ def _env_pairs(environment: object) -> Iterator[tuple[str, str]]:
         for item in environment:
             key, _, value = str(item).partition("=")
             yield key.strip(), value
+
+
+# A key name that says it holds a secret: one of these words between underscores.
+_SECRET_WORDS = frozenset({"PASSWORD", "PASSWD", "PASS", "PWD", "TOKEN", "SECRET", "KEY", "APIKEY",
+                           "PRIVATE", "CREDENTIAL", "CREDENTIALS", "AUTH", "SALT", "DSN"})
+
+
+def _stack_dotenv(root: Path, files: list[ComposeFile]) -> Iterator[Finding]:
+    """A stack folder's `.env`. Compose reads it for ${VAR} defaults only when it is given no
+    --env-file; vigo always gives the stack's env/ files, so such a file would be silently
+    ignored: refused, with where its values belong. A service may still name it in
+    `env_file:` (plaintext values for its environment): then secret-looking keys are
+    reported (by line, never by name or value)."""
+    for cf in files:
+        if cf.fragment or posixpath.basename(cf.rel) not in COMPOSE_NAMES:
+            continue
+        rel = posixpath.join(cf.folder, ".env")
+        if not (root / rel).is_file():
+            continue
+        named = any(
+            posixpath.normpath(posixpath.join(other.folder, value)) == rel
+            for other in files if other.stack == cf.stack
+            for _, svc, _ in _services(other.doc)
+            for value, _ in _entries(svc, "env_file")
+        )
+        own = "env/proxy.env" if cf.is_proxy else f"env/{cf.stack}.env"
+        if not named:
+            what = (
+                f"{_who(cf.stack)}: {rel} is never read: compose would take ${{VAR}} values "
+                "from it, but vigo gives compose env/global.env and "
+                f"{own} instead"
+            )
+            fix = (
+                f"Move its values into {own} (sops-encrypted), and non-secret defaults into "
+                f"{cf.rel} as ${{VAR:-default}}; then delete {rel}."
+            )
+            yield Finding("stack-dotenv", ERROR, rel, None, what, fix)
+            continue
+        lines = [
+            n for n, key, _ in _dotenv(root / rel)
+            if _SECRET_WORDS & set(key.upper().replace("-", "_").split("_"))
+        ]
+        if lines:
+            what = (
+                f"{_who(cf.stack)}: {rel} is plaintext in the repo and a service reads it as "
+                f"env_file, but line(s) {', '.join(map(str, lines))} look like secrets"
+            )
+            fix = f"Move secret values into {own} (sops-encrypted); keep {rel} for defaults."
+            yield Finding("stack-dotenv", WARNING, rel, lines[0], what, fix)
 
 
 @tree_rule

@@ -268,3 +268,31 @@ def test_every_file_that_reaches_a_container_counts(host: Host) -> None:
     assert "goodbye" in sh("docker", "exec", name.format("web"), "cat", "/etc/app.conf").stdout
     assert "two" in sh("docker", "exec", name.format("web"), "cat", "/run/secrets/pw").stdout
     idle_is_quiet(host)
+
+
+def test_a_stacks_dotenv_is_refused_at_check_and_apply_never_ignored(host: Host) -> None:
+    host.seed({"whoami": TAG_A, "echo": TAG_B})
+    host.apply()
+    control = ids(host, "echo")
+    before = ids(host, "whoami")
+    host.repo.write("stacks/whoami/.env", "GREETING=hello\n")
+    host.repo.commit("a .env beside the compose file")
+    check = host.vigo("check", str(host.repo.work))
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "stacks/whoami/.env" in check.stdout + check.stderr
+    assert "[stack-dotenv]" in check.stdout + check.stderr
+    res = host.apply(expect=1)
+    line = next(x for x in res.stdout.splitlines() if x.startswith("whoami:"))
+    assert "stack-dotenv" in line and "env/whoami.env" in line, line
+    assert "Traceback" not in res.stdout + res.stderr
+    assert ids(host, "whoami") == before and ids(host, "echo") == control
+    # Named as an env_file it is a plain container env file: accepted.
+    compose = host.repo.work / "stacks/whoami/docker-compose.yml"
+    compose.write_text(compose.read_text().replace(
+        "      - ../../env/global.env\n", "      - ../../env/global.env\n      - .env\n"))
+    host.repo.commit("the .env is the service's env_file")
+    host.apply()
+    env = next(iter(host.containers("whoami")))["Config"]["Env"]
+    assert "GREETING=hello" in env
+    assert ids(host, "echo") == control
+    idle_is_quiet(host)

@@ -562,6 +562,21 @@ TREE_CASES = [
             "    restart:",
         ),
     ),
+    # a stack folder's .env
+    case("dotenv: compose would read it, vigo does not: refused",
+         {**stack(), "stacks/app/.env": "GREETING=hi\n"}, "stack-dotenv"),
+    case("dotenv: the proxy's too", {"proxy/.env": "X=1\n"}, "stack-dotenv"),
+    case("dotenv: named as env_file, plain defaults",
+         {**stack("env_file: .env\n"), "stacks/app/.env": "GREETING=hi\nLOG_LEVEL=info\n"}),
+    case("dotenv: named as env_file in the long form",
+         {**stack("env_file:\n  - path: ./.env\n    required: false\n"),
+          "stacks/app/.env": "GREETING=hi\n"}),
+    case("dotenv: named as env_file, with secret-looking keys",
+         {**stack("env_file: [.env]\n"),
+          "stacks/app/.env": "GREETING=hi\nDB_PASSWORD=x\napi-token=y\nMONKEY=z\n"},
+         "stack-dotenv" + W),
+    case("dotenv: another file named .env elsewhere is not the stack's",
+         {**stack("env_file: conf/.env\n"), "stacks/app/conf/.env": "A=1\n"}),
     # stacks layout and names
     case(
         "layout: both compose files",
@@ -767,3 +782,19 @@ def test_example_infra_repo_is_clean() -> None:
     """The example repo, encrypted by the real sops, passes every rule."""
     assert lint_repo_files(EXAMPLE) == []
     assert lint_tree(EXAMPLE) == []
+
+
+def test_dotenv_findings_name_lines_never_keys_or_values(tmp_path: Path) -> None:
+    write(tmp_path, {**BASE, **stack("env_file: .env\n"),
+                     "stacks/app/.env": "GREETING=hi\nDB_PASSWORD=hunter2\n"})
+    (found,) = [f for f in lint_tree(tmp_path) if f.rule == "stack-dotenv"]
+    assert (found.path, found.line) == ("stacks/app/.env", 2)
+    assert "hunter2" not in found.message + found.fix
+    assert "DB_PASSWORD" not in found.message + found.fix
+
+
+def test_dotenv_is_refused_by_the_per_stack_rules_apply_runs(tmp_path: Path) -> None:
+    write(tmp_path, {**BASE, **stack(), "stacks/app/.env": "GREETING=hi\n"})
+    found = lint_stack(tmp_path, "app", Path("stacks/app/docker-compose.yml"), set(), STRICT)
+    (dotenv,) = [f for f in found if f.rule == "stack-dotenv"]
+    assert dotenv.severity == "error" and "env/app.env" in dotenv.fix
