@@ -296,3 +296,41 @@ def test_a_stacks_dotenv_is_refused_at_check_and_apply_never_ignored(host: Host)
     assert "GREETING=hello" in env
     assert ids(host, "echo") == control
     idle_is_quiet(host)
+
+
+def test_realworld_shapes_apply_end_to_end(host: Host) -> None:
+    from tests.unit.test_realworld import SHAPES, materialise
+
+    runnable = [s for s in SHAPES if s.runs]
+    host.seed({})
+    for shape in runnable:
+        for rel, text in materialise(shape, net=f"{host.prefix}proxy").items():
+            host.repo.write(rel, text)
+        env = {k: (host.hostname(shape.name) if k.endswith("_HOST") else v)
+               for k, v in shape.env.items()}
+        if env:
+            host.repo.write_env(f"env/{shape.name}.env", env)
+    host.repo.commit("real-world shapes")
+    check = host.vigo("check", str(host.repo.work))
+    assert check.returncode == 0, check.stdout + check.stderr
+    res = host.apply()
+    for shape in runnable:
+        assert f"{shape.name}: created" in res.stdout, res.stdout
+    assert f"revision={TAG_A}" in host.get("shop", TAG_A)
+    names = sorted(n.removeprefix(host.prefix) for n in ids(host, "files"))
+    assert names == ["files-web-1", "files-worker-1", "files-worker-2"]
+    assert sorted(n.removeprefix(host.prefix) for n in ids(host, "shop")) == [
+        "shop-db-1", "shop-migrate-1", "shop-web-1"]
+    web = f"{host.prefix}files-web-1"
+    assert "greeting=hello" in sh("docker", "exec", web, "cat", "/etc/app.conf").stdout
+    idle_is_quiet(host)
+    shop = ids(host, "shop")
+    before = ids(host, "files")
+    host.repo.write("stacks/files/app.conf", "greeting=goodbye\n")
+    host.repo.commit("a config file changes")
+    host.apply()
+    after = ids(host, "files")
+    assert {n for n in before if before[n] != after[n]} == {web}
+    assert "goodbye" in sh("docker", "exec", web, "cat", "/etc/app.conf").stdout
+    assert ids(host, "shop") == shop
+    idle_is_quiet(host)
