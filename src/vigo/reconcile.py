@@ -462,9 +462,10 @@ class Reconciler:
                 with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
                     for action, result in zip(phase, pool.map(up, phase), strict=True):
                         publish_or_retry(result, action)
-        for action in conflicted:
-            result = up(action)
-            publish(replace(result, hold=False) if conflict(result.message) else result)
+        for action in conflicted:  # still conflicting and not rolled back (nothing of it
+            result = up(action)  # served before): not held, the next run tries again
+            publish(replace(result, hold=False)
+                    if conflict(result.message) and not result.rolled_back_to else result)
         for action in the_plan.actions:
             if action.kind == FAIL:
                 publish(StackResult(action.stack, FAIL, False, action.line()))

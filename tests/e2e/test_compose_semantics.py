@@ -334,3 +334,24 @@ def test_realworld_shapes_apply_end_to_end(host: Host) -> None:
     assert "goodbye" in sh("docker", "exec", web, "cat", "/etc/app.conf").stdout
     assert ids(host, "shop") == shop
     idle_is_quiet(host)
+
+
+def test_a_new_stack_blocked_by_a_foreign_port_is_not_held(host: Host) -> None:
+    port = free_port()
+    host.seed({"echo": TAG_B})
+    host.apply()
+    control = ids(host, "echo")
+    squatter = f"{host.prefix}squatter"  # not vigo's: it holds the port the new stack wants
+    sh("docker", "run", "-d", "--name", squatter, "-p", f"127.0.0.1:{port}:80", APP)
+    host.repo.write("stacks/site/docker-compose.yml", ported_compose(host, "site", port))
+    host.repo.commit("site wants a port that is taken")
+    res = host.apply(expect=1)
+    assert "site: failed" in res.stdout and "already allocated" in res.stdout, res.stdout
+    again = host.apply(expect=1)
+    assert "site: held" not in again.stdout and "already allocated" in again.stdout
+    sh("docker", "rm", "-f", squatter)
+    res = host.apply()  # compose left the container it could not start: "updated"
+    assert "site: created" in res.stdout or "site: updated" in res.stdout, res.stdout
+    assert f"revision={TAG_A}" in direct(port)
+    assert ids(host, "echo") == control
+    idle_is_quiet(host)
