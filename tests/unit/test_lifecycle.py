@@ -127,3 +127,36 @@ def test_drift_with_one_shots(containers, record, reasons) -> None:
 ])
 def test_settled(containers, hashes, done) -> None:
     assert settled(containers, APPLIED, hashes) == done
+
+
+class Hashes:
+    """The one engine call `Deployer._to_start` makes: `compose config --hash`."""
+
+    def __init__(self, hashes: dict[str, str]) -> None:
+        self.hashes = hashes
+        self.calls = 0
+
+    def config_hashes(self, *_args) -> dict[str, str]:
+        self.calls += 1
+        return self.hashes
+
+
+@pytest.mark.parametrize(("before", "hashes", "expected", "asks"), [
+    pytest.param((WEB, INIT), {"init": "c1", "web": "c9"}, ["web"], True,
+                 id="completed-one-shot-left-out"),
+    pytest.param((WEB, INIT), {"init": "c2", "web": "c9"}, [], True,
+                 id="changed-one-shot-runs-with-the-rest"),
+    pytest.param((WEB,), {}, [], False, id="no-completed-container-no-engine-call"),
+    pytest.param((WEB, FAILED), {"init": "c1"}, [], False, id="failed-one-shot-runs-again"),
+])
+def test_up_leaves_out_one_shots_that_completed(tmp_path, before, hashes, expected,
+                                                asks) -> None:
+    from vigo.deploy import Deployer
+    from vigo.model import Paths, Resolved
+
+    engine = Hashes(hashes)
+    d = Deployer(engine, "x-", Paths(tmp_path, tmp_path, tmp_path, tmp_path / "m"), 30,  # type: ignore[arg-type]
+                 lambda _line: None)
+    res = Resolved({"web": "img", "init": "img"}, finishes=frozenset({"init"}))
+    assert d._to_start("x-app", [], [], res, before, APPLIED) == expected
+    assert bool(engine.calls) is asks
