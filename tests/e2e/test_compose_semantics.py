@@ -62,6 +62,8 @@ def test_one_shot_runs_once_per_definition(host: Host) -> None:
     init = f"{host.prefix}oneshot-init-1"
     first = ids(host, "oneshot")
     control = ids(host, "echo")
+    status = host.vigo("status").stdout
+    assert "completed" in status and "exited" not in status, status
     # Idle runs: the exited init is converged, not drift; nothing runs again.
     idle_is_quiet(host)
     idle_is_quiet(host)
