@@ -431,12 +431,13 @@ class Reconciler:
         deployer = Deployer(self.compose, self.settings.project_prefix, paths,
                             self.settings.health_timeout, self._progress)
 
-        def up(action: Action) -> StackResult:
+        def up(action: Action, again: bool = False) -> StackResult:
             stack = desired.stack(action.stack)
             assert stack is not None
-            return deployer.deploy(stack, action, resolved[stack.name],
-                                   observed.stack(stack.name), records.get(stack.name) or {},
-                                   desired.revision)
+            before = (self.compose.containers(self.settings.project(stack.name)) if again
+                      else observed.stack(stack.name))  # a retry starts from what runs now
+            return deployer.deploy(stack, action, resolved[stack.name], before,
+                                   records.get(stack.name) or {}, desired.revision)
 
         def publish(result: StackResult) -> None:
             results[result.stack] = result
@@ -462,8 +463,14 @@ class Reconciler:
                 with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
                     for action, result in zip(phase, pool.map(up, phase), strict=True):
                         publish_or_retry(result, action)
-        for action in conflicted:  # still conflicting and not rolled back (nothing of it
-            result = up(action)  # served before): not held, the next run tries again
+        # Once more, from what runs now; a stack that still conflicts and was not rolled back
+        # (nothing of it served before) is not held: the next run tries again.
+        for action in conflicted:
+            try:
+                result = up(action, again=True)
+            except (DockerError, CommandTimeout) as exc:
+                result = StackResult(action.stack, action.kind, False,
+                                     f"{action.stack}: failed ({exc})")
             publish(replace(result, hold=False)
                     if conflict(result.message) and not result.rolled_back_to else result)
         for action in the_plan.actions:
