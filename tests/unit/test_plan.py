@@ -1,6 +1,8 @@
 """Table-driven tests of vigo.plan: (record, observed containers, resolved, failures) in,
 one Action (kind and reasons) per stack out."""
 
+from dataclasses import replace
+
 import pytest
 
 from vigo.model import (
@@ -69,6 +71,12 @@ WEB, WORKER = ctr(), ctr("worker")
                  id="multi-service-prefixed"),
     pytest.param(OLD, (WEB,), Resolved({"web": A, "worker": A}), {}, UPDATE,
                  ("worker: new service",), id="new-service"),
+    pytest.param(OLD, (WEB,), Resolved({"web": A, "worker": A}, replicas={"worker": 0}), {},
+                 UPDATE, (f"{COMPOSE} changed",), id="a-service-scaled-to-0-is-no-new-service"),
+    pytest.param(record(web="cfg1", init="cfg1") | {"completed": {"app-init-1": "cfg1"}},
+                 (WEB, replace(ctr("init", state="exited"), status="Exited (0) 1 hour ago")),
+                 Resolved({"web": A, "init": A}), {}, UPDATE, ("converge",),
+                 id="a-completed-one-shot-is-no-drift"),
     pytest.param(record("app-h1", {**DIGESTS, COMPOSE: "d1"}, **BOTH), (WEB, WORKER),
                  Resolved({"web": A}), {}, UPDATE, ("service worker removed",),
                  id="service-removed"),
