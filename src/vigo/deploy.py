@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vigo import health, registries, rollout
+from vigo import health, plan, registries, rollout
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.run import CommandTimeout
@@ -89,11 +89,12 @@ class Deployer:
             if rolled.failure:
                 return self._rollback(stack, action, rolled.failure, record, revision,
                                       kept=rolled.kept)
-            up = self.compose.up(project, files, envs, docker_config)
+            up = self.compose.up(project, files, envs, docker_config,
+                                 self._to_start(project, files, envs, res, before, record))
             if not up.ok:
                 return self._rollback(stack, action, f"docker compose up: {up.error(4)}", record,
                                       revision)
-            verdict = self.gate(project, res.services, timeout)
+            verdict = self.gate(project, res.services, timeout, counts=res.replicas)
             if verdict.status != health.OK:
                 return self._rollback(stack, action, self._explain(verdict), record, revision)
             after = self.compose.containers(project)
@@ -108,7 +109,7 @@ class Deployer:
         verb = "created" if action.kind == CREATE else "updated"
         if before and not rolled.names and {(c.id, c.config_hash) for c in after} == {
                 (c.id, c.config_hash) for c in before} and all(
-                c.state == "running" for c in (*before, *after)):
+                c.state == "running" or plan.is_completed(c, record) for c in (*before, *after)):
             verb = "unchanged"
             why.append("no container needed a change")
         text = "; ".join(why)
@@ -130,6 +131,15 @@ class Deployer:
         path = self.paths.overrides / f"{project}.json"
         fs.write_json(path, {"services": services}, mode=0o600)
         return path
+
+    def _to_start(self, project: str, files: list[Path], envs: list[Path], res: Resolved,
+                  before: tuple[Container, ...], record: dict) -> list[str]:
+        """The services `up` names: [] (all) unless some completed for the configuration they
+        would get now; those are left out, so a one-shot runs again only when it changes."""
+        if not any(c.service in res.finishes and c.exit_code == 0 for c in before):
+            return []
+        done = plan.settled(before, record, self.compose.config_hashes(project, files, envs))
+        return [svc for svc in res.services if svc not in done] if done else []
 
     def _pull(self, res: Resolved, docker_config: Path | None = None) -> str:
         """Pull every image the stack lacks before any container is touched ('' when all are
@@ -204,7 +214,8 @@ class Deployer:
     # -- the health gate ------------------------------------------------------------------------
 
     def gate(self, project: str, services: Collection[str], timeout: float,
-             only: set[str] | None = None) -> health.Verdict:
+             only: set[str] | None = None,
+             counts: Mapping[str, int] | None = None) -> health.Verdict:
         """Wait until every container of the project (or the `only` ones) is healthy, or one
         fails, or the timeout passes."""
         start = time.monotonic()
@@ -215,7 +226,7 @@ class Deployer:
             probes = [health.probe(d) for d in self.compose.inspect(ids)]
             if baseline is None:
                 baseline = {p.id: p.restarts for p in probes}
-            verdict = health.judge(probes, services, baseline, time.time())
+            verdict = health.judge(probes, services, baseline, time.time(), counts=counts)
             if verdict.status != health.WAIT:
                 return verdict
             now = time.monotonic()
@@ -284,11 +295,11 @@ class Deployer:
                                f"{stack.name}: failed ({reason}; {note})", hold=True)
         self.log(f"{stack.name}: {reason}; rolling back to {last}")
         model = json.loads(good.read_text()).get("services") or {}
-        services = list(model)
         up = self.compose.up_model(project, good, self.pulls.for_images(
             str((svc or {}).get("image") or "") for svc in model.values()))
-        verdict = (self.gate(project, services, self.health_timeout) if up.ok else
-                   health.Verdict(health.FAIL, f"docker compose up: {up.error(3)}"))
+        counts = {name: n for name, svc in model.items() if (n := health.replicas(svc)) != 1}
+        verdict = (self.gate(project, list(model), self.health_timeout, counts=counts)
+                   if up.ok else health.Verdict(health.FAIL, f"docker compose up: {up.error(3)}"))
         if verdict.status != health.OK:
             return StackResult(stack.name, action.kind, False,
                                f"{stack.name}: failed ({reason}); the rollback to {last} "

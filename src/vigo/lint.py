@@ -23,7 +23,7 @@ import posixpath
 import re
 import shlex
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,8 @@ RULES: dict[str, str] = {
     "folder; include/extends files are in its own folder",
     "rollout": "routed services with a healthcheck can run two containers at once (warning)",
     "registries": "env/registries.env holds complete NAME_REGISTRY/_USERNAME/_PASSWORD groups",
+    "stack-dotenv": "no .env in a stack folder (vigo never reads it for ${VAR}), unless a "
+    "service names it in env_file; then it holds no secret-looking keys (warning)",
 }
 
 
@@ -106,6 +108,7 @@ class ComposeFile:
     fragment: bool = False  # an `extends:` base file: its services may be partial
     # the privilege rules judge the resolved model (policy.py): the text rules stand aside
     resolved: bool = False
+    stack_keys: frozenset[str] = frozenset()  # of env_keys, those env/<stack>.env defines
 
     @property
     def folder(self) -> str:
@@ -151,11 +154,13 @@ def lint_tree(root: Path, policy: Policy = _STRICT, resolved: bool = False) -> l
     for stack, rel in targets:
         keys = frozenset(_stack_env_keys(root, stack))
         loaded, problems = _load(root, stack, rel, keys, policy, proxy_network, resolved)
-        files += loaded
+        own = frozenset(env_key_names(root / "env" / f"{stack}.env"))
+        files += [replace(cf, stack_keys=own) for cf in loaded]
         findings += problems
     for cf in files:
         for rule in STACK_RULES:
             findings.extend(rule(cf))
+    findings.extend(_stack_dotenv(root, files))
     for tree_check in TREE_RULES:
         findings.extend(tree_check(files))
     return _sorted(findings)
@@ -178,6 +183,7 @@ def lint_stack(
     for cf in files:
         for rule in STACK_RULES:
             findings.extend(rule(cf))
+    findings.extend(_stack_dotenv(root, files))
     return _sorted(findings)
 
 
@@ -772,10 +778,63 @@ def _env_pairs(environment: object) -> Iterator[tuple[str, str]]:
             yield key.strip(), value
 
 
+# A key name that says it holds a secret: one of these words between underscores.
+_SECRET_WORDS = frozenset({"PASSWORD", "PASSWD", "PASS", "PWD", "TOKEN", "SECRET", "KEY", "APIKEY",
+                           "PRIVATE", "CREDENTIAL", "CREDENTIALS", "AUTH", "SALT", "DSN"})
+
+
+def _stack_dotenv(root: Path, files: list[ComposeFile]) -> Iterator[Finding]:
+    """A stack folder's `.env`. Compose reads it for ${VAR} defaults only when it is given no
+    --env-file; vigo always gives the stack's env/ files, so such a file would be silently
+    ignored: refused, with where its values belong. A service may still name it in
+    `env_file:` (plaintext values for its environment): then secret-looking keys are
+    reported (by line, never by name or value)."""
+    for cf in files:
+        if cf.fragment or posixpath.basename(cf.rel) not in COMPOSE_NAMES:
+            continue
+        rel = posixpath.join(cf.folder, ".env")
+        if not (root / rel).is_file():
+            continue
+        named = any(
+            posixpath.normpath(posixpath.join(other.folder, value)) == rel
+            for other in files if other.stack == cf.stack
+            for _, svc, _ in _services(other.doc)
+            for value, _ in _entries(svc, "env_file")
+        )
+        own = "env/proxy.env" if cf.is_proxy else f"env/{cf.stack}.env"
+        if not named:
+            what = (
+                f"{_who(cf.stack)}: {rel} is never read: compose would take ${{VAR}} values "
+                "from it, but vigo gives compose env/global.env and "
+                f"{own} instead"
+            )
+            fix = (
+                f"Move its values into {own} (sops-encrypted), and non-secret defaults into "
+                f"{cf.rel} as ${{VAR:-default}}; then delete {rel}."
+            )
+            yield Finding("stack-dotenv", ERROR, rel, None, what, fix)
+            continue
+        lines = [
+            n for n, key, _ in _dotenv(root / rel)
+            if _SECRET_WORDS & set(key.upper().replace("-", "_").split("_"))
+        ]
+        if lines:
+            what = (
+                f"{_who(cf.stack)}: {rel} is plaintext in the repo and a service reads it as "
+                f"env_file, but line(s) {', '.join(map(str, lines))} look like secrets"
+            )
+            fix = f"Move secret values into {own} (sops-encrypted); keep {rel} for defaults."
+            yield Finding("stack-dotenv", WARNING, rel, lines[0], what, fix)
+
+
 @tree_rule
 def _traefik_unique(files: list[ComposeFile]) -> Iterator[Finding]:
-    """Router names, service names and Host(...) rules are global on the host."""
+    """Router names, service names and Host(...) rules are global on the host. They are
+    compared as interpolation will make them, stack by stack: a variable of env/global.env is
+    the same in every stack, one of a stack's own env/<stack>.env may differ from the other
+    stacks' (its value is encrypted: the clash then waits for the real values, a warning)."""
     first: dict[tuple[str, ...], ComposeFile] = {}
+    written: dict[tuple[str, ...], tuple[ComposeFile, tuple[str, ...]]] = {}
     reported: set[tuple[tuple[str, ...], str]] = set()
     for cf in sorted(files, key=lambda f: (not f.is_proxy, f.stack, f.rel)):
         for name, svc, _ in _services(cf.doc):
@@ -783,11 +842,49 @@ def _traefik_unique(files: list[ComposeFile]) -> Iterator[Finding]:
                 continue
             for key, value, line in _labels(svc):
                 for ident in _traefik_idents(key, value):
-                    owner = first.setdefault(ident, cf)
-                    if owner.stack == cf.stack or (ident, cf.stack) in reported:
+                    pairs = [_canonical(part, cf) for part in ident]
+                    real = tuple(text for text, _ in pairs)
+                    waits = tuple(sorted({v for _, own in pairs for v in own}))
+                    owner = first.setdefault(real, cf)
+                    if owner.stack != cf.stack and (ident, cf.stack) not in reported:
+                        reported.add((ident, cf.stack))
+                        yield _duplicate(cf, owner, ident, name, line)
                         continue
-                    reported.add((ident, cf.stack))
-                    yield _duplicate(cf, owner, ident, name, line)
+                    if any(var is not None for part in ident for var in _undefined(part,
+                                                                                 cf.env_keys)):
+                        continue  # empty where undefined: label-env says so
+                    seen, seen_waits = written.setdefault(ident, (cf, waits))
+                    if seen.stack != cf.stack and (waits or seen_waits) and (
+                            ident, cf.stack) not in reported:
+                        reported.add((ident, cf.stack))
+                        yield _duplicate(cf, seen, ident, name, line,
+                                         tuple(sorted(set(waits) | set(seen_waits))))
+
+
+def _canonical(text: str, cf: ComposeFile) -> tuple[str, tuple[str, ...]]:
+    """`text` as interpolation makes it, as far as that is certain offline, for comparing
+    across stacks: a variable of env/global.env becomes a mark shared by every stack, one of
+    the stack's own env file a mark of this stack only (returned: the comparison waits for
+    its value), an undefined one its default (or nothing)."""
+    out, pos, own = [], 0, []
+    for m in _INTERP.finditer(text):
+        out.append(text[pos : m.start()])
+        pos = m.end()
+        if m["esc"] or m["bad"]:
+            out.append("$" if m["esc"] else m.group(0))
+            continue
+        name, op, arg = m["name"] or m["bare"], m["op"] or "", m["arg"] or ""
+        if name not in cf.env_keys:
+            out.append(arg if op in (":-", "-") else "")
+        elif op in (":+", "+"):
+            out.append(arg)
+        elif name in cf.stack_keys:
+            out.append(f"\0{cf.stack}:{name}\0")
+            own.append(name)
+        else:
+            out.append(f"\0global:{name}\0")
+    out.append(text[pos:])
+    return "".join(out), tuple(own)
 
 
 def _traefik_idents(key: str, value: str) -> Iterator[tuple[str, ...]]:
@@ -801,9 +898,29 @@ def _traefik_idents(key: str, value: str) -> Iterator[tuple[str, ...]]:
 
 
 def _duplicate(
-    cf: ComposeFile, owner: ComposeFile, ident: tuple[str, ...], service: str, line: int | None
+    cf: ComposeFile,
+    owner: ComposeFile,
+    ident: tuple[str, ...],
+    service: str,
+    line: int | None,
+    waits: tuple[str, ...] = (),
 ) -> Finding:
     other = f"{_who(owner.stack)} ({owner.rel})"
+    if waits:  # the same text, made of variables each stack defines for itself
+        names = ", ".join(waits)
+        why = (
+            f"{names} come{'s' if len(waits) == 1 else ''} from each stack's own env file "
+            "(encrypted), so they clash only if the values are equal; this waits for the real "
+            "values"
+        )
+        fix = "Make sure the values differ, or name the variable after the stack."
+        if ident[0] == "host":
+            rule, what = "traefik-host-unique", f"the router rule {ident[1]} is also written"
+        else:
+            kind, protocol, name = ident
+            rule = "traefik-router-unique" if kind == "routers" else "traefik-service-unique"
+            what = f"the Traefik {protocol} {kind[:-1]} name '{name}' is also written"
+        return _finding(cf, rule, line, service, f"{what} by {other}; {why}", fix, WARNING)
     if ident[0] == "host":
         what = f"the router rule {ident[1]} is also used by {other}; Traefik would pick either"
         fix = "Give each stack its own host name (or tell them apart with a path rule)."

@@ -89,6 +89,13 @@ class Container:
     config_hash: str
 
     @property
+    def exit_code(self) -> int | None:
+        """The code an exited container ended with, from docker's status "Exited (0) 2s ago"."""
+        head, _, rest = self.status.partition("(")
+        code = rest.partition(")")[0]
+        return int(code) if head.strip() == "Exited" and code.lstrip("-").isdigit() else None
+
+    @property
     def health(self) -> str:
         for word in ("unhealthy", "healthy", "health: starting"):
             if f"({word})" in self.status:
@@ -136,6 +143,8 @@ class Resolved:
     health_timeout: int | None = None  # x-vigo.health_timeout of the stack's compose file
     model: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the JSON
     policy: tuple[str, ...] = ()  # policy.judge's violations of the model: the stack is refused
+    finishes: frozenset[str] = frozenset()  # services meant to exit (health.meant_to_finish)
+    replicas: Mapping[str, int] = field(default_factory=dict)  # service -> count, when not 1
 
 
 CREATE, UPDATE, REMOVE, UNCHANGED, FAIL, KEEP, HOLD = (

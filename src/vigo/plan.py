@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from vigo.model import (
     CREATE,
@@ -24,8 +24,35 @@ from vigo.model import (
 )
 
 
+def completed(containers: tuple[Container, ...], finishes: Collection[str]) -> dict[str, str]:
+    """The containers of services meant to finish that exited 0: name -> config hash. Recorded
+    at apply (`completed`), so that an idle run, which resolves nothing, knows them."""
+    return {c.name: c.config_hash for c in containers
+            if c.service in finishes and c.state == "exited" and c.exit_code == 0}
+
+
+def is_completed(c: Container, record: Mapping[str, object]) -> bool:
+    """A container that completed successfully for the configuration vigo applied."""
+    done = record.get("completed")
+    return (isinstance(done, dict) and bool(c.config_hash) and done.get(c.name) == c.config_hash
+            and c.state == "exited" and c.exit_code == 0)
+
+
+def settled(containers: tuple[Container, ...], record: Mapping[str, object],
+            hashes: Mapping[str, str]) -> frozenset[str]:
+    """Services whose every container completed for the configuration compose would give it
+    now (`hashes`, from `compose config --hash`): `compose up` must not run them again."""
+    by_service: dict[str, list[Container]] = {}
+    for c in containers:
+        by_service.setdefault(c.service, []).append(c)
+    return frozenset(svc for svc, cs in by_service.items()
+                     if all(is_completed(c, record) and hashes.get(svc) == c.config_hash
+                            for c in cs))
+
+
 def drift(containers: tuple[Container, ...], record: Mapping[str, object]) -> list[str]:
-    """Why the containers of a stack no longer run as vigo left them ([] when they do)."""
+    """Why the containers of a stack no longer run as vigo left them ([] when they do). A
+    container that completed (exited 0) for the applied configuration is as vigo left it."""
     applied = record.get("containers")
     if not isinstance(applied, dict):
         return []
@@ -35,6 +62,10 @@ def drift(containers: tuple[Container, ...], record: Mapping[str, object]) -> li
         c = seen.get(name)
         if c is None:
             reasons.append(f"container {name} was removed")
+        elif c.state != "running" and is_completed(c, record) and c.config_hash == config_hash:
+            continue
+        elif c.state == "exited" and name in (record.get("completed") or {}) and c.exit_code:
+            reasons.append(f"container {name} exited with code {c.exit_code}")
         elif c.state != "running":
             reasons.append(f"container {name} is {c.state}")
         elif c.config_hash != config_hash:
@@ -60,6 +91,32 @@ def needs_resolve(desired: DesiredState, observed: Observed,
     return out
 
 
+def phases(the_plan: Plan) -> tuple[tuple[Action, ...], ...]:
+    """The order apply runs a plan in; the actions of one phase may run in parallel. The proxy
+    first (every route needs it); then the removals, which release host ports, Traefik router
+    names and container names; then the creates and updates that may take them (a renamed
+    stack converges in one run); the proxy's own removal last."""
+    work, gone = the_plan.by_kind(CREATE, UPDATE), the_plan.by_kind(REMOVE)
+    ordered = (tuple(a for a in work if a.stack == PROXY),
+               tuple(a for a in gone if a.stack != PROXY),
+               tuple(a for a in work if a.stack != PROXY),
+               tuple(a for a in gone if a.stack == PROXY))
+    return tuple(phase for phase in ordered if phase)
+
+
+# What the engine says when a container cannot take a host port or a name another container
+# holds: a conflict with the rest of the host, not a fault of the revision.
+CONFLICTS = ("port is already allocated", "address already in use", "is already in use by",
+             "already exists in network")
+
+
+def conflict(message: str) -> bool:
+    """A failed deploy whose cause is a resource another stack held: it is tried again once
+    the run's other stacks are done (an update may have released it), and never held."""
+    low = message.lower()
+    return any(c in low for c in CONFLICTS)
+
+
 def held(stack: Stack, record: Mapping[str, object]) -> bool:
     """A revision of the stack failed its deploy and was rolled back (or could not be): it is
     not tried again until the stack changes, `vigo retry`, or `--force`."""
@@ -82,7 +139,7 @@ def _image_reasons(stack: Stack, resolved: Resolved,
         old = running.get(service)
         who = "" if single else f"{service}: "
         if old is None:
-            if containers:
+            if containers and resolved.replicas.get(service, 1):
                 reasons.append(f"{who}new service" if who else f"new service {service}")
         elif old != image:
             reasons.append(f"{who}image {_short(old, image)} -> {_short(image, old)}")

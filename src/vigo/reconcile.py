@@ -14,11 +14,11 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vigo import config, dotenv, policy, registries, render, state, trust
+from vigo import config, dotenv, health, policy, registries, render, state, trust
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.engine import local_capacity
@@ -54,7 +54,15 @@ from vigo.model import (
     Stack,
     StackResult,
 )
-from vigo.plan import guard_overlay, needs_resolve, overlay_record, plan
+from vigo.plan import (
+    completed,
+    conflict,
+    guard_overlay,
+    needs_resolve,
+    overlay_record,
+    phases,
+    plan,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_SOURCE, EXIT_LOCKED = 0, 1, 2, 3, 75
 PARALLEL_PER_CPU = 4  # a deploy mostly waits (engine, health polls): more than one per core
@@ -513,13 +521,17 @@ class Reconciler:
         services = model.get("services") or {}
         images = {name: str(svc.get("image") or "") for name, svc in services.items()}
         mounts = {name: h for name, svc in services.items()
-                  if (h := _mounts_hash(svc, paths.runtime, rendered))}
+                  if (h := _mounts_hash(svc, paths.runtime, rendered, model))}
         options = model.get("x-vigo") or {}
         timeout = options.get("health_timeout") if isinstance(options, dict) else None
         return Resolved(images, mounts, model=model,
                         rollouts={name: rollout.spec(svc) for name, svc in services.items()},
                         health_timeout=timeout if isinstance(timeout, int) and timeout > 0
-                        else None)
+                        else None,
+                        finishes=frozenset(name for name in services
+                                           if health.meant_to_finish(name, services)),
+                        replicas={name: n for name, svc in services.items()
+                                  if (n := health.replicas(svc)) != 1})
 
     def _links(self, resolved: dict[str, Resolved], paths: Paths,
                 env_files: set[str]) -> dict[str, str]:
@@ -587,12 +599,13 @@ class Reconciler:
                                 self.settings.health_timeout, self._progress,
                                 pulls=self._pulls(report, desired, paths))
 
-        def up(action: Action) -> StackResult:
+        def up(action: Action, again: bool = False) -> StackResult:
             try:
                 stack = desired.stack(action.stack)
                 assert stack is not None
-                return deployer.deploy(stack, action, resolved[stack.name],
-                                       observed.stack(stack.name),
+                before = (self.compose.containers(self.settings.project(stack.name)) if again
+                          else observed.stack(stack.name))  # a retry starts from what runs now
+                return deployer.deploy(stack, action, resolved[stack.name], before,
                                        records.get(stack.name) or {}, desired.revision)
             except Exception as exc:  # whatever one deploy raises fails that stack only
                 return StackResult(action.stack, action.kind, False,
@@ -602,21 +615,36 @@ class Reconciler:
             results[result.stack] = result
             self.emit(result.message)
 
-        first = [a for a in work if a.stack == PROXY]
-        rest = [a for a in work if a.stack != PROXY]
-        for action in first:
-            publish(up(action))
-        if rest:  # the proxy first, then the others at once, as many as the host takes
-            from concurrent.futures import ThreadPoolExecutor
+        conflicted: list[Action] = []
 
-            with ThreadPoolExecutor(max_workers=self._parallel(len(rest))) as pool:
-                for result in pool.map(up, rest):
-                    publish(result)
+        def publish_or_retry(result: StackResult, action: Action) -> None:
+            if not result.ok and conflict(result.message):
+                conflicted.append(action)  # another stack may release it in this run
+                self._progress(f"{result.message}; tried again after the other stacks")
+            else:
+                publish(result)
+
+        for phase in phases(the_plan):  # frees before it takes: removals, then creates
+            if phase[0].kind == REMOVE:
+                for action in phase:
+                    publish(self._down(action.stack, paths))
+            elif len(phase) == 1:
+                publish_or_retry(up(phase[0]), phase[0])
+            else:  # at once, as many as the host takes
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=self._parallel(len(phase))) as pool:
+                    for action, result in zip(phase, pool.map(up, phase), strict=True):
+                        publish_or_retry(result, action)
+        # Once more, from what runs now; a stack that still conflicts and was not rolled back
+        # (nothing of it served before) is not held: the next run tries again.
+        for action in conflicted:
+            result = up(action, again=True)
+            publish(replace(result, hold=False)
+                    if conflict(result.message) and not result.rolled_back_to else result)
         for action in the_plan.actions:
             if action.kind == FAIL:
                 publish(StackResult(action.stack, FAIL, False, action.line()))
-            elif action.kind == REMOVE:
-                publish(self._down(action.stack, paths))
             elif action.kind == KEEP:
                 publish(StackResult(action.stack, KEEP, True, action.line()))
             elif action.kind == HOLD:
@@ -626,7 +654,7 @@ class Reconciler:
                                                     action.line())
         if the_plan.refusal:
             self.emit(f"prune refused: {the_plan.refusal}")
-        dropped = self._record(desired, results, records)
+        dropped = self._record(desired, results, records, resolved)
         if dropped:
             self._clean_images(records, dropped)
         report.results = [results[a.stack] for a in the_plan.actions if a.stack in results]
@@ -707,7 +735,7 @@ class Reconciler:
         return StackResult(name, REMOVE, True, f"{name}: removed (no longer in the repo)")
 
     def _record(self, desired: DesiredState, results: dict[str, StackResult],
-                records: dict[str, Any]) -> set[str]:
+                records: dict[str, Any], resolved: dict[str, Resolved] | None = None) -> set[str]:
         """Update the per-stack records; returns the images that fell out of some stack's
         last `keep_images` revisions."""
         now = state.now()
@@ -721,7 +749,10 @@ class Reconciler:
             if result.action in (CREATE, UPDATE) and result.ok and stack is not None:
                 record.update(hash=stack.hash, digests=dict(stack.digests),
                               revision=desired.revision, applied_at=now,
-                              containers={c.name: c.config_hash for c in result.containers})
+                              containers={c.name: c.config_hash for c in result.containers},
+                              completed=completed(result.containers,
+                                                  (resolved or {})[name].finishes
+                                                  if name in (resolved or {}) else ()))
                 for key in ("failed_hash", "failed_revision", "rolled_back_to"):
                     record.pop(key, None)
                 dropped |= _remember_images(record, desired.revision, result.containers,
@@ -831,16 +862,34 @@ def parallelism(stacks: int, engine_cpus: int, local_cpus: int, mem_mb: int | No
     return max(1, n)
 
 
-def _mounts_hash(service: dict[str, Any], runtime: Path, rendered: set[str]) -> str:
-    """Digest of the rendered files a service bind-mounts from the tree: compose's config
-    hash does not cover their content, so a changed file must change a label. Files the host
-    wrote (data folders) do not count."""
+def _mounts_hash(service: dict[str, Any], runtime: Path, rendered: set[str],
+                 model: dict[str, Any] | None = None) -> str:
+    """Digest of the rendered files that reach a service's container from the tree: its bind
+    mounts and the `file:` of the `configs` and `secrets` it uses (compose mounts those too),
+    and the text of inline `content:` configs. Compose's config hash covers none of their
+    content, so a changed file must change a label, of exactly the services that use it.
+    Files the host wrote (data folders) do not count. `env_file`, `include` and `extends` need
+    nothing here: they change the resolved service itself, which compose's hash covers."""
     h = hashlib.sha256()
     found = False
+    sources: list[str] = []
     for volume in service.get("volumes") or []:
-        if not isinstance(volume, dict) or volume.get("type") != "bind":
-            continue
-        source = Path(str(volume.get("source", "")))
+        if isinstance(volume, dict) and volume.get("type") == "bind":
+            sources.append(str(volume.get("source", "")))
+    for kind in ("configs", "secrets"):
+        declared = (model or {}).get(kind) or {}
+        for entry in service.get(kind) or []:
+            name = entry.get("source") if isinstance(entry, dict) else entry
+            decl = declared.get(str(name)) if isinstance(declared, dict) else None
+            if not isinstance(decl, dict):
+                continue
+            if decl.get("file"):
+                sources.append(str(decl["file"]))
+            elif isinstance(decl.get("content"), str):
+                h.update(f"{kind}:{name}\0{decl['content']}\n".encode())
+                found = True
+    for text in sources:
+        source = Path(text)
         if not source.is_relative_to(runtime):
             continue
         rel = source.relative_to(runtime).as_posix()

@@ -20,6 +20,7 @@ from vigo.adapters.lock import holder
 from vigo.adapters.run import CommandTimeout
 from vigo.config import Settings
 from vigo.model import Container
+from vigo.plan import is_completed
 
 WIDTH = 80
 _STATUS = re.compile(r"^(?P<word>Up|Exited \((?P<code>-?\d+)\)|Restarting \(-?\d+\)|Created|"
@@ -78,7 +79,8 @@ def gather(settings: Settings, config_path: Path | None, compose: Compose, git: 
     for name in names:
         record = records.get(name) if isinstance(records.get(name), dict) else {}
         mine = sorted((c for c in containers if c.stack == name), key=lambda c: c.name)
-        rows = [{"name": c.name, "service": c.service, "state": container_state(c),
+        rows = [{"name": c.name, "service": c.service,  # a one-shot done for its config:
+                 "state": "completed" if is_completed(c, record) else container_state(c),
                  "status": c.status, "image": c.image, "since": since(c.status)}
                 for c in mine]
         failing = record.get("outcome") == "failed"

@@ -173,3 +173,43 @@ def test_all_hosts_summary_counts_errors_per_host(repo: Path) -> None:
     assert summary[-1] == "2 host(s) and the base: errors in h2"
     assert any(line.startswith("  hosts/h2/stacks/app/docker-compose.yml:2: error "
                                "[compose-parse]") for line in summary)
+
+
+ROUTED_APP = """\
+services:
+  web:
+    image: ghcr.io/x/{name}:sha-1a2b3c4
+    labels:
+      - traefik.enable=true
+      - traefik.http.routers.{name}.rule=Host(`${{APP_HOST}}`)
+    networks: [proxy]
+networks:
+  proxy:
+    external: true
+    name: proxy_default
+"""
+
+
+@pytest.mark.parametrize("where, errors, warned", [
+    pytest.param("own", 0, True, id="each-stack-its-own-env-file-no-clash"),
+    pytest.param("global", 1, False, id="one-global-value-clashes"),
+])
+def test_all_hosts_reason_per_stack_about_shared_variable_names(
+        tmp_path: Path, where: str, errors: int, warned: bool) -> None:
+    files = {".sops.yaml": TEMPLATE,
+             "env/global.env": enc(OP, TZ="UTC", **({"APP_HOST": "x"} if where == "global"
+                                                    else {}))}
+    for name in ("shop", "blog"):
+        files[f"stacks/{name}/docker-compose.yml"] = ROUTED_APP.format(name=name)
+        if where == "own":
+            files[f"env/{name}.env"] = enc(OP, APP_HOST=f"{name}.example.com")
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    plans = fleet.plan_fleet(tmp_path, Policy(), no_compose)
+    assert sum(p.errors for p in plans) == errors, [f.message for p in plans for f in p.findings]
+    hosts = [f for p in plans for f in p.findings if f.rule == "traefik-host-unique"]
+    assert all((f.severity == "warning") is warned for f in hosts) and hosts
+    if warned:
+        assert "waits for the real values" in hosts[0].message
+    assert "example.com" not in "\n".join(line for p in plans for line in fleet.format_host(p))

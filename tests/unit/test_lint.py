@@ -409,13 +409,71 @@ TREE_CASES = [
         "traefik-host-unique",
     ),
     case(
-        "traefik: same placeholder text in two stacks",
+        "traefik: same placeholder text, undefined in one stack: empty there, no clash",
         {
             **routed("app", "app", "Host(`${APP_HOST}`)", "app"),
             **routed("other", "other", "Host(`${APP_HOST}`)", "other"),
         },
-        "traefik-host-unique",
         "label-env",  # APP_HOST is not defined for stack "other"
+    ),
+    case(
+        "traefik: same variable in each stack's own env file waits for the values",
+        {
+            **routed("app", "app", "Host(`${APP_HOST}`)", "app"),
+            **routed("other", "other", "Host(`${APP_HOST}`)", "other"),
+            "env/other.env": enc("APP_HOST"),
+        },
+        "traefik-host-unique" + W,
+    ),
+    case(
+        "traefik: same variable from env/global.env clashes after interpolation",
+        {
+            **routed("app", "app", "Host(`${ACME_EMAIL}`)", "app"),
+            **routed("other", "other", "Host(`${ACME_EMAIL}`)", "other"),
+        },
+        "traefik-host-unique",
+    ),
+    case(
+        "traefik: a global variable in two different rules",
+        {
+            **routed("app", "app", "Host(`app.${ACME_EMAIL}`)", "app"),
+            **routed("other", "other", "Host(`other.${ACME_EMAIL}`)", "other"),
+        },
+    ),
+    case(
+        "traefik: a stack overrides the global variable: waits for the values",
+        {
+            **routed("app", "app", "Host(`${ACME_EMAIL}`)", "app"),
+            **routed("other", "other", "Host(`${ACME_EMAIL}`)", "other"),
+            "env/other.env": enc("ACME_EMAIL"),
+        },
+        "traefik-host-unique" + W,
+    ),
+    case(
+        "traefik: the same default of undefined variables clashes",
+        {
+            **routed("app", "app", "Host(`${WEB_HOST:-a.example.com}`)", "app"),
+            **routed("other", "other", "Host(`${SITE_HOST:-a.example.com}`)", "other"),
+        },
+        "traefik-host-unique",
+    ),
+    case(
+        "traefik: router and service names from each stack's own variable",
+        {
+            **routed("${APP_HOST}", "${APP_HOST}", "Host(`a.example.com`)", "app"),
+            **routed("${APP_HOST}", "${APP_HOST}", "Host(`b.example.com`)", "other"),
+            "env/other.env": enc("APP_HOST"),
+        },
+        "traefik-router-unique" + W,
+        "traefik-service-unique" + W,
+    ),
+    case(
+        "traefik: router names from an undefined variable's default clash",
+        {
+            **routed("${R:-web}", "app", "Host(`a.example.com`)", "app"),
+            **routed("web", "other", "Host(`b.example.com`)", "other"),
+        },
+        "traefik-router-unique",
     ),
     case(
         "traefik: same host, different paths",
@@ -516,6 +574,21 @@ TREE_CASES = [
             "    restart:",
         ),
     ),
+    # a stack folder's .env
+    case("dotenv: compose would read it, vigo does not: refused",
+         {**stack(), "stacks/app/.env": "GREETING=hi\n"}, "stack-dotenv"),
+    case("dotenv: the proxy's too", {"proxy/.env": "X=1\n"}, "stack-dotenv"),
+    case("dotenv: named as env_file, plain defaults",
+         {**stack("env_file: .env\n"), "stacks/app/.env": "GREETING=hi\nLOG_LEVEL=info\n"}),
+    case("dotenv: named as env_file in the long form",
+         {**stack("env_file:\n  - path: ./.env\n    required: false\n"),
+          "stacks/app/.env": "GREETING=hi\n"}),
+    case("dotenv: named as env_file, with secret-looking keys",
+         {**stack("env_file: [.env]\n"),
+          "stacks/app/.env": "GREETING=hi\nDB_PASSWORD=x\napi-token=y\nMONKEY=z\n"},
+         "stack-dotenv" + W),
+    case("dotenv: another file named .env elsewhere is not the stack's",
+         {**stack("env_file: conf/.env\n"), "stacks/app/conf/.env": "A=1\n"}),
     # stacks layout and names
     case(
         "layout: both compose files",
@@ -724,3 +797,19 @@ def test_example_infra_repo_is_clean() -> None:
     """The example repo, encrypted by the real sops, passes every rule."""
     assert lint_repo_files(EXAMPLE) == []
     assert lint_tree(EXAMPLE) == []
+
+
+def test_dotenv_findings_name_lines_never_keys_or_values(tmp_path: Path) -> None:
+    write(tmp_path, {**BASE, **stack("env_file: .env\n"),
+                     "stacks/app/.env": "GREETING=hi\nDB_PASSWORD=hunter2\n"})
+    (found,) = [f for f in lint_tree(tmp_path) if f.rule == "stack-dotenv"]
+    assert (found.path, found.line) == ("stacks/app/.env", 2)
+    assert "hunter2" not in found.message + found.fix
+    assert "DB_PASSWORD" not in found.message + found.fix
+
+
+def test_dotenv_is_refused_by_the_per_stack_rules_apply_runs(tmp_path: Path) -> None:
+    write(tmp_path, {**BASE, **stack(), "stacks/app/.env": "GREETING=hi\n"})
+    found = lint_stack(tmp_path, "app", Path("stacks/app/docker-compose.yml"), set(), STRICT)
+    (dotenv,) = [f for f in found if f.rule == "stack-dotenv"]
+    assert dotenv.severity == "error" and "env/app.env" in dotenv.fix

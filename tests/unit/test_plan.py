@@ -1,6 +1,8 @@
 """Table-driven tests of vigo.plan: (record, observed containers, resolved, failures) in,
 one Action (kind and reasons) per stack out."""
 
+from dataclasses import replace
+
 import pytest
 
 from vigo.model import (
@@ -15,10 +17,11 @@ from vigo.model import (
     DesiredState,
     Observed,
     Options,
+    Plan,
     Resolved,
     Stack,
 )
-from vigo.plan import needs_resolve, plan
+from vigo.plan import conflict, needs_resolve, phases, plan
 
 A, B = "ghcr.io/org/app:sha-a", "ghcr.io/org/app:sha-b"
 COMPOSE = "stacks/app/docker-compose.yml"
@@ -68,6 +71,12 @@ WEB, WORKER = ctr(), ctr("worker")
                  id="multi-service-prefixed"),
     pytest.param(OLD, (WEB,), Resolved({"web": A, "worker": A}), {}, UPDATE,
                  ("worker: new service",), id="new-service"),
+    pytest.param(OLD, (WEB,), Resolved({"web": A, "worker": A}, replicas={"worker": 0}), {},
+                 UPDATE, (f"{COMPOSE} changed",), id="a-service-scaled-to-0-is-no-new-service"),
+    pytest.param(record(web="cfg1", init="cfg1") | {"completed": {"app-init-1": "cfg1"}},
+                 (WEB, replace(ctr("init", state="exited"), status="Exited (0) 1 hour ago")),
+                 Resolved({"web": A, "init": A}), {}, UPDATE, ("converge",),
+                 id="a-completed-one-shot-is-no-drift"),
     pytest.param(record("app-h1", {**DIGESTS, COMPOSE: "d1"}, **BOTH), (WEB, WORKER),
                  Resolved({"web": A}), {}, UPDATE, ("service worker removed",),
                  id="service-removed"),
@@ -173,3 +182,36 @@ def test_prune(tree, running, allow_empty, expected, refused):
     assert bool(result.refusal) is refused
     if refused:
         assert "0123456789ab" in result.refusal and "--allow-empty" in result.refusal
+
+
+def _kinds(*pairs: tuple[str, str]) -> Plan:
+    return Plan(revision="r", actions=tuple(Action(name, kind) for name, kind in pairs))
+
+
+@pytest.mark.parametrize("actions, expected", [
+    pytest.param([("web2", CREATE), ("site", REMOVE)], [["site"], ["web2"]],
+                 id="rename-frees-the-port-before-taking-it"),
+    pytest.param([("proxy", UPDATE), ("a", CREATE), ("b", UPDATE), ("old", REMOVE),
+                  ("c", UNCHANGED), ("d", FAIL)], [["proxy"], ["old"], ["a", "b"]],
+                 id="proxy-first-then-removals-then-the-rest"),
+    pytest.param([("a", CREATE), ("proxy", REMOVE), ("x", REMOVE)],
+                 [["x"], ["a"], ["proxy"]], id="the-proxy-goes-last"),
+    pytest.param([("a", KEEP), ("b", UNCHANGED)], [], id="nothing-to-run"),
+])
+def test_phases(actions, expected) -> None:
+    assert [[a.stack for a in phase] for phase in phases(_kinds(*actions))] == expected
+
+
+@pytest.mark.parametrize("message, is_conflict", [
+    ("web2: failed (docker compose up: Error response from daemon: driver failed programming "
+     "external connectivity on endpoint x: Bind for 127.0.0.1:8080 failed: port is already "
+     "allocated; nothing to roll back to)", True),
+    ("app: failed (docker compose up: Error starting userland proxy: listen tcp4 0.0.0.0:80: "
+     "bind: address already in use)", True),
+    ('app: failed (docker compose up: Conflict. The container name "/db" is already in use by '
+     'container "0af3". You have to remove (or rename) that container)', True),
+    ("app: rolled back to abc; def failed: container app-web-1 exited with code 1", False),
+    ("app: failed (image x cannot be pulled: manifest unknown)", False),
+])
+def test_conflict(message, is_conflict) -> None:
+    assert conflict(message) is is_conflict

@@ -94,9 +94,13 @@ class Compose:
         return res
 
     def up(self, project: str, files: Sequence[Path], env_files: Sequence[Path],
-           docker_config: Path | None = None) -> Result:
+           docker_config: Path | None = None, services: Sequence[str] = ()) -> Result:
+        """`up` of the whole project, or of the named services only (`--no-deps`: the services
+        left out completed and must not run again)."""
         argv = [*self._argv(project, files, env_files), "up", "--detach", "--remove-orphans",
                 "--quiet-pull"]
+        if services:
+            argv += ["--no-deps", *services]
         return self.runner.run(argv, env=_pull_env(docker_config), timeout=self.timeout)
 
     def resolved(self, project: str, files: Sequence[Path], env_files: Sequence[Path]) -> Result:
