@@ -459,7 +459,10 @@ SETTINGS_OPTIONAL = {"check", "init", "promote", "history", "rollback", "host"}
 def _terminated(signum: int, _frame: object) -> None:
     """SIGTERM (systemd's stop, TimeoutStartSec) ends vigo like Ctrl-C: the running command's
     process group is ended and the run is recorded as failed (interrupted), not left as the
-    last run's outcome."""
+    last run's outcome. STOP ends the waits of the deploy threads too."""
+    from vigo.adapters.run import STOP
+
+    STOP.set()
     raise SystemExit(128 + signum)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from vigo import health, plan, registries, rollout
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
-from vigo.adapters.run import CommandTimeout
+from vigo.adapters.run import CommandTimeout, pause
 from vigo.model import (
     CREATE,
     LABEL_INSTANCE,
@@ -59,7 +59,7 @@ class Deployer:
     paths: Paths
     health_timeout: int
     log: Callable[[str], None]
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = pause  # ends at once when vigo is told to stop
     # Registry credentials (docs/private-images.md): given to the pulls of the stacks that
     # need them only.
     pulls: registries.Pulls = field(default_factory=registries.Pulls)

@@ -96,6 +96,9 @@ def service(u: UnitSpec) -> str:
         f"ExecStart={_argv([*u.exec_argv, '--config', str(u.config), 'apply', '--timer'])}",
         # A oneshot has no start timeout by default: a hung run would stop the timer forever.
         f"TimeoutStartSec={u.timeout_start}",
+        # Told to stop, vigo ends its waits at once and records the run as interrupted; what
+        # still runs after 30 s is killed (the default would wait 90 s before the next run).
+        "TimeoutStopSec=30",
         # 75: another run (a manual one) holds the lock; nothing was done, nothing is wrong.
         "SuccessExitStatus=75",
         "Environment=PYTHONUNBUFFERED=1",

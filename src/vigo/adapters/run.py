@@ -143,6 +143,22 @@ class CommandTimeout(Exception):
     pass
 
 
+# Set when vigo is told to stop (SIGTERM from systemd's stop or TimeoutStartSec): the waits of
+# every thread end at once and no new command starts, so a run stops in seconds, recorded as
+# interrupted, instead of finishing a health wait in a worker thread while systemd waits.
+STOP = threading.Event()
+
+
+class Interrupted(Exception):
+    """vigo was told to stop while this step waited or was about to start a command."""
+
+
+def pause(seconds: float) -> None:
+    """time.sleep that ends at once, raising Interrupted, when vigo is told to stop."""
+    if STOP.wait(seconds):
+        raise Interrupted("vigo was told to stop (SIGTERM)")
+
+
 # Only these variables of the caller's environment reach child processes: anything else could
 # feed compose interpolation (the shell environment wins over --env-file) or alias a project.
 PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "DOCKER_HOST", "DOCKER_CONFIG",
@@ -190,6 +206,8 @@ class Runner:
         the data segment (RLIMIT_DATA, bytes) of the command and its children: for commands
         that parse what the repo holds (docs/security.md)."""
         argv = tuple(str(a) for a in argv)
+        if STOP.is_set():
+            raise Interrupted(f"vigo was told to stop (SIGTERM) before {describe(argv)}")
         if self.verbose and self.log:
             self.log("$ " + self.masker(" ".join(_quote(a) for a in argv)))
         if limit_data is not None and os.path.exists(PRLIMIT):
