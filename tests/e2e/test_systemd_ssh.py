@@ -50,6 +50,12 @@ def _text(run: Run) -> str:
     return "\n".join(f"<{p}> {msg}" for p, msg in run.lines)
 
 
+def _host_key_line(run: Run) -> tuple[int, str]:
+    line = next(((p, msg) for p, msg in run.lines if "host key" in msg), None)
+    assert line is not None, _text(run)
+    return line
+
+
 def _accepted(sshd: SshGitServer) -> int:
     """Logins of the deploy key from a container (not from this host's loopback)."""
     return len(re.findall(r"Accepted publickey for root from 172\.", sshd.log.read_text()))
@@ -78,8 +84,9 @@ def test_ssh_repo_under_the_hardened_unit(timer_host: TimerHost, sshd: SshGitSer
     m.start()
     boot = bootstrap()  # makes the deploy key and prints its public half, nothing else
     assert boot.returncode == 1, boot.stdout + boot.stderr
-    public = next(x.strip() for x in boot.stdout.splitlines()
-                  if x.strip().startswith("ssh-ed25519 "))
+    public = next((x.strip() for x in boot.stdout.splitlines()
+                   if x.strip().startswith("ssh-ed25519 ")), "")
+    assert public and "read-only deploy key" in boot.stdout, boot.stdout
     assert key.stat().st_mode & 0o777 == 0o600
     assert known.read_text().split()[0] == f"[{GATEWAY}]:{sshd.port}"
     sshd.allow(public)
@@ -111,7 +118,7 @@ def test_ssh_repo_under_the_hardened_unit(timer_host: TimerHost, sshd: SshGitSer
     assert bad.result == "exit-code", _text(bad)
     status = m.exec("systemctl", "show", "vigo.service", "-p", "ExecMainStatus").stdout
     assert "ExecMainStatus=3" in status, status
-    line = next((p, msg) for p, msg in bad.lines if "host key" in msg)
+    line = _host_key_line(bad)
     assert line[0] <= ERR, line
     assert f"the SSH host key of [{GATEWAY}]:{sshd.port} CHANGED" in line[1], line
     assert f"the server offers ED25519 key {sshd.fingerprint()}" in line[1], line
@@ -124,7 +131,7 @@ def test_ssh_repo_under_the_hardened_unit(timer_host: TimerHost, sshd: SshGitSer
     known.write_text("")
     unknown = m.next_run(m.uptime(), 90)
     assert unknown.result == "exit-code", _text(unknown)
-    line = next((p, msg) for p, msg in unknown.lines if "host key" in msg)
+    line = _host_key_line(unknown)
     assert f"the SSH host key of [{GATEWAY}]:{sshd.port} is not in {known}" in line[1], line
     assert f"the server offers ED25519 key {sshd.fingerprint()}" in line[1], line
     assert f"--host-key-fingerprint {sshd.fingerprint()}" in line[1], line
