@@ -15,18 +15,24 @@ from tests.support.infra import free_port, sh
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes] | None, log: Path,
-               what: str) -> None:
+               what: str, addr: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            with socket.create_connection((addr, port), timeout=1):
                 return
         except OSError:
             if proc is not None and proc.poll() is not None:
                 break
             time.sleep(0.05)
     text = log.read_text() if log.exists() else ""
-    raise AssertionError(f"{what} did not listen on 127.0.0.1:{port}:\n{text}")
+    raise AssertionError(f"{what} did not listen on {addr}:{port}:\n{text}")
+
+
+def _free_port_on(addr: str) -> int:
+    with socket.socket() as s:
+        s.bind((addr, 0))
+        return s.getsockname()[1]
 
 
 def keygen(path: Path, comment: str = "vigo-test") -> str:
@@ -43,12 +49,14 @@ def fingerprint(public_line: str) -> str:
 
 class SshGitServer:
     """sshd on 127.0.0.1:<free port> serving bare repos by absolute path to deploy keys whose
-    only command is git-shell. `rekey()` gives the server a new host key (a changed key)."""
+    only command is git-shell. `rekey()` gives the server a new host key (a changed key).
+    `addr`: where it listens; the docker0 gateway (172.17.0.1) for a client in a container."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, addr: str = "127.0.0.1") -> None:
         self.root = root
+        self.addr = addr
         root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = free_port() if addr == "127.0.0.1" else _free_port_on(addr)
         self.host_key = root / "ssh_host_ed25519_key"
         self.host_public = keygen(self.host_key, "host")
         self.authorized = root / "authorized_keys"
@@ -57,7 +65,7 @@ class SshGitServer:
         self.pidfile = root / "sshd.pid"
         self.log = root / "sshd.log"
         self.config.write_text(
-            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
+            f"Port {self.port}\nListenAddress {addr}\nHostKey {self.host_key}\n"
             f"AuthorizedKeysFile {self.authorized}\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
             f"StrictModes no\nUsePAM no\nPidFile {self.pidfile}\nLogLevel VERBOSE\n")
@@ -67,7 +75,7 @@ class SshGitServer:
     def start(self) -> None:
         sh("/usr/sbin/sshd", "-t", "-f", str(self.config))
         sh("/usr/sbin/sshd", "-f", str(self.config), "-E", str(self.log))
-        _wait_port(self.port, None, self.log, "sshd")
+        _wait_port(self.port, None, self.log, "sshd", self.addr)
 
     def stop(self) -> None:
         try:
@@ -92,11 +100,11 @@ class SshGitServer:
                     f"{public_line}\n")
 
     def url(self, repo: Path) -> str:
-        return f"ssh://root@127.0.0.1:{self.port}{repo}"
+        return f"ssh://root@{self.addr}:{self.port}{repo}"
 
     def known_hosts(self, path: Path) -> Path:
         kind, key = self.host_public.split()[:2]
-        path.write_text(f"[127.0.0.1]:{self.port} {kind} {key}\n")
+        path.write_text(f"[{self.addr}]:{self.port} {kind} {key}\n")
         return path
 
     def fingerprint(self) -> str:

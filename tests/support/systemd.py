@@ -26,11 +26,15 @@ from pathlib import Path
 from tests.support.infra import sh
 
 CACHE = Path("/var/cache/vigo-test")
-ROOT_TAR = CACHE / "bookworm-systemd.tar"
-BASE_IMAGE = "vigo-test/systemd-root:1"
 SRC = Path(__file__).resolve().parents[2] / "src"
 MIRROR = "http://deb.debian.org/debian"
-PACKAGES = "systemd,systemd-sysv,python3,git,ca-certificates"
+# openssh-client: git's ssh for an SSH infra repo, ssh-keygen/ssh-keyscan for bootstrap.
+PACKAGES = "systemd,systemd-sysv,python3,git,ca-certificates,openssh-client"
+# The cached root and its imported image are named by the package list: adding a package
+# builds a new root once, and a checkout with the old list keeps using the old one.
+_ROOT_ID = hashlib.sha256(PACKAGES.encode()).hexdigest()[:8]
+ROOT_TAR = CACHE / f"bookworm-systemd-{_ROOT_ID}.tar"
+BASE_IMAGE = f"vigo-test/systemd-root:{_ROOT_ID}"
 COMPOSE_PLUGIN = Path("/usr/local/lib/docker/cli-plugins/docker-compose")
 
 
@@ -46,7 +50,7 @@ def root_tarball() -> Path:
                              check=False)
         if res.returncode != 0:
             raise AssertionError(f"debootstrap failed:\n{res.stdout[-3000:]}{res.stderr}")
-        tmp = ROOT_TAR.with_suffix(".tmp")
+        tmp = ROOT_TAR.with_suffix(f".{os.getpid()}.tmp")
         sh("tar", "-C", str(root), "-cf", str(tmp), ".")
         tmp.rename(ROOT_TAR)
     finally:
