@@ -8,7 +8,6 @@ import json
 import signal
 import sys
 import threading
-import traceback
 from pathlib import Path
 
 from vigo import __version__, cli_ops, config, journal
@@ -505,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
               "handle" + ("" if args.debug else " (--debug shows the traceback)"),
               file=sys.stderr)
         if args.debug:
+            import traceback
+
             traceback.print_exc()
         return 1
 
