@@ -12,8 +12,11 @@ from vigo import state
 
 
 def _run(started: str, **more) -> dict:
-    st = {"version": state.VERSION, "stacks": {"app": {"hash": "h1", "revision": "r1"}},
-          "env": {}, "exit_code": 0, "error": "", "revision_applied": "r1"}
+    st = {"version": state.VERSION, "env": {}, "exit_code": 0, "error": "",
+          "revision_applied": "r1",
+          "stacks": {"app": {"hash": "h1", "revision": "r1", "outcome": "ok",
+                             "checked_at": started},
+                     "old": {"hash": "h0", "revision": "r0"}}}
     st.update(started=started, finished=started, duration=0.1, **more)
     return st
 
@@ -35,7 +38,7 @@ def test_idle_run_writes_only_its_times(tmp_path, fsyncs):
     assert len(fsyncs) == 1  # and nothing fsynced
     assert json.loads((tmp_path / state.LAST_RUN).read_text()) == {
         "started": "2026-12-01T10:01:00+00:00", "finished": "2026-12-01T10:01:00+00:00",
-        "duration": 0.1}
+        "duration": 0.1, "checked_at": {"app": "2026-12-01T10:01:00+00:00"}}
     st, warning = state.load(tmp_path)
     assert warning == "" and st == _run("2026-12-01T10:01:00+00:00")
 
@@ -72,6 +75,8 @@ def test_a_stack_record_change_writes_the_whole_file(tmp_path, fsyncs):
     json.dumps({"started": "2026-12-01T11:00:00+00:00", "duration": True}),
     json.dumps({"started": "2026-12-01T11:00:00+00:00", "stacks": {}}),  # never more than times
     json.dumps({"finished": "2026-12-01T11:00:00+00:00"}),
+    json.dumps({"started": "2026-12-01T11:00:00+00:00", "checked_at": {"app": 5}}),
+    json.dumps({"started": "2026-12-01T11:00:00+00:00", "checked_at": ["app"]}),
     json.dumps({"started": "2026-12-01T09:00:00+00:00", "finished": "2026-12-01T09:00:01+00:00",
                 "duration": 1.0}),  # older than state.json (a crash between write and unlink)
 ])
@@ -88,3 +93,12 @@ def test_last_run_alone_shows_earlier_runs(tmp_path):
     state.path(tmp_path).unlink()
     st, warning = state.load(tmp_path)
     assert "missing" in warning and st["stacks"] == {}
+
+
+def test_checked_at_of_a_stack_no_longer_there_is_ignored(tmp_path):
+    state.save(tmp_path, _run("2026-12-01T10:00:00+00:00"))
+    (tmp_path / state.LAST_RUN).write_text(json.dumps(
+        {"started": "2026-12-01T11:00:00+00:00", "checked_at": {"gone": "x", "old": "y"}}))
+    st, _ = state.load(tmp_path)
+    assert "gone" not in st["stacks"] and st["stacks"]["old"]["checked_at"] == "y"
+    assert st["started"] == "2026-12-01T11:00:00+00:00"
