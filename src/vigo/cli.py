@@ -8,7 +8,6 @@ import json
 import signal
 import sys
 import threading
-import traceback
 from pathlib import Path
 
 from vigo import __version__, cli_ops, config, journal
@@ -41,7 +40,46 @@ def _common(parser: argparse.ArgumentParser, default: object) -> None:
                              "secrets masked)")
 
 
-def _parser() -> argparse.ArgumentParser:
+class _Skipped:
+    """What `add_parser` returns for a subcommand that is not the one being run: every call
+    on it (add_argument, set_defaults, groups, nested subparsers) does nothing."""
+
+    def __getattr__(self, _name: str):
+        return lambda *args, **kwargs: self
+
+
+class _Only:
+    """The subparsers action, building only the parser of `command` (an idle `vigo apply`
+    need not pay for the ~80 arguments of the others; argparse formats each as it is added)."""
+
+    def __init__(self, sub, command: str) -> None:
+        self.sub, self.command = sub, command
+
+    def add_parser(self, name: str, **kwargs):
+        return self.sub.add_parser(name, **kwargs) if name == self.command else _Skipped()
+
+
+# Every subcommand's name: a run of one of them builds only its parser (_command).
+COMMANDS = frozenset({"apply", "plan", "check", "retry", "init", "promote", "rollback",
+                      "history", "host", "install", "bootstrap", "status", "suspend", "resume"})
+
+
+def _command(argv: list[str]) -> str | None:
+    """The subcommand named in argv, or None (none, --help or --version first, a name vigo
+    does not know): then the whole tree is built, for the full help or argparse's error."""
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-h", "--help", "--version") or arg == "--":
+            return None
+        if len(arg) >= 3 and "--config".startswith(arg):  # argparse takes --conf FILE too
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """vigo's parser; with `command`, only that subcommand's parser is built."""
     common = argparse.ArgumentParser(add_help=False)
     _common(common, argparse.SUPPRESS)
     p = argparse.ArgumentParser(
@@ -51,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     _common(p, argparse.SUPPRESS)
     p.add_argument("--version", action="version", version=f"vigo {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if command is not None:
+        sub = _Only(sub, command)
     apply = sub.add_parser(
         "apply", parents=[common], epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -473,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
     journal.attach()  # <N> priority prefixes when stdout/stderr is the journal
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(_command(argv)).parse_args(argv)
     try:
         try:
             if args.command in cli_ops.SETTINGS_SELF:
@@ -508,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
               "handle" + ("" if args.debug else " (--debug shows the traceback)"),
               file=sys.stderr)
         if args.debug:
+            import traceback
+
             traceback.print_exc()
         return 1
 

@@ -11,9 +11,11 @@ import socket
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from vigo import policy
+if TYPE_CHECKING:
+    from vigo import policy
 
 DEFAULT_CONFIG = Path("/etc/vigo/vigo.toml")
 
@@ -96,8 +98,14 @@ _PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$|^$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _STACK = r"[a-z0-9][a-z0-9_-]*"
 _PORT_RE = re.compile(rf"^{_STACK}:[0-9]{{1,5}}(/(tcp|udp|sctp))?$")
-# Rules a stack may be let off: not the Docker socket (root, always), not unresolved values.
-WAIVABLE = frozenset(policy.ALL_RULES) - {"docker-sock", policy.UNRESOLVED, "cap-add",
+
+
+def waivable() -> frozenset[str]:
+    """Rules a stack may be let off: not the Docker socket (root, always), not unresolved
+    values. (A function: policy.py is imported only by settings that waive a rule.)"""
+    from vigo import policy
+
+    return frozenset(policy.ALL_RULES) - {"docker-sock", policy.UNRESOLVED, "cap-add",
                                           "host-path", "port-exposed"}
 
 
@@ -234,13 +242,16 @@ def _check_entries(key: str, entries: tuple[str, ...], where: str) -> None:
                               "<stack>:<port>/udp (e.g. 'gitea:2222')")
         if key == "allow_privileges":
             stack, _, rule = entry.partition(":")
-            if not re.fullmatch(_STACK, stack) or rule not in WAIVABLE:
+            if not re.fullmatch(_STACK, stack) or rule not in waivable():
                 raise ConfigError(f"{where}: allow_privileges entry {entry!r} is not "
-                                  f"<stack>:<rule> with a rule of {', '.join(sorted(WAIVABLE))}")
+                                  f"<stack>:<rule> with a rule of "
+                                  f"{', '.join(sorted(waivable()))}")
 
 
 def policy_of(settings: Settings | None) -> policy.Policy:
     """The policy's allowlists from the settings (strict defaults without settings)."""
+    from vigo import policy
+
     if settings is None:
         return policy.Policy()
     return policy.Policy(allow_unpinned=frozenset(settings.allow_unpinned),

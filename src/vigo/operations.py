@@ -12,14 +12,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from vigo import metrics, notify, suspend
-from vigo.adapters import http
+from vigo import notify, suspend
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.run import CommandTimeout, Runner
 from vigo.config import Settings
 from vigo.model import Container
 
 if TYPE_CHECKING:
+    from vigo import metrics
     from vigo.reconcile import Reconciler, Report
 
 # Exit code of a manual `vigo apply` refused because vigo is suspended.
@@ -28,8 +28,9 @@ EXIT_SUSPENDED = 1
 
 def before_apply(settings: Settings, *, timer: bool, ignore_suspend: bool,
                  out: Callable[[str], None], err: Callable[[str], None],
-                 send: Callable[..., str] = http.send) -> int | None:
-    """None to go on with the run, else the exit code to stop with (one line printed)."""
+                 send: Callable[..., str] | None = None) -> int | None:
+    """None to go on with the run, else the exit code to stop with (one line printed).
+    `send`: http.send unless given (imported only when a ping is sent)."""
     held = suspend.read(settings.state)
     if held is not None and not ignore_suspend:
         if timer:
@@ -40,6 +41,8 @@ def before_apply(settings: Settings, *, timer: bool, ignore_suspend: bool,
             "`vigo apply --ignore-suspend` for this one run")
         return EXIT_SUSPENDED
     if settings.healthchecks_url:
+        if send is None:
+            from vigo.adapters.http import send
         why = send(*_args(notify.ping_start(settings.healthchecks_url)))
         if why:
             err(f"warning: healthchecks start ping: {why}")
@@ -79,6 +82,8 @@ def _finished(reconciler: Reconciler, report: Report, st: dict[str, Any],
             record_failure(record, st.get("started", ""))
 
     if s.metrics_file is not None:
+        from vigo import metrics
+
         try:
             containers: tuple[Container, ...] | None = _containers(reconciler)
         except (DockerError, CommandTimeout) as exc:
@@ -93,6 +98,8 @@ def _finished(reconciler: Reconciler, report: Report, st: dict[str, Any],
     status = notify.OK if ok else notify.FAILED
     failed = tuple((r.stack, mask(r.message)) for r in report.results if not r.ok)
     if s.healthchecks_url:
+        from vigo.adapters import http
+
         summary = (f"{s.host}: converged at {report.revision[:12]}" if ok else
                    notify.Event(notify.FAILURE, s.host, report.revision, report.exit_code,
                                 mask(error), failed, ops["consecutive_failures"],
@@ -109,6 +116,8 @@ def _finished(reconciler: Reconciler, report: Report, st: dict[str, Any],
     event = notify.Event(kind, s.host, report.revision, report.exit_code, mask(error), failed,
                          before if kind == notify.RECOVERY else ops["consecutive_failures"],
                          report.started, report.duration)
+    from vigo.adapters import http
+
     requests = [notify.webhook(url, event) if name == "webhook" else notify.ntfy(url, event)
                 for name, url in channels]
     results = notify.deliver(requests, http.send)
@@ -153,6 +162,8 @@ def stack_up(containers: tuple[Container, ...]) -> bool:
 def _snapshot(st: dict[str, Any], finished: float, ok: bool, duration: float,
               containers: tuple[Container, ...] | None, suspended: bool = False
               ) -> metrics.Snapshot:
+    from vigo import metrics
+
     records = st.get("stacks", {})
     names = set(records) | {c.stack for c in containers or ()}
     stacks = {n: (containers is not None and stack_up(tuple(c for c in containers
@@ -169,7 +180,7 @@ def _write_metrics_suspended(settings: Settings, err: Callable[[str], None]) -> 
     file, so a dashboard tells "suspended" from "stopped running"."""
     if settings.metrics_file is None:
         return
-    from vigo import state
+    from vigo import metrics, state
 
     st, _ = state.load(settings.state)
     try:

@@ -16,9 +16,9 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vigo import config, dotenv, health, policy, registries, render, state, trust
+from vigo import config, dotenv, render, state, trust
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.engine import local_capacity
@@ -63,6 +63,9 @@ from vigo.plan import (
     phases,
     plan,
 )
+
+if TYPE_CHECKING:  # imported where a stack may change, never by an idle run
+    from vigo import policy, registries
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_SOURCE, EXIT_LOCKED = 0, 1, 2, 3, 75
 PARALLEL_PER_CPU = 4  # a deploy mostly waits (engine, health polls): more than one per core
@@ -492,8 +495,11 @@ class Reconciler:
                     failures.setdefault(stack.name, why)
 
     def _resolve(self, stack: Stack, paths: Paths, rendered: set[str],
-                 proxy_network: str = policy.DEFAULT_PROXY_NETWORK,
+                 proxy_network: str = "",
                  keys: set[str] | None = None) -> Resolved:
+        from vigo import policy  # only a stack that may change is resolved
+
+        proxy_network = proxy_network or policy.DEFAULT_PROXY_NETWORK
         project = self.settings.project(stack.name)
         try:
             res = self.compose.config(project, [paths.runtime / stack.compose_file],
@@ -517,7 +523,7 @@ class Reconciler:
             return Resolved({}, policy=tuple(dict.fromkeys(
                 v.line(_where(*lint.locate(paths.runtime, stack.compose_file, v.service, v.key)))
                 for v in found)))
-        from vigo import rollout  # only a stack that may change is resolved
+        from vigo import health, rollout  # only a stack that may change is resolved
         services = model.get("services") or {}
         images = {name: str(svc.get("image") or "") for name, svc in services.items()}
         mounts = {name: h for name, svc in services.items()
@@ -558,6 +564,8 @@ class Reconciler:
         """`vigo check`'s view, at apply: the model resolved with placeholders for the
         variables of encrypted env files. A security-relevant value that depends on one is
         refused here as it is offline (policy rule `unresolved`)."""
+        from vigo import policy
+
         if not keys:
             return []
         reason = ""
@@ -672,6 +680,8 @@ class Reconciler:
         """The registry credentials of this run (docs/private-images.md): env/registries.env
         (sops) over root's docker login, merged into a docker config.json on the secrets tmpfs
         (0600). Every form of every credential goes to the masker first."""
+        from vigo import registries
+
         folder = paths.secrets / "docker"
         repo: dict[str, registries.Credential] = {}
         problem = ""

@@ -339,7 +339,9 @@ def yaml_problems(desired: DesiredState, names: list[str]) -> dict[str, str]:
     of nesting, a compose file over its size limit): they fail before `docker compose` reads
     them (compose expands every alias; seen at 19 GB). Only for stacks that may change, so an
     idle run parses nothing."""
-    from vigo import yamlsafe
+    if not names:
+        return {}
+    from vigo import yamlsafe  # ruamel.yaml: never imported by an idle run
 
     out: dict[str, str] = {}
     for name in names:

@@ -1,7 +1,13 @@
-"""The state file: last attempted and applied revision, per-stack outcome. Written atomically."""
+"""The state file: last attempted and applied revision, per-stack outcome. Written atomically.
+
+A run that changed nothing else (an idle run) does not rewrite (and fsync) state.json: it
+writes only its times (the run's, and each stack's `checked_at`) to `last-run.json` beside it,
+which `load` lays over state.json's: what load returns is what a whole write would have given.
+"""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -9,7 +15,12 @@ from typing import Any
 from vigo.adapters import fs
 
 VERSION = 1
-RUN_FILES = ("rendered.json", "overrides")  # what an apply leaves beside state.json
+LAST_RUN = "last-run.json"
+RUN_FILES = ("rendered.json", "overrides", LAST_RUN)  # what an apply leaves beside state.json
+# What every run changes: kept in LAST_RUN when nothing else in the state did (and each
+# stack record's CHECKED_AT, the time its outcome was last checked).
+RUN_KEYS = ("started", "finished", "duration")
+CHECKED_AT = "checked_at"
 
 
 def now() -> str:
@@ -38,7 +49,28 @@ def load(state_dir: Path) -> tuple[dict[str, Any], str]:
                                           else "")
         return data, (f"{path(state_dir)}: dropped what had the wrong shape ({shown}); "
                       "rebuilt from what Docker runs, the next save writes a whole file")
+    _last_run(state_dir, data)
     return data, ""
+
+
+def _last_run(state_dir: Path, data: dict[str, Any]) -> None:
+    """Lay the times of LAST_RUN over `data` when it holds a later run than state.json (a
+    file of the wrong shape, unreadable or older is ignored: it only ever holds times)."""
+    try:
+        last = fs.read_json(state_dir / LAST_RUN)
+    except (OSError, ValueError, RecursionError):
+        return
+    if not isinstance(last, dict) or "started" not in last \
+            or not set(last) <= {*RUN_KEYS, CHECKED_AT} or _drop_wrong(dict(last), TOP, ""):
+        return
+    checked = last.pop(CHECKED_AT, {})
+    if not isinstance(checked, dict) or not all(isinstance(v, str) for v in checked.values()) \
+            or last["started"] < str(data.get("started", "")):
+        return
+    data.update(last)
+    for name, at in checked.items():
+        if isinstance(data["stacks"].get(name), dict):
+            data["stacks"][name][CHECKED_AT] = at
 
 
 # The shape of the state file: the type of each field vigo reads. A field of another type
@@ -108,5 +140,30 @@ def _empty() -> dict[str, Any]:
 
 
 def save(state_dir: Path, data: dict[str, Any]) -> None:
+    """Write the state. When state.json already holds all of it but the times, only LAST_RUN
+    is written (no fsync: losing it loses times, shown by `vigo status`, nothing else)."""
     fs.private_dir(state_dir)
+    try:
+        saved = fs.read_json(path(state_dir))
+    except (OSError, ValueError, RecursionError):
+        saved = None
+    if isinstance(saved, dict) and _durable(saved) == _durable(data):
+        last = {k: data[k] for k in RUN_KEYS if k in data}
+        last[CHECKED_AT] = {name: record[CHECKED_AT]
+                            for name, record in data.get("stacks", {}).items()
+                            if isinstance(record, dict) and CHECKED_AT in record}
+        fs.write_json(state_dir / LAST_RUN, last, sync=False)
+        return
     fs.write_json(path(state_dir), data)
+    (state_dir / LAST_RUN).unlink(missing_ok=True)  # older than state.json now
+
+
+def _durable(data: dict[str, Any]) -> str:
+    """The state without the times, as written (JSON: a tuple equals its list)."""
+    out = {k: v for k, v in data.items() if k not in RUN_KEYS}
+    stacks = out.get("stacks")
+    if isinstance(stacks, dict):
+        out["stacks"] = {name: {k: v for k, v in record.items() if k != CHECKED_AT}
+                         if isinstance(record, dict) else record
+                         for name, record in stacks.items()}
+    return json.dumps(out, sort_keys=True)

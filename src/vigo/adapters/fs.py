@@ -184,7 +184,7 @@ def crossed_link(path: Path, runtime: Path, allowed: Iterable[Path] = ()) -> Pat
     return first_link(path, prefix.parent)
 
 
-def _write_at(dir_fd: int, name: str, data: bytes, mode: int) -> None:
+def _write_at(dir_fd: int, name: str, data: bytes, mode: int, sync: bool = True) -> None:
     """Write name in the folder dir_fd through a temp file and a rename (the rename replaces
     a link at `name` itself, never its target)."""
     tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
@@ -195,7 +195,8 @@ def _write_at(dir_fd: int, name: str, data: bytes, mode: int) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -204,7 +205,7 @@ def _write_at(dir_fd: int, name: str, data: bytes, mode: int) -> None:
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644, dir_mode: int = 0o755,
-                 *, root: Path | None = None) -> None:
+                 *, root: Path | None = None, sync: bool = True) -> None:
     """Write data to path through a temp file in the same folder and a rename; the mode is
     `mode` whatever the umask. With `root`, the folders from root down to the file are walked
     without following links (and made with dir_mode); without it the file's folder is the
@@ -212,14 +213,17 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, dir_mode: int = 0o7
     fd = open_dir(root, path.parent, dir_mode) if root is not None else open_root(
         path.parent, dir_mode)
     try:
-        _write_at(fd, path.name, data, mode)
+        _write_at(fd, path.name, data, mode, sync)
     finally:
         os.close(fd)
 
 
-def write_json(path: Path, obj: object, mode: int = 0o600, *, root: Path | None = None) -> None:
+def write_json(path: Path, obj: object, mode: int = 0o600, *, root: Path | None = None,
+               sync: bool = True) -> None:
+    """`sync=False`: no fsync (still a whole file or the old one, but after a power cut
+    possibly an empty one): for a file whose loss costs nothing."""
     atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode,
-                 dir_mode=PRIVATE_DIR, root=root or path.parent)
+                 dir_mode=PRIVATE_DIR, root=root or path.parent, sync=sync)
 
 
 def read_json(path: Path) -> object | None:
