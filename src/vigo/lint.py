@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vigo import render, rollout, yamlsafe
+from vigo import render, rollout, xvigo, yamlsafe
 from vigo.model import COMPOSE_NAMES, PROXY
 from vigo.policy import Policy
 
@@ -90,6 +90,9 @@ RULES: dict[str, str] = {
     "folder; include/extends files are in its own folder",
     "rollout": "routed services with a healthcheck can run two containers at once (warning)",
     "registries": "env/registries.env holds complete NAME_REGISTRY/_USERNAME/_PASSWORD groups",
+    "x-vigo": "a compose file's x-vigo block holds only health_timeout, after and jobs, of "
+    "the right types; every job is a service of it that nothing depends on",
+    "x-vigo-order": "x-vigo.after names stacks of the host and makes no cycle",
     "stack-dotenv": "no .env in a stack folder (vigo never reads it for ${VAR}), unless a "
     "service names it in env_file; then it holds no secret-looking keys (warning)",
 }
@@ -367,6 +370,54 @@ def _structure(cf: ComposeFile) -> Iterator[Finding]:
         elif not svc.get("image") and not cf.fragment and "extends" not in svc:
             fix = "Name a pinned registry image, e.g. `image: ghcr.io/org/app:sha-<commit>`."
             yield _finding(cf, "service-image", line, name, "the service has no `image:`", fix)
+
+
+@stack_rule
+def _xvigo(cf: ComposeFile) -> Iterator[Finding]:
+    """The x-vigo block (xvigo.py): apply refuses a stack whose block this rule rejects."""
+    if xvigo.KEY not in cf.doc:
+        return
+    services = cf.doc.get("services") if not cf.fragment else None
+    _, problems = xvigo.parse(cf.doc[xvigo.KEY], services, cf.stack)
+    if cf.is_proxy and _mapping(cf.doc[xvigo.KEY]).get("after"):
+        problems.append(xvigo.Problem(f"{xvigo.KEY}.after", "is set on the proxy, which always "
+                                      "runs first", "drop it"))
+    for p in problems:
+        fix = p.fix[:1].upper() + p.fix[1:] + "."
+        yield _finding(cf, "x-vigo", _path_line(cf.doc, p.key), None, f"{p.key} {p.message}",
+                       fix)
+
+
+def _path_line(doc: Any, dotted: str) -> int | None:
+    """The line of the deepest key of `a.b.c` that the document has."""
+    node, line = doc, None
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            break
+        line = _key_line(node, part) or line
+        node = node[part]
+    return line
+
+
+@tree_rule
+def _xvigo_order(files: list[ComposeFile]) -> Iterator[Finding]:
+    """x-vigo.after across the stacks of a host: names that are no stack, and cycles (the
+    chain is named at every stack of it)."""
+    after: dict[str, list[str]] = {}
+    where: dict[str, ComposeFile] = {}
+    for cf in files:
+        block = _mapping(cf.doc.get(xvigo.KEY))
+        if "after" not in block or cf.fragment:
+            continue
+        options, _ = xvigo.parse({"after": block["after"]}, None, cf.stack)
+        after.setdefault(cf.stack, []).extend(options.after)
+        where.setdefault(cf.stack, cf)
+    stacks = {cf.stack for cf in files}
+    for name, why in sorted(xvigo.order_problems(after, stacks).items()):
+        cf = where[name]
+        what, _, fix = why.partition("; fix: ")
+        yield _finding(cf, "x-vigo-order", _path_line(cf.doc, f"{xvigo.KEY}.after"), None,
+                       what, fix[:1].upper() + fix[1:] + ".")
 
 
 # --- rule 2: pinned images --------------------------------------------------------------------

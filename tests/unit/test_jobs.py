@@ -1,0 +1,200 @@
+"""Release jobs and order between stacks: the x-vigo schema, `vigo check`'s rules for it, the
+phases of a plan in x-vigo.after order, and which jobs a deploy runs. Pure, table-driven."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_lint import BASE, stack, write
+from vigo import xvigo
+from vigo.lint import lint_tree
+from vigo.model import CREATE, REMOVE, UNCHANGED, UPDATE, Action, Container, Plan, Resolved
+from vigo.plan import blocked, job_reasons, levels, phases
+from vigo.xvigo import AFTER, BEFORE, Job, Options
+
+SERVICES = {"web": {"image": "x"}, "migrate": {"image": "x"}}
+
+
+@pytest.mark.parametrize("block, options, problems", [
+    pytest.param(None, Options(), [], id="no-block"),
+    pytest.param({"health_timeout": 300}, Options(health_timeout=300), [], id="health-timeout"),
+    pytest.param({"after": ["db", "cache", "db"]}, Options(after=("db", "cache")), [],
+                 id="after-deduplicated"),
+    pytest.param({"after": "db"}, Options(after=("db",)), [], id="after-one-name"),
+    pytest.param({"jobs": {"migrate": {"when": "before", "timeout": 60}}},
+                 Options(jobs=(Job("migrate", BEFORE, 60),)), [], id="before-job"),
+    pytest.param({"jobs": {"migrate": "after"}}, Options(jobs=(Job("migrate", AFTER),)), [],
+                 id="after-job-short-form"),
+    pytest.param([1], Options(), ["x-vigo"], id="not-a-mapping"),
+    pytest.param({"afterr": ["db"]}, Options(), ["x-vigo.afterr"], id="unknown-key"),
+    pytest.param({"health_timeout": "300"}, Options(), ["x-vigo.health_timeout"],
+                 id="timeout-a-string"),
+    pytest.param({"health_timeout": True}, Options(), ["x-vigo.health_timeout"],
+                 id="timeout-a-bool"),
+    pytest.param({"health_timeout": 0}, Options(), ["x-vigo.health_timeout"], id="timeout-0"),
+    pytest.param({"after": {"db": 1}}, Options(), ["x-vigo.after"], id="after-a-mapping"),
+    pytest.param({"after": [1, ""]}, Options(), ["x-vigo.after", "x-vigo.after"],
+                 id="after-not-names"),
+    pytest.param({"after": ["app"]}, Options(), ["x-vigo.after"], id="after-itself"),
+    pytest.param({"jobs": ["migrate"]}, Options(), ["x-vigo.jobs"], id="jobs-a-list"),
+    pytest.param({"jobs": {"migrate": {"when": "during"}}}, Options(),
+                 ["x-vigo.jobs.migrate.when"], id="when-unknown"),
+    pytest.param({"jobs": {"migrate": {}}}, Options(), ["x-vigo.jobs.migrate.when"],
+                 id="when-missing"),
+    pytest.param({"jobs": {"migrate": {"when": "before", "timeout": 99999}}}, Options(),
+                 ["x-vigo.jobs.migrate.timeout"], id="job-timeout-too-long"),
+    pytest.param({"jobs": {"migrate": {"when": "before", "retries": 3}}}, Options(),
+                 ["x-vigo.jobs.migrate.retries"], id="job-key-unknown"),
+    pytest.param({"jobs": {"nosuch": "before"}}, Options(), ["x-vigo.jobs.nosuch"],
+                 id="job-no-service"),
+    pytest.param({"jobs": {"migrate": 3}}, Options(), ["x-vigo.jobs.migrate"],
+                 id="job-a-number"),
+])
+def test_parse(block, options, problems) -> None:
+    got, found = xvigo.parse(block, SERVICES, "app")
+    assert got == options
+    assert [p.key for p in found] == problems
+    assert all(p.message and p.fix for p in found)
+
+
+@pytest.mark.parametrize("services, problem", [
+    pytest.param({"web": {"depends_on": ["migrate"]}, "migrate": {}}, "service web depends on",
+                 id="depended-on-list"),
+    pytest.param({"web": {"depends_on": {"migrate": {"condition":
+                                                     "service_completed_successfully"}}},
+                  "migrate": {}}, "service web depends on", id="depended-on-condition"),
+    pytest.param({"migrate": {"scale": 2}}, "has scale: 2", id="scaled"),
+    pytest.param({"migrate": {"deploy": {"replicas": 3}}}, "has deploy.replicas: 3",
+                 id="replicas"),
+])
+def test_job_service_rules(services, problem) -> None:
+    options, found = xvigo.parse({"jobs": {"migrate": "before"}}, services)
+    assert options.jobs == ()
+    assert [p.message for p in found if problem in p.message]
+
+
+@pytest.mark.parametrize("after, chain", [
+    pytest.param({}, [], id="none"),
+    pytest.param({"app": ["db"], "db": []}, [], id="a-chain"),
+    pytest.param({"a": ["b"], "b": ["a"]}, ["a", "b", "a"], id="two"),
+    pytest.param({"a": ["b"], "b": ["c"], "c": ["a"], "d": ["a"]}, ["a", "b", "c", "a"],
+                 id="three"),
+    pytest.param({"x": ["y"], "y": ["y"]}, ["y", "y"], id="self-loop"),
+    pytest.param({"a": ["b", "c"], "b": ["c"], "c": []}, [], id="diamond"),
+])
+def test_cycle(after, chain) -> None:
+    assert xvigo.cycle(after) == chain
+
+
+def test_order_problems_name_the_chain_and_unknown_stacks() -> None:
+    found = xvigo.order_problems({"app": ["db"], "db": ["app"], "web": ["nosuch"]},
+                                 ["app", "db", "web"])
+    assert sorted(found) == ["app", "db", "web"]
+    assert "app -> db -> app" in found["app"] and "app -> db -> app" in found["db"]
+    assert "nosuch" in found["web"] and "no stack" in found["web"]
+
+
+@pytest.mark.parametrize("names, after, expected", [
+    pytest.param(["a", "b"], {}, [["a", "b"]], id="independent-in-parallel"),
+    pytest.param(["app", "db"], {"app": ["db"]}, [["db"], ["app"]], id="after"),
+    pytest.param(["app"], {"app": ["db"]}, [["app"]], id="dependency-not-changing"),
+    pytest.param(["a", "b", "c", "d"], {"a": ["b"], "b": ["c"], "d": ["c"]},
+                 [["c"], ["b", "d"], ["a"]], id="levels"),
+    pytest.param(["a", "b", "c"], {"a": ["b"], "b": ["a"]}, [["c"], ["a", "b"]],
+                 id="cycle-last"),
+])
+def test_levels(names, after, expected) -> None:
+    assert levels(names, after) == expected
+
+
+def _kinds(*pairs: tuple[str, str]) -> Plan:
+    return Plan(revision="r", actions=tuple(Action(name, kind) for name, kind in pairs))
+
+
+@pytest.mark.parametrize("actions, after, expected", [
+    pytest.param([("app", CREATE), ("db", CREATE), ("web", UPDATE)], {"app": ["db"]},
+                 [["db", "web"], ["app"]], id="app-after-db-web-beside-db"),
+    pytest.param([("proxy", UPDATE), ("app", UPDATE), ("db", UPDATE)], {"app": ["db"]},
+                 [["proxy"], ["db"], ["app"]], id="proxy-still-first"),
+    pytest.param([("app", REMOVE), ("db", REMOVE), ("x", REMOVE)], {"app": ["db"]},
+                 [["app", "x"], ["db"]], id="removals-in-reverse"),
+    pytest.param([("db", REMOVE), ("app", CREATE)], {"app": ["db"]}, [["db"], ["app"]],
+                 id="removal-frees-first"),
+    pytest.param([("app", UPDATE), ("db", UNCHANGED)], {"app": ["db"]}, [["app"]],
+                 id="unchanged-dependency"),
+])
+def test_phases_in_order(actions, after, expected) -> None:
+    assert [[a.stack for a in p] for p in phases(_kinds(*actions), after)] == expected
+
+
+@pytest.mark.parametrize("after, results, failed, why", [
+    pytest.param({"app": ["db"]}, {"db": True}, set(), "", id="db-converged"),
+    pytest.param({"app": ["db"]}, {}, set(), "", id="db-unchanged"),
+    pytest.param({"app": ["db"]}, {"db": False}, set(), "db did not converge", id="db-failed"),
+    pytest.param({"app": ["db"]}, {}, {"db"}, "db did not converge", id="db-held-or-invalid"),
+    pytest.param({}, {"db": False}, {"db"}, "", id="no-order"),
+])
+def test_blocked(after, results, failed, why) -> None:
+    got = blocked("app", after, results, failed)
+    assert (why in got) if why else got == ""
+    if why:
+        assert got.startswith("app: not attempted") and "x-vigo.after" in got
+
+
+def _done(service: str, cfg: str) -> Container:
+    return Container(id=service, name=f"app-{service}-1", stack="app", instance="", project="app",
+                     service=service, state="exited", status="Exited (0) 1 minute ago",
+                     image="x", config_hash=cfg)
+
+
+@pytest.mark.parametrize("containers, completed, hashes, expected", [
+    pytest.param((), {}, {"migrate": "h1"}, ["runs job migrate before any container is replaced"],
+                 id="first-time"),
+    pytest.param((_done("migrate", "h1"),), {"app-migrate-1": "h1"}, {"migrate": "h1"}, [],
+                 id="completed-for-this-configuration"),
+    pytest.param((_done("migrate", "h1"),), {"app-migrate-1": "h1"}, {"migrate": "h2"},
+                 ["runs job migrate before any container is replaced"], id="changed"),
+    pytest.param((_done("migrate", "h1"),), {}, {"migrate": "h1"},
+                 ["runs job migrate before any container is replaced"], id="not-recorded"),
+])
+def test_job_reasons(containers, completed, hashes, expected) -> None:
+    res = Resolved({"web": "x", "migrate": "x"}, jobs=(Job("migrate", BEFORE),),
+                   job_hashes=hashes)
+    assert job_reasons(res, containers, {"completed": completed}) == expected
+
+
+JOB = """\
+  migrate:
+    image: ghcr.io/org/app:sha-abc1234
+"""
+
+
+@pytest.mark.parametrize("files, rules", [
+    pytest.param(stack(top="x-vigo:\n  jobs:\n    migrate: {when: before}\n"),
+                 ["x-vigo"], id="job-no-service"),
+    pytest.param({"stacks/app/docker-compose.yml":
+                  "services:\n  web:\n    image: ghcr.io/org/app:sha-abc1234\n" + JOB
+                  + "x-vigo:\n  jobs:\n    migrate: {when: before, timeout: 60}\n"},
+                 [], id="valid-job"),
+    pytest.param(stack(top="x-vigo:\n  wait: 3\n"), ["x-vigo"], id="unknown-key"),
+    pytest.param({**stack(top="x-vigo:\n  after: [db]\n"),
+                  **stack(name="db", top="x-vigo:\n  after: [app]\n")},
+                 ["x-vigo-order", "x-vigo-order"], id="cycle"),
+    pytest.param({**stack(top="x-vigo:\n  after: [db]\n"), **stack(name="db")}, [],
+                 id="order"),
+    pytest.param(stack(top="x-vigo:\n  after: [dbb]\n"), ["x-vigo-order"], id="no-such-stack"),
+])
+def test_check_rules(tmp_path: Path, files, rules) -> None:
+    write(tmp_path, {**BASE, **files})
+    found = [f for f in lint_tree(tmp_path) if f.rule.startswith("x-vigo")]
+    assert sorted(f.rule for f in found) == rules
+    assert all(f.line for f in found)
+
+
+def test_cycle_finding_names_the_chain(tmp_path: Path) -> None:
+    write(tmp_path, {**BASE, **stack(top="x-vigo:\n  after: [db]\n"),
+                     **stack(name="db", top="x-vigo:\n  after: [app]\n")})
+    found = [f for f in lint_tree(tmp_path) if f.rule == "x-vigo-order"]
+    assert {f.path for f in found} == {"stacks/app/docker-compose.yml",
+                                       "stacks/db/docker-compose.yml"}
+    assert all("app -> db -> app" in f.message for f in found)
