@@ -89,9 +89,14 @@ class Deployer:
             if missing:  # nothing was touched: the running containers stay as they are
                 return StackResult(stack.name, action.kind, False, f"{stack.name}: failed "
                                    f"({missing}; the running containers were left as they are)")
-            pending = self.pending_jobs(project, files, envs, res, before, record)
+            if res.jobs and not res.job_hashes:  # what the record of a job that ran keeps
+                hashes = self.compose.config_hashes(project, files, envs)
+                res = replace(res, job_hashes={j.service: hashes.get(j.service, "")
+                                               for j in res.jobs})
+            # a revision that leaves a job as it was does not run it again
+            pending = plan.jobs_due(res.jobs, res.job_hashes, record)
             for job in (j for j in pending if j.when == xvigo.BEFORE):
-                failure = self._run_job(project, files, envs, job, docker_config, ran)
+                failure = self._run_job(project, files, envs, job, docker_config, ran, res)
                 if failure:  # nothing of the stack was replaced: held like a failed gate
                     last = str(record.get("revision") or "")[:12]
                     serving = (f"{last or 'the running revision'} keeps serving" if before
@@ -117,7 +122,7 @@ class Deployer:
                 return self._rollback(stack, action, self._explain(verdict), record, revision,
                                       res=res)
             for job in (j for j in pending if j.when == xvigo.AFTER):
-                failure = self._run_job(project, files, envs, job, docker_config, ran)
+                failure = self._run_job(project, files, envs, job, docker_config, ran, res)
                 if failure:
                     result = self._rollback(stack, action, f"job {job.service} "
                                             f"({xvigo.AFTER}): {failure}", record, revision,
@@ -178,18 +183,9 @@ class Deployer:
         start = [svc for svc in res.services if svc not in done and svc not in jobs]
         return start or None
 
-    def pending_jobs(self, project: str, files: list[Path], envs: list[Path], res: Resolved,
-                     before: tuple[Container, ...], record: dict) -> list[xvigo.Job]:
-        """The release jobs this deploy runs: those that did not complete for the configuration
-        they get now (a revision that leaves a job as it was does not run it again)."""
-        if not res.jobs:
-            return []
-        hashes = res.job_hashes or self.compose.config_hashes(project, files, envs)
-        done = plan.settled(before, record, hashes)
-        return [j for j in res.jobs if j.service not in done]
-
     def _run_job(self, project: str, files: list[Path], envs: list[Path], job: xvigo.Job,
-                 docker_config: Path | None, ran: list[dict[str, object]]) -> str:
+                 docker_config: Path | None, ran: list[dict[str, object]],
+                 res: Resolved) -> str:
         """Run one job to its end; '' when it exited 0, else why (with its last lines). Its
         output goes to the journal, masked like every command's."""
         journal = self.journal or self.log
@@ -208,7 +204,8 @@ class Deployer:
         for line in lines:
             journal(f"{project}: job {job.service}: {line}")
         ran.append(dict(service=job.service, when=job.when, exit=out.returncode,
-                        duration=round(time.monotonic() - t0, 1)))
+                        duration=round(time.monotonic() - t0, 1),
+                        hash=res.job_hashes.get(job.service, "")))
         if out.ok:
             return ""
         self._remove_job(project, job.service)

@@ -203,14 +203,22 @@ def _change_reasons(stack: Stack, record: Mapping[str, object]) -> list[str]:
     return reasons or ["vigo's rendering changed"]
 
 
-def job_reasons(res: Resolved, containers: tuple[Container, ...],
-                record: Mapping[str, object]) -> list[str]:
-    """The release jobs (x-vigo.jobs) a deploy of the stack would run: those that did not
-    complete for the configuration they get now (`res.job_hashes`)."""
-    done = settled(containers, record, res.job_hashes) if res.job_hashes else frozenset()
+def jobs_due(jobs: tuple, hashes: Mapping[str, str], record: Mapping[str, object]) -> list:
+    """The release jobs (x-vigo.jobs) a deploy runs: those that never exited 0 for the
+    configuration compose gives them now (`hashes`, with vigo's override). The record
+    (`job_hashes`, kept whatever became of the deploy) decides, not a container: a job that
+    ran is not run again by a retry, a rollback, a revert or a removed container."""
+    done = record.get("job_hashes")
+    done = done if isinstance(done, Mapping) else {}
+    return [j for j in jobs
+            if not hashes.get(j.service) or done.get(j.service) != hashes[j.service]]
+
+
+def job_reasons(res: Resolved, record: Mapping[str, object]) -> list[str]:
+    """What `vigo plan` says of the jobs a deploy of the stack would run."""
     when = {"before": "before any container is replaced", "after": "once the stack is healthy"}
-    return [f"runs job {j.service} {when.get(j.when, j.when)}" for j in res.jobs
-            if j.service not in done]
+    return [f"runs job {j.service} {when.get(j.when, j.when)}"
+            for j in jobs_due(res.jobs, res.job_hashes, record)]
 
 
 def plan(
@@ -246,7 +254,7 @@ def plan(
         if res is None:
             actions.append(Action(stack.name, UNCHANGED))
             continue
-        jobs = job_reasons(res, containers, record)
+        jobs = job_reasons(res, record)
         if not containers and not record.get("containers"):
             actions.append(Action(stack.name, CREATE,
                                   (("new stack",) if not record else ()) + tuple(jobs)))

@@ -807,8 +807,11 @@ class Reconciler:
                 record["rolled_back_to"] = result.rolled_back_to
             if result.jobs:  # status and metrics: the last run of each release job
                 jobs = record.setdefault("jobs", {})
+                done = record.setdefault("job_hashes", {})
                 for run in result.jobs:
                     jobs[str(run["service"])] = {**run, "at": now, "revision": desired.revision}
+                    if run.get("exit") == 0 and run.get("hash"):  # never again for this config
+                        done[str(run["service"])] = run["hash"]
             if result.hold and stack is not None:
                 record["failed_hash"] = stack.hash
             if result.action == HOLD:

@@ -103,7 +103,8 @@ def parse(block: object, services: Mapping[str, Any] | None = None,
         found = _job(where, str(service), spec, services, problems)
         if found is not None:
             jobs.append(found)
-    return Options(timeout, tuple(after), tuple(jobs)), problems
+    # in name order, as compose's resolved model gives them (it sorts the keys)
+    return Options(timeout, tuple(after), tuple(sorted(jobs, key=lambda j: j.service))), problems
 
 
 def _job(where: str, service: str, spec: object, services: Mapping[str, Any] | None,

@@ -154,8 +154,76 @@ def test_migration_runs_once_then_the_app_promotes(app_host: Host) -> None:
     again = host.apply(expect=1)
     assert "job migrate (before): exited with code 3" in again.stdout, again.stdout
     assert web_id(host) == serving
+    # Back to the last good revision: its migration ran already and is not run again.
+    host.repo.write("stacks/app/docker-compose.yml", app_compose(host, "v2", "v2", web_env="2"))
+    host.repo.commit("revert the broken migration")
+    res = host.apply()
+    assert "ran job" not in res.stdout, res.stdout
+    assert runs(host) == ["v1", "v2", "v2"]
+    idle_is_quiet(host)
     status = host.vigo("status")
-    assert "migrate" in status.stdout, status.stdout
+    assert "job migrate" in status.stdout, status.stdout
+
+
+def after_compose(host: Host, web_env: str, notify: str, timeout: int = 60) -> str:
+    return f"""\
+x-vigo:
+  health_timeout: 20
+  jobs:
+    notify: {{when: after, timeout: {timeout}}}
+services:
+  notify:
+    image: {BASE}
+    command: ["sh", "-c", "echo {web_env} >> /data/notified; {notify}"]
+    volumes: ["data:/data"]
+  web:
+    image: {BASE}
+    stop_signal: SIGKILL
+    restart: unless-stopped
+    environment:
+      WEB_ENV: "{web_env}"
+    command: ["sh", "-c", "exec sleep 100000"]
+    volumes: ["data:/data"]
+volumes:
+  data: {{}}
+"""
+
+
+def notified(host: Host) -> list[str]:
+    return sh("docker", "run", "--rm", "-v", f"{host.prefix}app_data:/data", BASE, "sh", "-c",
+              "cat /data/notified 2>/dev/null; true").stdout.split()
+
+
+def web_env(host: Host) -> str:
+    [web] = [c for c in host.containers("app") if c["Config"]["Labels"].get(
+        "com.docker.compose.service") == "web"]
+    return next(e for e in web["Config"]["Env"] if e.startswith("WEB_ENV="))
+
+
+def test_a_failing_after_job_rolls_back(app_host: Host) -> None:
+    host = app_host
+    host.repo.write("stacks/app/docker-compose.yml", after_compose(host, "1", "true"))
+    host.repo.commit("app with an after job")
+    res = host.apply()
+    assert "ran job notify (after" in res.stdout, res.stdout
+    assert notified(host) == ["1"]
+    host.repo.write("stacks/app/docker-compose.yml", after_compose(host, "2", "exit 4"))
+    host.repo.commit("its after job fails")
+    res = host.apply(expect=1)
+    assert "app: rolled back to" in res.stdout and "job notify (after): exited with code 4" \
+        in res.stdout, res.stdout
+    assert web_env(host) == "WEB_ENV=1"
+    assert notified(host) == ["1", "2"]  # the rollback ran no job
+    assert "held" in host.apply(expect=1).stdout
+    # A job over its timeout is stopped, its container removed, the stack rolled back.
+    host.repo.write("stacks/app/docker-compose.yml",
+                    after_compose(host, "3", "exec sleep 1000", timeout=3))
+    host.repo.commit("its after job hangs")
+    res = host.apply(expect=1)
+    assert "job notify (after): did not finish within 3s" in res.stdout, res.stdout
+    assert web_env(host) == "WEB_ENV=1"
+    assert [c for c in host.containers("app") if c["State"]["Status"] == "running"
+            and c["Config"]["Labels"]["com.docker.compose.service"] == "notify"] == []
 
 
 def test_db_failing_skips_the_stacks_after_it(app_host: Host) -> None:

@@ -8,7 +8,7 @@ import pytest
 from tests.unit.test_lint import BASE, stack, write
 from vigo import xvigo
 from vigo.lint import lint_tree
-from vigo.model import CREATE, REMOVE, UNCHANGED, UPDATE, Action, Container, Plan, Resolved
+from vigo.model import CREATE, REMOVE, UNCHANGED, UPDATE, Action, Plan, Resolved
 from vigo.plan import blocked, job_reasons, levels, phases
 from vigo.xvigo import AFTER, BEFORE, Job, Options
 
@@ -141,26 +141,21 @@ def test_blocked(after, results, failed, why) -> None:
         assert got.startswith("app: not attempted") and "x-vigo.after" in got
 
 
-def _done(service: str, cfg: str) -> Container:
-    return Container(id=service, name=f"app-{service}-1", stack="app", instance="", project="app",
-                     service=service, state="exited", status="Exited (0) 1 minute ago",
-                     image="x", config_hash=cfg)
-
-
-@pytest.mark.parametrize("containers, completed, hashes, expected", [
-    pytest.param((), {}, {"migrate": "h1"}, ["runs job migrate before any container is replaced"],
+@pytest.mark.parametrize("done, hashes, expected", [
+    pytest.param(None, {"migrate": "h1"}, ["runs job migrate before any container is replaced"],
                  id="first-time"),
-    pytest.param((_done("migrate", "h1"),), {"app-migrate-1": "h1"}, {"migrate": "h1"}, [],
-                 id="completed-for-this-configuration"),
-    pytest.param((_done("migrate", "h1"),), {"app-migrate-1": "h1"}, {"migrate": "h2"},
+    pytest.param({"migrate": "h1"}, {"migrate": "h1"}, [], id="ran-for-this-configuration"),
+    pytest.param({"migrate": "h1"}, {"migrate": "h2"},
                  ["runs job migrate before any container is replaced"], id="changed"),
-    pytest.param((_done("migrate", "h1"),), {}, {"migrate": "h1"},
-                 ["runs job migrate before any container is replaced"], id="not-recorded"),
+    pytest.param({"migrate": "h1"}, {}, ["runs job migrate before any container is replaced"],
+                 id="hash-unknown-runs"),
+    pytest.param("garbage", {"migrate": "h1"},
+                 ["runs job migrate before any container is replaced"], id="hand-edited-record"),
 ])
-def test_job_reasons(containers, completed, hashes, expected) -> None:
+def test_job_reasons(done, hashes, expected) -> None:
     res = Resolved({"web": "x", "migrate": "x"}, jobs=(Job("migrate", BEFORE),),
                    job_hashes=hashes)
-    assert job_reasons(res, containers, {"completed": completed}) == expected
+    assert job_reasons(res, {} if done is None else {"job_hashes": done}) == expected
 
 
 JOB = """\
@@ -198,3 +193,41 @@ def test_cycle_finding_names_the_chain(tmp_path: Path) -> None:
     assert {f.path for f in found} == {"stacks/app/docker-compose.yml",
                                        "stacks/db/docker-compose.yml"}
     assert all("app -> db -> app" in f.message for f in found)
+
+
+def test_status_shows_the_last_run_of_each_job() -> None:
+    from tests.unit.test_status import NOW, data, row
+    from tests.unit.test_status import stack as status_stack
+    from vigo import status
+
+    record = {"jobs": {"migrate": {"service": "migrate", "when": "before", "exit": 0,
+                                   "duration": 4.25, "at": "2024-05-01T11:57:00+00:00",
+                                   "revision": "d" * 40},
+                       "warm": {"service": "warm", "when": "after", "exit": None,
+                                "duration": "odd", "at": "", "revision": ""}},
+              }
+    app = {**status_stack("app", row("web", "running", "x:1", "now")),
+           "jobs": status._jobs(record)}
+    lines = status.to_text(data(stacks=[app]), NOW)
+    assert f"  job migrate (before): exit 0, 4.2 s, 3 min ago at {'d' * 12}" in lines
+    assert "  job warm (after): stopped at its timeout, ?, ? at -" in lines
+    assert status._jobs({"jobs": ["garbage"]}) == []
+
+
+def test_metrics_show_jobs() -> None:
+    from tests.unit.test_metrics import samples
+    from vigo import metrics
+
+    jobs = metrics.jobs_of({
+        "app": {"jobs": {"migrate": {"exit": 3, "duration": 1.5,
+                                     "at": "2024-05-01T12:00:00+00:00"},
+                         "warm": {"exit": None, "duration": 60, "at": "2024-05-01T12:00:00Z"},
+                         "odd": {"exit": 0, "at": "not a time"}, "x": "garbage"}},
+        "db": {"jobs": "garbage"}, "hand-edited": "x"})
+    got = samples(metrics.render(metrics.Snapshot(1.0, True, 0.0, "", 0, {}, jobs=jobs)))
+    at = 1714564800
+    assert got[("vigo_job_last_exit_code", (("job", "migrate"), ("stack", "app")))] == 3
+    assert got[("vigo_job_last_exit_code", (("job", "warm"), ("stack", "app")))] == -1
+    assert got[("vigo_job_last_duration_seconds", (("job", "migrate"), ("stack", "app")))] == 1.5
+    assert got[("vigo_job_last_run_timestamp_seconds", (("job", "warm"), ("stack", "app")))] == at
+    assert not [k for k in got if ("job", "odd") in k[1] or ("job", "x") in k[1]]
