@@ -255,3 +255,54 @@ def test_a_cycle_is_refused(app_host: Host) -> None:
     res = host.apply(expect=1)
     assert "x-vigo.after makes a cycle" in res.stdout, res.stdout
     assert host.containers() == []
+
+
+def backup_compose(schema: str) -> str:
+    return f"""\
+x-vigo:
+  health_timeout: 20
+  jobs:
+    backup: before
+    migrate: before
+services:
+  backup:
+    image: {BASE}
+    environment: {{SCHEMA: "{schema}"}}
+    command: ["sh", "-c", "tar cf /backup/before-$${{SCHEMA}}.tar -C /data ."]
+    volumes: ["data:/data:ro", "{{BACKUPS}}:/backup"]
+  migrate:
+    image: {BASE}
+    environment: {{SCHEMA: "{schema}"}}
+    command: ["sh", "-c", "echo $${{SCHEMA}} > /data/schema"]
+    volumes: ["data:/data"]
+  web:
+    image: {BASE}
+    stop_signal: SIGKILL
+    command: ["sh", "-c", "exec sleep 100000"]
+    volumes: ["data:/data"]
+    healthcheck:
+      test: ["CMD-SHELL", "grep -qx {schema} /data/schema"]
+      interval: 1s
+      retries: 5
+volumes:
+  data: {{}}
+"""
+
+
+def test_a_backup_job_dumps_the_volume_before_the_migration(app_host: Host) -> None:
+    host = app_host
+    backups = host.root / "backups"
+    backups.mkdir()
+    host.config.write_text(host.config.read_text() + f'allow_host_paths = ["{backups}"]\n')
+    text = lambda schema: backup_compose(schema).replace("{BACKUPS}", str(backups))  # noqa: E731
+    host.repo.write("stacks/app/docker-compose.yml", text("1"))
+    host.repo.commit("app with a backup and a migration")
+    res = host.apply()
+    assert "ran job backup (before" in res.stdout and "migrate (before" in res.stdout, res.stdout
+    host.repo.write("stacks/app/docker-compose.yml", text("2"))
+    host.repo.commit("schema 2")
+    host.apply()
+    # the dump taken before the migration to 2 holds schema 1: backup ran first
+    dump = sh("tar", "xOf", str(backups / "before-2.tar"), "./schema").stdout
+    assert dump.strip() == "1"
+    assert sorted(p.name for p in backups.iterdir()) == ["before-1.tar", "before-2.tar"]
