@@ -93,6 +93,8 @@ RULES: dict[str, str] = {
     "x-vigo": "a compose file's x-vigo block holds only health_timeout, after and jobs, of "
     "the right types; every job is a service of it that nothing depends on",
     "x-vigo-order": "x-vigo.after names stacks of the host and makes no cycle",
+    "shared-resource": "an external network or volume is created by a stack of the host; "
+    "that stack then comes first (warning)",
     "stack-dotenv": "no .env in a stack folder (vigo never reads it for ${VAR}), unless a "
     "service names it in env_file; then it holds no secret-looking keys (warning)",
 }
@@ -413,6 +415,25 @@ def _xvigo_order(files: list[ComposeFile]) -> Iterator[Finding]:
         after.setdefault(cf.stack, []).extend(options.after)
         where.setdefault(cf.stack, cf)
     stacks = {cf.stack for cf in files}
+    shares: dict[str, xvigo.Shared] = {}
+    for cf in files:
+        if cf.fragment:
+            continue
+        got = xvigo.shared(cf.doc, cf.stack)
+        had = shares.get(cf.stack, xvigo.Shared())
+        shares[cf.stack] = xvigo.Shared(had.creates | got.creates, had.uses | got.uses)
+        where.setdefault(cf.stack, cf)
+    for stack, kind, name in xvigo.implicit_after(shares, (PROXY,))[1]:
+        cf = where[stack]
+        decls = _mapping(cf.doc.get(kind))
+        key = next((k for k, d in decls.items() if name in (str(k), str(_mapping(d).get(
+            "name"))) or name == str(_mapping(_mapping(d).get("external")).get("name"))), None)
+        line = _key_line(decls, key) if key is not None else _key_line(cf.doc, kind)
+        what = (f"the external {kind[:-1]} '{name}' is created by no stack of this host: the "
+                "stack fails to start unless it exists on the host")
+        fix = (f"Let a stack create it (that stack is then applied first), or create it on "
+               f"the host once (`docker {kind[:-1]} create {name}`).")
+        yield Finding("shared-resource", WARNING, cf.rel, line, f"{_who(stack)}: {what}", fix)
     for name, why in sorted(xvigo.order_problems(after, stacks).items()):
         cf = where[name]
         what, _, fix = why.partition("; fix: ")

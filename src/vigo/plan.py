@@ -136,8 +136,8 @@ def blocked(stack: str, after: Mapping[str, Collection[str]],
     (`results`: stack -> ok, for the stacks deployed so far)."""
     for dep in sorted(after.get(stack, ())):
         if dep in failed or results.get(dep) is False:
-            return (f"{stack}: not attempted ({dep} did not converge in this run and "
-                    f"{stack} comes after it: x-vigo.after)")
+            return (f"{stack}: not attempted ({dep} did not converge in this run, and {stack} "
+                    "comes after it: x-vigo.after, or a network or volume it creates)")
     return ""
 
 

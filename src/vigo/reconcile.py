@@ -626,6 +626,10 @@ class Reconciler:
                                 self.settings.health_timeout, self._progress,
                                 pulls=self._pulls(report, desired, paths), journal=self.emit)
         after = stack_order(desired, records, resolved)
+        shares = {n: xvigo.shared(r.model, n, self.settings.project(n))
+                  for n, r in resolved.items()}
+        for name, owners in xvigo.implicit_after(shares, (PROXY,))[0].items():
+            after[name] = tuple(sorted(set(after.get(name, ())) | owners))  # it uses theirs
         failed = {a.stack for a in the_plan.by_kind(FAIL, HOLD)}
         converged: dict[str, bool] = {}  # stack -> ok, of the creates and updates so far
 

@@ -76,7 +76,7 @@ def parse(block: object, services: Mapping[str, Any] | None = None,
                                 f"a whole number of seconds from 1 to {MAX_TIMEOUT}"))
         timeout = None
     after: list[str] = []
-    raw_after = block.get("after", [])
+    raw_after = block.get("after") or []  # compose's resolved model gives `after: []` as null
     if isinstance(raw_after, str):
         raw_after = [raw_after]
     if not isinstance(raw_after, list):
@@ -93,7 +93,7 @@ def parse(block: object, services: Mapping[str, Any] | None = None,
         elif name not in after:
             after.append(name)
     jobs: list[Job] = []
-    raw_jobs = block.get("jobs", {})
+    raw_jobs = block.get("jobs") or {}
     if not isinstance(raw_jobs, Mapping):
         problems.append(Problem(f"{KEY}.jobs", f"is a {type(raw_jobs).__name__}",
                                 "a mapping of service name to {when: before|after, timeout: N}"))
@@ -194,3 +194,72 @@ def order_problems(after: Mapping[str, Collection[str]], stacks: Collection[str]
             out.setdefault(name, f"x-vigo.after makes a cycle: {' -> '.join(chain)}; fix: "
                            "drop one of these `after` entries")
     return out
+
+
+# -- implicit order: the networks and volumes stacks share -------------------------------------
+
+KINDS = ("networks", "volumes")
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What a compose file creates and what it uses as `external` (kind, name). A created name
+    that starts with `*` is known only up to the project prefix (offline: `*db_data` for the
+    volume `data` of stack `db`)."""
+
+    creates: frozenset[tuple[str, str]] = frozenset()
+    uses: frozenset[tuple[str, str]] = frozenset()
+
+
+def _external(value: object) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true") or (
+        isinstance(value, Mapping))
+
+
+def shared(doc: object, stack: str, project: str | None = None) -> Shared:
+    """The networks and volumes of a compose file (text or resolved model); `project`: the
+    compose project name when known (at apply), else names are known up to the prefix."""
+    creates: set[tuple[str, str]] = set()
+    uses: set[tuple[str, str]] = set()
+    if not isinstance(doc, Mapping):
+        return Shared()
+    for kind in KINDS:
+        decls = doc.get(kind)
+        decls = decls if isinstance(decls, Mapping) else {}
+        keys = [*decls, *(["default"] if kind == "networks" and "default" not in decls else [])]
+        for key in keys:
+            decl = decls.get(key)
+            decl = decl if isinstance(decl, Mapping) else {}
+            ext = decl.get("external")
+            name = decl.get("name")
+            if _external(ext):
+                legacy = ext.get("name") if isinstance(ext, Mapping) else None
+                uses.add((kind, str(legacy or name or key)))
+            elif name:
+                creates.add((kind, str(name)))
+            else:
+                creates.add((kind, f"{project}_{key}" if project is not None
+                             else f"*{stack}_{key}"))
+    return Shared(frozenset(creates), frozenset(uses))
+
+
+def _matches(created: str, name: str) -> bool:
+    return created == name or (created.startswith("*") and name.endswith(created[1:]))
+
+
+def implicit_after(shares: Mapping[str, Shared], exclude: Collection[str] = ()
+                   ) -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
+    """stack -> the stacks that create an external network or volume it uses (an order as
+    if it said `after:`), and the (stack, kind, name) that no stack creates. Stacks in
+    `exclude` (the proxy, which always runs first) give no order but count as creators."""
+    after: dict[str, set[str]] = {}
+    orphans: list[tuple[str, str, str]] = []
+    for stack, mine in sorted(shares.items()):
+        for kind, name in sorted(mine.uses):
+            owners = {other for other, theirs in shares.items() if other != stack
+                      and any(k == kind and _matches(c, name) for k, c in theirs.creates)}
+            if not owners:
+                orphans.append((stack, kind, name))
+            elif owners - set(exclude):
+                after.setdefault(stack, set()).update(owners - set(exclude))
+    return after, orphans

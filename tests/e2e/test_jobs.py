@@ -227,18 +227,21 @@ def test_a_failing_after_job_rolls_back(app_host: Host) -> None:
 
 
 def test_db_failing_skips_the_stacks_after_it(app_host: Host) -> None:
+    """Here app names no `after`: it uses the volume db creates, an implicit order."""
     host = app_host
     host.repo.write("stacks/db/docker-compose.yml", db_compose())
-    host.repo.write("stacks/app/docker-compose.yml", app_compose(host, "v1", "v1"))
+    host.repo.write("stacks/app/docker-compose.yml", app_compose(host, "v1", "v1", after="[]"))
     host.repo.commit("db and app")
     host.apply()
     serving = web_id(host)
     host.repo.write("stacks/db/docker-compose.yml", db_compose(ok=False))
-    host.repo.write("stacks/app/docker-compose.yml", app_compose(host, "v2", "v2"))
+    host.repo.write("stacks/app/docker-compose.yml", app_compose(host, "v2", "v2", after="[]"))
     host.repo.commit("a broken db and an app that needs it")
     res = host.apply(expect=1)
     assert "db: rolled back" in res.stdout, res.stdout
     assert "app: not attempted (db did not converge in this run" in res.stdout, res.stdout
+    check = host.vigo("check", str(host.repo.work))
+    assert "shared-resource" not in check.stdout, check.stdout  # db creates the volume
     assert web_id(host) == serving
     assert runs(host) == ["v1", "v1"]  # app's migration did not run
 

@@ -21,6 +21,7 @@ SERVICES = {"web": {"image": "x"}, "migrate": {"image": "x"}}
     pytest.param({"after": ["db", "cache", "db"]}, Options(after=("db", "cache")), [],
                  id="after-deduplicated"),
     pytest.param({"after": "db"}, Options(after=("db",)), [], id="after-one-name"),
+    pytest.param({"after": None, "jobs": None}, Options(), [], id="empty-as-compose-gives-them"),
     pytest.param({"jobs": {"migrate": {"when": "before", "timeout": 60}}},
                  Options(jobs=(Job("migrate", BEFORE, 60),)), [], id="before-job"),
     pytest.param({"jobs": {"migrate": "after"}}, Options(jobs=(Job("migrate", AFTER),)), [],
@@ -231,3 +232,46 @@ def test_metrics_show_jobs() -> None:
     assert got[("vigo_job_last_duration_seconds", (("job", "migrate"), ("stack", "app")))] == 1.5
     assert got[("vigo_job_last_run_timestamp_seconds", (("job", "warm"), ("stack", "app")))] == at
     assert not [k for k in got if ("job", "odd") in k[1] or ("job", "x") in k[1]]
+
+
+@pytest.mark.parametrize("doc, project, creates, uses", [
+    pytest.param({"services": {}}, None, {("networks", "*db_default")}, set(), id="default-net"),
+    pytest.param({"volumes": {"data": {}}, "networks": {"default": {"name": "edge"}}}, None,
+                 {("volumes", "*db_data"), ("networks", "edge")}, set(), id="named"),
+    pytest.param({"volumes": {"data": None}}, "p-db",
+                 {("volumes", "p-db_data"), ("networks", "p-db_default")}, set(),
+                 id="with-the-project"),
+    pytest.param({"volumes": {"d": {"external": True, "name": "p-x_d"}},
+                  "networks": {"default": {"external": {"name": "front"}}}}, None,
+                 set(), {("volumes", "p-x_d"), ("networks", "front")}, id="external"),
+    pytest.param({"volumes": {"d": {"external": "true"}}, "networks": {}}, None,
+                 {("networks", "*db_default")}, {("volumes", "d")}, id="external-string"),
+    pytest.param("garbage", None, set(), set(), id="garbage"),
+])
+def test_shared(doc, project, creates, uses) -> None:
+    got = xvigo.shared(doc, "db", project)
+    assert (set(got.creates), set(got.uses)) == (creates, uses)
+
+
+def test_implicit_after() -> None:
+    shares = {
+        "proxy": xvigo.shared({"networks": {"default": {"name": "proxy_net"}}}, "proxy"),
+        "db": xvigo.shared({"volumes": {"data": {}}}, "db"),
+        "app": xvigo.shared({"volumes": {"d": {"external": True, "name": "vigo-db_data"}},
+                             "networks": {"default": {"external": True, "name": "proxy_net"}}},
+                            "app"),
+        "lone": xvigo.shared({"networks": {"n": {"external": True, "name": "hand-made"}}},
+                             "lone"),
+    }
+    after, orphans = xvigo.implicit_after(shares, ("proxy",))
+    assert after == {"app": {"db"}}  # the proxy always runs first: no order on it
+    assert orphans == [("lone", "networks", "hand-made")]
+
+
+def test_check_warns_of_an_external_volume_nothing_creates(tmp_path: Path) -> None:
+    write(tmp_path, {**BASE, **stack(top="volumes:\n  d:\n    external: true\n"
+                                         "    name: vigo-db_data\n")})
+    [found] = [f for f in lint_tree(tmp_path) if f.rule == "shared-resource"]
+    assert found.severity == "warning" and found.line == 5 and "'vigo-db_data'" in found.message
+    write(tmp_path, stack(name="db", top="volumes:\n  data: {}\n"))
+    assert [f for f in lint_tree(tmp_path) if f.rule == "shared-resource"] == []
