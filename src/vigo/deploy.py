@@ -376,6 +376,8 @@ class Deployer:
         good = self.paths.good_model(project)
         last = str(record.get("revision") or "")[:12]
         if kept:  # a failed zero-downtime rollout never touched the old container
+            for job in res.jobs if res is not None else ():  # as the old revision left it
+                self._remove_job(project, job.service)
             return StackResult(stack.name, action.kind, False,
                                f"{stack.name}: rolled back to {last or 'the running container'}"
                                f"; {revision[:12]} failed: {reason} ({kept} kept serving)",
