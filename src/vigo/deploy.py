@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from vigo import health, plan, registries, rollout
+from vigo import health, plan, registries, rollout, xvigo
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.run import CommandTimeout, pause
@@ -63,6 +63,8 @@ class Deployer:
     # Registry credentials (docs/private-images.md): given to the pulls of the stacks that
     # need them only.
     pulls: registries.Pulls = field(default_factory=registries.Pulls)
+    # Where the output of release jobs goes (the journal); `log` when unset.
+    journal: Callable[[str], None] | None = None
 
     # -- one stack ----------------------------------------------------------------------------
 
@@ -80,34 +82,67 @@ class Deployer:
         timeout = res.health_timeout or self.health_timeout
         why = list(action.reasons)
         docker_config = self.pulls.for_images(res.services.values())
+        jobs = {j.service for j in res.jobs}
+        ran: list[dict[str, object]] = []
         try:
             missing = self._pull(res, docker_config)
             if missing:  # nothing was touched: the running containers stay as they are
                 return StackResult(stack.name, action.kind, False, f"{stack.name}: failed "
                                    f"({missing}; the running containers were left as they are)")
+            if res.jobs and not res.job_hashes:  # what the record of a job that ran keeps
+                hashes = self.compose.config_hashes(project, files, envs)
+                res = replace(res, job_hashes={j.service: hashes.get(j.service, "")
+                                               for j in res.jobs})
+            # a revision that leaves a job as it was does not run it again
+            pending = plan.jobs_due(res.jobs, res.job_hashes, record)
+            for job in (j for j in pending if j.when == xvigo.BEFORE):
+                failure = self._run_job(project, files, envs, job, docker_config, ran, res)
+                if failure:  # nothing of the stack was replaced: held like a failed gate
+                    last = str(record.get("revision") or "")[:12]
+                    serving = (f"{last or 'the running revision'} keeps serving" if before
+                               else "nothing of the stack was started")
+                    return StackResult(stack.name, action.kind, False,
+                                       f"{stack.name}: failed (job {job.service} "
+                                       f"({xvigo.BEFORE}): {failure}; nothing was replaced, "
+                                       f"{serving})", containers=before, hold=True,
+                                       jobs=tuple(ran))
             rolled = self._roll_services(project, files, envs, res, before, timeout)
             if rolled.failure:
                 return self._rollback(stack, action, rolled.failure, record, revision,
-                                      kept=rolled.kept)
-            up = self.compose.up(project, files, envs, docker_config,
-                                 self._to_start(project, files, envs, res, before, record))
-            if not up.ok:
-                return self._rollback(stack, action, f"docker compose up: {up.error(4)}", record,
-                                      revision)
-            verdict = self.gate(project, res.services, timeout, counts=res.replicas)
+                                      kept=rolled.kept, res=res)
+            start = self._to_start(project, files, envs, res, before, record)
+            if start is not None:
+                up = self.compose.up(project, files, envs, docker_config, start)
+                if not up.ok:
+                    return self._rollback(stack, action, f"docker compose up: {up.error(4)}",
+                                          record, revision, res=res)
+            verdict = self.gate(project, [s for s in res.services if s not in jobs], timeout,
+                                counts=res.replicas)
             if verdict.status != health.OK:
-                return self._rollback(stack, action, self._explain(verdict), record, revision)
+                return self._rollback(stack, action, self._explain(verdict), record, revision,
+                                      res=res)
+            for job in (j for j in pending if j.when == xvigo.AFTER):
+                failure = self._run_job(project, files, envs, job, docker_config, ran, res)
+                if failure:
+                    result = self._rollback(stack, action, f"job {job.service} "
+                                            f"({xvigo.AFTER}): {failure}", record, revision,
+                                            res=res)
+                    return replace(result, jobs=tuple(ran))
             after = self.compose.containers(project)
         except (DockerError, CommandTimeout) as exc:
             return StackResult(stack.name, action.kind, False,
-                               f"{stack.name}: failed ({self._engine_gone() or exc})", hold=False)
+                               f"{stack.name}: failed ({self._engine_gone() or exc})", hold=False,
+                               jobs=tuple(ran))
         unsaved = self._save_good(project, files, envs)
         if unsaved:
             why.append(unsaved)
         if rolled.names:
             why.append(f"{', '.join(rolled.names)} replaced without downtime")
+        if ran:
+            why.append("ran job " + ", ".join(f"{r['service']} ({r['when']}, "
+                                              f"{r['duration']:.0f}s)" for r in ran))
         verb = "created" if action.kind == CREATE else "updated"
-        if before and not rolled.names and {(c.id, c.config_hash) for c in after} == {
+        if before and not rolled.names and not ran and {(c.id, c.config_hash) for c in after} == {
                 (c.id, c.config_hash) for c in before} and all(
                 c.state == "running" or plan.is_completed(c, record) for c in (*before, *after)):
             verb = "unchanged"
@@ -115,7 +150,7 @@ class Deployer:
         text = "; ".join(why)
         return StackResult(stack.name, action.kind, True,
                            f"{stack.name}: {verb}" + (f" ({text})" if text else ""),
-                           containers=after)
+                           containers=after, jobs=tuple(ran))
 
     def _override(self, project: str, stack: Stack, res: Resolved) -> Path:
         """vigo's labels on every service, and drain-aware healthchecks on rolled services."""
@@ -125,6 +160,8 @@ class Deployer:
             if svc in res.mounts_hash:
                 labels[LABEL_MOUNTS] = res.mounts_hash[svc]
             services[svc] = {"labels": labels}
+            if svc in {j.service for j in res.jobs}:  # a job runs once: never restarted
+                services[svc]["restart"] = "no"
             spec = res.rollouts.get(svc)
             if spec is not None and spec.zero_downtime:
                 services[svc]["healthcheck"] = {"test": rollout.drain_test(spec.test)}
@@ -133,13 +170,54 @@ class Deployer:
         return path
 
     def _to_start(self, project: str, files: list[Path], envs: list[Path], res: Resolved,
-                  before: tuple[Container, ...], record: dict) -> list[str]:
+                  before: tuple[Container, ...], record: dict) -> list[str] | None:
         """The services `up` names: [] (all) unless some completed for the configuration they
-        would get now; those are left out, so a one-shot runs again only when it changes."""
-        if not any(c.service in res.finishes and c.exit_code == 0 for c in before):
+        would get now, or are release jobs (vigo runs those itself, see `pending_jobs`); those
+        are left out, so a one-shot runs again only when it changes. None: nothing to start."""
+        jobs = {j.service for j in res.jobs}
+        done: frozenset[str] = frozenset()
+        if any(c.service in res.finishes and c.exit_code == 0 for c in before):
+            done = plan.settled(before, record, self.compose.config_hashes(project, files, envs))
+        if not done and not jobs:
             return []
-        done = plan.settled(before, record, self.compose.config_hashes(project, files, envs))
-        return [svc for svc in res.services if svc not in done] if done else []
+        start = [svc for svc in res.services if svc not in done and svc not in jobs]
+        return start or None
+
+    def _run_job(self, project: str, files: list[Path], envs: list[Path], job: xvigo.Job,
+                 docker_config: Path | None, ran: list[dict[str, object]],
+                 res: Resolved) -> str:
+        """Run one job to its end; '' when it exited 0, else why (with its last lines). Its
+        output goes to the journal, masked like every command's."""
+        journal = self.journal or self.log
+        journal(f"{project}: job {job.service} ({job.when}): running (at most {job.timeout}s)")
+        t0 = time.monotonic()
+        try:
+            out = self.compose.run_job(project, files, envs, job.service, job.timeout,
+                                       docker_config)
+        except CommandTimeout:
+            self._remove_job(project, job.service)
+            ran.append(dict(service=job.service, when=job.when, exit=None,
+                            duration=round(time.monotonic() - t0, 1)))
+            return (f"did not finish within {job.timeout}s (x-vigo.jobs.{job.service}.timeout)"
+                    "; it was stopped")
+        lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+        for line in lines:
+            journal(f"{project}: job {job.service}: {line}")
+        ran.append(dict(service=job.service, when=job.when, exit=out.returncode,
+                        duration=round(time.monotonic() - t0, 1),
+                        hash=res.job_hashes.get(job.service, "")))
+        if out.ok:
+            return ""
+        self._remove_job(project, job.service)
+        tail = " | ".join(lines[-5:]) or out.error(3)
+        return f"exited with code {out.returncode}; last lines: {tail}"
+
+    def _remove_job(self, project: str, service: str) -> None:
+        """A job that failed or ran out of time leaves no container behind (the gate, drift and
+        the next run see the stack as it was)."""
+        for c in self.compose.containers(project):
+            if c.service == service:
+                self.compose.remove(c.id, stop_timeout=5)
 
     def _pull(self, res: Resolved, docker_config: Path | None = None) -> str:
         """Pull every image the stack lacks before any container is touched ('' when all are
@@ -264,6 +342,21 @@ class Deployer:
                         f"{self.paths.good_model(project)}: {exc.strerror or exc}")
         return ""
 
+    def _without_jobs(self, project: str, good: Path, res: Resolved | None
+                      ) -> tuple[Path, dict]:
+        """The saved healthy model, without the release jobs of it or of the failed revision:
+        a rollback never runs a job again (compose removes their containers as orphans)."""
+        doc = json.loads(good.read_text())
+        model = doc.get("services") or {}
+        jobs = {j.service for j in (res.jobs if res is not None else ())}
+        jobs |= xvigo.parse(doc.get(xvigo.KEY))[0].job_services()
+        if not jobs & set(model):
+            return good, model
+        doc["services"] = {k: v for k, v in model.items() if k not in jobs}
+        path = good.with_name(f"{project}.rollback.json")
+        fs.write_secret(path, json.dumps(doc), root=self.paths.secrets)
+        return path, doc["services"]
+
     def _engine_gone(self) -> str:
         """Why the engine does not answer, or '' when it does. A deploy that failed because the
         engine stopped says nothing about the revision: it is neither rolled back nor held."""
@@ -274,7 +367,7 @@ class Deployer:
         return ""
 
     def _rollback(self, stack: Stack, action: Action, reason: str, record: dict,
-                  revision: str, kept: str = "") -> StackResult:
+                  revision: str, kept: str = "", res: Resolved | None = None) -> StackResult:
         project = self.project_prefix + stack.name
         gone = self._engine_gone()
         if gone:
@@ -283,6 +376,8 @@ class Deployer:
         good = self.paths.good_model(project)
         last = str(record.get("revision") or "")[:12]
         if kept:  # a failed zero-downtime rollout never touched the old container
+            for job in res.jobs if res is not None else ():  # as the old revision left it
+                self._remove_job(project, job.service)
             return StackResult(stack.name, action.kind, False,
                                f"{stack.name}: rolled back to {last or 'the running container'}"
                                f"; {revision[:12]} failed: {reason} ({kept} kept serving)",
@@ -294,7 +389,7 @@ class Deployer:
             return StackResult(stack.name, action.kind, False,
                                f"{stack.name}: failed ({reason}; {note})", hold=True)
         self.log(f"{stack.name}: {reason}; rolling back to {last}")
-        model = json.loads(good.read_text()).get("services") or {}
+        good, model = self._without_jobs(project, good, res)
         up = self.compose.up_model(project, good, self.pulls.for_images(
             str((svc or {}).get("image") or "") for svc in model.values()))
         counts = {name: n for name, svc in model.items() if (n := health.replicas(svc)) != 1}

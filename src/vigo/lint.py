@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vigo import render, rollout, yamlsafe
+from vigo import render, rollout, xvigo, yamlsafe
 from vigo.model import COMPOSE_NAMES, PROXY
 from vigo.policy import Policy
 
@@ -90,6 +90,11 @@ RULES: dict[str, str] = {
     "folder; include/extends files are in its own folder",
     "rollout": "routed services with a healthcheck can run two containers at once (warning)",
     "registries": "env/registries.env holds complete NAME_REGISTRY/_USERNAME/_PASSWORD groups",
+    "x-vigo": "a compose file's x-vigo block holds only health_timeout, after and jobs, of "
+    "the right types; every job is a service of it that nothing depends on",
+    "x-vigo-order": "x-vigo.after names stacks of the host and makes no cycle",
+    "shared-resource": "an external network or volume is created by a stack of the host; "
+    "that stack then comes first (warning)",
     "stack-dotenv": "no .env in a stack folder (vigo never reads it for ${VAR}), unless a "
     "service names it in env_file; then it holds no secret-looking keys (warning)",
 }
@@ -367,6 +372,73 @@ def _structure(cf: ComposeFile) -> Iterator[Finding]:
         elif not svc.get("image") and not cf.fragment and "extends" not in svc:
             fix = "Name a pinned registry image, e.g. `image: ghcr.io/org/app:sha-<commit>`."
             yield _finding(cf, "service-image", line, name, "the service has no `image:`", fix)
+
+
+@stack_rule
+def _xvigo(cf: ComposeFile) -> Iterator[Finding]:
+    """The x-vigo block (xvigo.py): apply refuses a stack whose block this rule rejects."""
+    if xvigo.KEY not in cf.doc:
+        return
+    services = cf.doc.get("services") if not cf.fragment else None
+    _, problems = xvigo.parse(cf.doc[xvigo.KEY], services, cf.stack)
+    if cf.is_proxy and _mapping(cf.doc[xvigo.KEY]).get("after"):
+        problems.append(xvigo.Problem(f"{xvigo.KEY}.after", "is set on the proxy, which always "
+                                      "runs first", "drop it"))
+    for p in problems:
+        fix = p.fix[:1].upper() + p.fix[1:] + "."
+        yield _finding(cf, "x-vigo", _path_line(cf.doc, p.key), None, f"{p.key} {p.message}",
+                       fix)
+
+
+def _path_line(doc: Any, dotted: str) -> int | None:
+    """The line of the deepest key of `a.b.c` that the document has."""
+    node, line = doc, None
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            break
+        line = _key_line(node, part) or line
+        node = node[part]
+    return line
+
+
+@tree_rule
+def _xvigo_order(files: list[ComposeFile]) -> Iterator[Finding]:
+    """x-vigo.after across the stacks of a host: names that are no stack, and cycles (the
+    chain is named at every stack of it)."""
+    after: dict[str, list[str]] = {}
+    where: dict[str, ComposeFile] = {}
+    for cf in files:
+        block = _mapping(cf.doc.get(xvigo.KEY))
+        if "after" not in block or cf.fragment:
+            continue
+        options, _ = xvigo.parse({"after": block["after"]}, None, cf.stack)
+        after.setdefault(cf.stack, []).extend(options.after)
+        where.setdefault(cf.stack, cf)
+    stacks = {cf.stack for cf in files}
+    shares: dict[str, xvigo.Shared] = {}
+    for cf in files:
+        if cf.fragment:
+            continue
+        got = xvigo.shared(cf.doc, cf.stack)
+        had = shares.get(cf.stack, xvigo.Shared())
+        shares[cf.stack] = xvigo.Shared(had.creates | got.creates, had.uses | got.uses)
+        where.setdefault(cf.stack, cf)
+    for stack, kind, name in xvigo.implicit_after(shares, (PROXY,))[1]:
+        cf = where[stack]
+        decls = _mapping(cf.doc.get(kind))
+        key = next((k for k, d in decls.items() if name in (str(k), str(_mapping(d).get(
+            "name"))) or name == str(_mapping(_mapping(d).get("external")).get("name"))), None)
+        line = _key_line(decls, key) if key is not None else _key_line(cf.doc, kind)
+        what = (f"the external {kind[:-1]} '{name}' is created by no stack of this host: the "
+                "stack fails to start unless it exists on the host")
+        fix = (f"Let a stack create it (that stack is then applied first), or create it on "
+               f"the host once (`docker {kind[:-1]} create {name}`).")
+        yield Finding("shared-resource", WARNING, cf.rel, line, f"{_who(stack)}: {what}", fix)
+    for name, why in sorted(xvigo.order_problems(after, stacks).items()):
+        cf = where[name]
+        what, _, fix = why.partition("; fix: ")
+        yield _finding(cf, "x-vigo-order", _path_line(cf.doc, f"{xvigo.KEY}.after"), None,
+                       what, fix[:1].upper() + fix[1:] + ".")
 
 
 # --- rule 2: pinned images --------------------------------------------------------------------

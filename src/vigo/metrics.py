@@ -4,8 +4,10 @@ atomic write (temp file + rename in the same folder, mode 0644 so node_exporter 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from vigo.adapters import fs
 
@@ -19,6 +21,28 @@ class Snapshot:
     consecutive_failures: int
     stacks: Mapping[str, tuple[bool, bool]]  # stack -> (up, failed)
     suspended: bool = False
+    # (stack, job) -> (exit code or None after a timeout, duration, Unix time): the last run
+    # of each release job (x-vigo.jobs), from the state file
+    jobs: Mapping[tuple[str, str], tuple[int | None, float, float]] = field(default_factory=dict)
+
+
+def jobs_of(records: Mapping[str, Any]) -> dict[tuple[str, str], tuple[int | None, float, float]]:
+    """The `jobs` of a Snapshot from the state file's stack records (a hand-edited one: no
+    jobs, never an exception)."""
+    out: dict[tuple[str, str], tuple[int | None, float, float]] = {}
+    for stack, record in records.items():
+        jobs = record.get("jobs") if isinstance(record, Mapping) else None
+        for name, run in (jobs.items() if isinstance(jobs, Mapping) else ()):
+            if not isinstance(run, Mapping):
+                continue
+            code = run.get("exit")
+            try:
+                at = datetime.fromisoformat(str(run.get("at"))).timestamp()
+                duration = float(run.get("duration") or 0)
+            except (TypeError, ValueError):
+                continue
+            out[(str(stack), str(name))] = (code if isinstance(code, int) else None, duration, at)
+    return out
 
 
 def _escape(value: str) -> str:
@@ -60,6 +84,18 @@ def render(s: Snapshot) -> str:
         *_metric("vigo_suspended", "1 while vigo is suspended on this host (vigo suspend).",
                  [("", 1 if s.suspended else 0)]),
     ]
+    jobs = [(f'{{stack="{_escape(st)}",job="{_escape(job)}"}}', run)
+            for (st, job), run in sorted(s.jobs.items())]
+    if jobs:
+        lines += [
+            *_metric("vigo_job_last_exit_code", "The exit code of the last run of a release "
+                     "job (x-vigo.jobs); -1 when it was stopped at its timeout.",
+                     [(labels, -1 if code is None else code) for labels, (code, _, _) in jobs]),
+            *_metric("vigo_job_last_duration_seconds", "How long the last run of a release "
+                     "job took.", [(labels, d) for labels, (_, d, _) in jobs]),
+            *_metric("vigo_job_last_run_timestamp_seconds", "When a release job last ran, in "
+                     "Unix time.", [(labels, at) for labels, (_, _, at) in jobs]),
+        ]
     return "\n".join(lines) + "\n"
 
 

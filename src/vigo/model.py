@@ -145,6 +145,9 @@ class Resolved:
     policy: tuple[str, ...] = ()  # policy.judge's violations of the model: the stack is refused
     finishes: frozenset[str] = frozenset()  # services meant to exit (health.meant_to_finish)
     replicas: Mapping[str, int] = field(default_factory=dict)  # service -> count, when not 1
+    after: tuple[str, ...] = ()  # x-vigo.after: the stacks that converge before this one
+    jobs: tuple[Any, ...] = ()  # x-vigo.jobs: xvigo.Job, in the file's order
+    job_hashes: Mapping[str, str] = field(default_factory=dict)  # job -> config hash it gets
 
 
 CREATE, UPDATE, REMOVE, UNCHANGED, FAIL, KEEP, HOLD = (
@@ -192,6 +195,7 @@ class StackResult:
     containers: tuple[Container, ...] = ()  # as the engine shows them right after the action
     hold: bool = False  # a failed deploy: not retried until the stack changes or `vigo retry`
     rolled_back_to: str = ""  # the revision whose healthy state was restored
+    jobs: tuple[dict[str, object], ...] = ()  # the release jobs run: service, when, exit, duration
 
     def to_json(self) -> dict[str, object]:
         return {"stack": self.stack, "action": self.action, "ok": self.ok,

@@ -172,7 +172,7 @@ def _snapshot(st: dict[str, Any], finished: float, ok: bool, duration: float,
               for n in names}
     return metrics.Snapshot(finished, ok, duration, str(st.get("revision_applied", "")),
                             int(st.get("ops", {}).get("consecutive_failures", 0) or 0),
-                            stacks, suspended)
+                            stacks, suspended, jobs=metrics.jobs_of(records))
 
 
 def _write_metrics_suspended(settings: Settings, err: Callable[[str], None]) -> None:

@@ -91,17 +91,54 @@ def needs_resolve(desired: DesiredState, observed: Observed,
     return out
 
 
-def phases(the_plan: Plan) -> tuple[tuple[Action, ...], ...]:
+def levels(names: Collection[str], after: Mapping[str, Collection[str]]) -> list[list[str]]:
+    """`names` in the order `after` asks for: each level after the stacks of the levels before
+    it that it names; a name it gives that is not in `names` does not hold it back (that stack
+    does not change in this run). A cycle (refused before, see xvigo.order_problems) ends up
+    in one last level."""
+    left, out, placed = list(names), [], set()
+    while left:
+        ready = [n for n in left if not (set(after.get(n, ())) & (set(left) - {n}))]
+        if not ready:
+            out.append(left)
+            break
+        out.append(ready)
+        placed |= set(ready)
+        left = [n for n in left if n not in placed]
+    return out
+
+
+def phases(the_plan: Plan, after: Mapping[str, Collection[str]] | None = None
+           ) -> tuple[tuple[Action, ...], ...]:
     """The order apply runs a plan in; the actions of one phase may run in parallel. The proxy
     first (every route needs it); then the removals, which release host ports, Traefik router
     names and container names; then the creates and updates that may take them (a renamed
-    stack converges in one run); the proxy's own removal last."""
+    stack converges in one run); the proxy's own removal last. `after` (stack -> the stacks
+    it comes after, x-vigo.after): the creates and updates in levels of that order, the
+    removals in the reverse order (a stack goes before those it came after)."""
+    after = after or {}
     work, gone = the_plan.by_kind(CREATE, UPDATE), the_plan.by_kind(REMOVE)
-    ordered = (tuple(a for a in work if a.stack == PROXY),
-               tuple(a for a in gone if a.stack != PROXY),
-               tuple(a for a in work if a.stack != PROXY),
-               tuple(a for a in gone if a.stack == PROXY))
+    by_name = {a.stack: a for a in (*work, *gone)}
+    removed = [a.stack for a in gone if a.stack != PROXY]
+    before_of = {n: [m for m in removed if n in after.get(m, ())] for n in removed}
+    ordered = [tuple(a for a in work if a.stack == PROXY)]
+    ordered += [tuple(by_name[n] for n in level) for level in levels(removed, before_of)]
+    ordered += [tuple(by_name[n] for n in level)
+                for level in levels([a.stack for a in work if a.stack != PROXY], after)]
+    ordered.append(tuple(a for a in gone if a.stack == PROXY))
     return tuple(phase for phase in ordered if phase)
+
+
+def blocked(stack: str, after: Mapping[str, Collection[str]],
+            results: Mapping[str, bool], failed: Collection[str]) -> str:
+    """Why a stack is not attempted in this run ('' when it may go): a stack it comes after
+    failed or is held in this run (`failed`), or was to change and did not converge
+    (`results`: stack -> ok, for the stacks deployed so far)."""
+    for dep in sorted(after.get(stack, ())):
+        if dep in failed or results.get(dep) is False:
+            return (f"{stack}: not attempted ({dep} did not converge in this run, and {stack} "
+                    "comes after it: x-vigo.after, or a network or volume it creates)")
+    return ""
 
 
 # What the engine says when a container cannot take a host port or a name another container
@@ -166,6 +203,24 @@ def _change_reasons(stack: Stack, record: Mapping[str, object]) -> list[str]:
     return reasons or ["vigo's rendering changed"]
 
 
+def jobs_due(jobs: tuple, hashes: Mapping[str, str], record: Mapping[str, object]) -> list:
+    """The release jobs (x-vigo.jobs) a deploy runs: those that never exited 0 for the
+    configuration compose gives them now (`hashes`, with vigo's override). The record
+    (`job_hashes`, kept whatever became of the deploy) decides, not a container: a job that
+    ran is not run again by a retry, a rollback, a revert or a removed container."""
+    done = record.get("job_hashes")
+    done = done if isinstance(done, Mapping) else {}
+    return [j for j in jobs
+            if not hashes.get(j.service) or done.get(j.service) != hashes[j.service]]
+
+
+def job_reasons(res: Resolved, record: Mapping[str, object]) -> list[str]:
+    """What `vigo plan` says of the jobs a deploy of the stack would run."""
+    when = {"before": "before any container is replaced", "after": "once the stack is healthy"}
+    return [f"runs job {j.service} {when.get(j.when, j.when)}"
+            for j in jobs_due(res.jobs, res.job_hashes, record)]
+
+
 def plan(
     desired: DesiredState,
     observed: Observed,
@@ -199,8 +254,10 @@ def plan(
         if res is None:
             actions.append(Action(stack.name, UNCHANGED))
             continue
+        jobs = job_reasons(res, record)
         if not containers and not record.get("containers"):
-            actions.append(Action(stack.name, CREATE, ("new stack",) if not record else ()))
+            actions.append(Action(stack.name, CREATE,
+                                  (("new stack",) if not record else ()) + tuple(jobs)))
             continue
         reasons: list[str] = []
         if record.get("hash") != stack.hash:
@@ -209,8 +266,8 @@ def plan(
                       if not (images and r == f"{stack.compose_file} changed")]
             reasons += images + others
         reasons += drift(containers, record)
-        actions.append(Action(stack.name, UPDATE,
-                              tuple(reasons) or (("forced",) if options.force else ("converge",))))
+        reasons = reasons or [("forced" if options.force else "converge")]
+        actions.append(Action(stack.name, UPDATE, tuple(reasons + jobs)))
     wanted = {s.name for s in desired.stacks}
     gone = sorted(observed.stacks - wanted, key=lambda n: (n == PROXY, n))
     refusal = ""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vigo import config, dotenv, render, state, trust
+from vigo import config, dotenv, render, state, trust, xvigo
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.engine import local_capacity
@@ -55,6 +55,7 @@ from vigo.model import (
     StackResult,
 )
 from vigo.plan import (
+    blocked,
     completed,
     conflict,
     guard_overlay,
@@ -378,6 +379,11 @@ class Reconciler:
                 else:
                     resolved[name] = res
         failures.update(self._links(resolved, paths, set(desired.env_files)))
+        after = stack_order(desired, records, resolved)
+        for name, why in xvigo.order_problems(after, [s.name for s in desired.stacks]).items():
+            if name in resolved:
+                failures.setdefault(name, why)
+                resolved.pop(name)
         the_plan = guard_overlay(plan(desired, observed, records, resolved, failures, options),
                                  desired, st.get("overlay"), options)
         return the_plan, observed, resolved
@@ -528,16 +534,37 @@ class Reconciler:
         images = {name: str(svc.get("image") or "") for name, svc in services.items()}
         mounts = {name: h for name, svc in services.items()
                   if (h := _mounts_hash(svc, paths.runtime, rendered, model))}
-        options = model.get("x-vigo") or {}
-        timeout = options.get("health_timeout") if isinstance(options, dict) else None
-        return Resolved(images, mounts, model=model,
-                        rollouts={name: rollout.spec(svc) for name, svc in services.items()},
-                        health_timeout=timeout if isinstance(timeout, int) and timeout > 0
-                        else None,
-                        finishes=frozenset(name for name in services
-                                           if health.meant_to_finish(name, services)),
-                        replicas={name: n for name, svc in services.items()
-                                  if (n := health.replicas(svc)) != 1})
+        options, problems = xvigo.parse(model.get(xvigo.KEY), services, stack.name)
+        if problems:
+            return Resolved({}, error="; ".join(f"{stack.compose_file}: {p.line()}"
+                                                for p in problems))
+        jobs = options.job_services()
+        res = Resolved(images, mounts, model=model,
+                       rollouts={name: rollout.spec(svc) for name, svc in services.items()},
+                       health_timeout=options.health_timeout,
+                       finishes=frozenset(n for n in services
+                                          if n in jobs or health.meant_to_finish(n, services)),
+                       replicas={name: n for name, svc in services.items()
+                                 if (n := health.replicas(svc)) != 1},
+                       after=options.after, jobs=options.jobs)
+        return self._job_hashes(stack, paths, res) if jobs else res
+
+    def _job_hashes(self, stack: Stack, paths: Paths, res: Resolved) -> Resolved:
+        """The config hash each release job gets with vigo's override: what `vigo plan` and the
+        deploy compare with the job's completed container (a job runs once per change)."""
+        from vigo.deploy import Deployer
+
+        project = self.settings.project(stack.name)
+        try:
+            override = Deployer(self.compose, self.settings.project_prefix, paths,
+                                self.settings.health_timeout, self._progress
+                                )._override(project, stack, res)
+            hashes = self.compose.config_hashes(
+                project, [paths.runtime / stack.compose_file, override],
+                [paths.secrets / rel for rel in stack.interpolation_env])
+        except (OSError, DockerError, CommandTimeout):
+            return res  # the deploy asks compose again
+        return replace(res, job_hashes={j.service: hashes.get(j.service, "") for j in res.jobs})
 
     def _links(self, resolved: dict[str, Resolved], paths: Paths,
                 env_files: set[str]) -> dict[str, str]:
@@ -605,7 +632,14 @@ class Reconciler:
 
             deployer = Deployer(self.compose, self.settings.project_prefix, paths,
                                 self.settings.health_timeout, self._progress,
-                                pulls=self._pulls(report, desired, paths))
+                                pulls=self._pulls(report, desired, paths), journal=self.emit)
+        after = stack_order(desired, records, resolved)
+        shares = {n: xvigo.shared(r.model, n, self.settings.project(n))
+                  for n, r in resolved.items()}
+        for name, owners in xvigo.implicit_after(shares, (PROXY,))[0].items():
+            after[name] = tuple(sorted(set(after.get(name, ())) | owners))  # it uses theirs
+        failed = {a.stack for a in the_plan.by_kind(FAIL, HOLD)}
+        converged: dict[str, bool] = {}  # stack -> ok, of the creates and updates so far
 
         def up(action: Action, again: bool = False) -> StackResult:
             try:
@@ -621,6 +655,7 @@ class Reconciler:
 
         def publish(result: StackResult) -> None:
             results[result.stack] = result
+            converged[result.stack] = result.ok
             self.emit(result.message)
 
         conflicted: list[Action] = []
@@ -628,15 +663,24 @@ class Reconciler:
         def publish_or_retry(result: StackResult, action: Action) -> None:
             if not result.ok and conflict(result.message):
                 conflicted.append(action)  # another stack may release it in this run
+                converged[action.stack] = False  # the stacks after it wait for the next run
                 self._progress(f"{result.message}; tried again after the other stacks")
             else:
                 publish(result)
 
-        for phase in phases(the_plan):  # frees before it takes: removals, then creates
+        for phase in phases(the_plan, after):  # frees before it takes, in x-vigo.after order
             if phase[0].kind == REMOVE:
                 for action in phase:
                     publish(self._down(action.stack, paths))
-            elif len(phase) == 1:
+                continue
+            skipped = [a for a in phase if blocked(a.stack, after, converged, failed)]
+            for action in skipped:  # not attempted: nothing of it changes, nothing is held
+                publish(StackResult(action.stack, action.kind, False,
+                                    blocked(action.stack, after, converged, failed)))
+            phase = tuple(a for a in phase if a not in skipped)
+            if not phase:
+                continue
+            if len(phase) == 1:
                 publish_or_retry(up(phase[0]), phase[0])
             else:  # at once, as many as the host takes
                 from concurrent.futures import ThreadPoolExecutor
@@ -765,11 +809,23 @@ class Reconciler:
                                                   if name in (resolved or {}) else ()))
                 for key in ("failed_hash", "failed_revision", "rolled_back_to"):
                     record.pop(key, None)
+                res = (resolved or {}).get(name)
+                if res is not None and res.after:
+                    record["after"] = list(res.after)
+                else:
+                    record.pop("after", None)
                 dropped |= _remember_images(record, desired.revision, result.containers,
                                             self.settings.keep_images)
             elif result.rolled_back_to:
                 record["containers"] = {c.name: c.config_hash for c in result.containers}
                 record["rolled_back_to"] = result.rolled_back_to
+            if result.jobs:  # status and metrics: the last run of each release job
+                jobs = record.setdefault("jobs", {})
+                done = record.setdefault("job_hashes", {})
+                for run in result.jobs:
+                    jobs[str(run["service"])] = {**run, "at": now, "revision": desired.revision}
+                    if run.get("exit") == 0 and run.get("hash"):  # never again for this config
+                        done[str(run["service"])] = run["hash"]
             if result.hold and stack is not None:
                 record["failed_hash"] = stack.hash
             if result.action == HOLD:
@@ -798,6 +854,21 @@ class Reconciler:
             if removed:
                 self.emit(f"image {image}: removed (older than the last "
                           f"{self.settings.keep_images} revisions)")
+
+
+def stack_order(desired: DesiredState, records: dict[str, Any],
+                resolved: dict[str, Resolved]) -> dict[str, tuple[str, ...]]:
+    """stack -> the stacks it comes after (x-vigo.after): from the resolved model of a stack
+    that may change, else from the record of its last apply (a removed stack's, for the
+    reverse order of removals)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, record in records.items():
+        last = record.get("after") if isinstance(record, dict) else None
+        if isinstance(last, list):
+            out[name] = tuple(str(n) for n in last)
+    for name, res in resolved.items():
+        out[name] = tuple(res.after)
+    return {name: deps for name, deps in out.items() if deps}
 
 
 def crash_line(exc: BaseException) -> str:

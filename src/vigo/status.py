@@ -97,6 +97,7 @@ def gather(settings: Settings, config_path: Path | None, compose: Compose, git: 
             "failing": failing,
             "last_failure": last,
             "containers": rows,
+            "jobs": _jobs(record),
         })
     has_run = "finished" in st
     return {
@@ -118,6 +119,16 @@ def gather(settings: Settings, config_path: Path | None, compose: Compose, git: 
         "docker_error": docker_error,
         "warning": warning,
     }
+
+
+def _jobs(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The last run of each release job of a stack (x-vigo.jobs), as the state file has it."""
+    jobs = record.get("jobs")
+    return [{"job": str(name), "when": str(run.get("when", "")), "exit": run.get("exit"),
+             "duration": run.get("duration", 0), "at": str(run.get("at", "")),
+             "revision": str(run.get("revision", ""))}
+            for name, run in sorted((jobs if isinstance(jobs, dict) else {}).items())
+            if isinstance(run, dict)]
 
 
 # -- text -------------------------------------------------------------------------------------
@@ -219,6 +230,15 @@ def to_text(data: dict[str, Any], now: datetime | None = None) -> list[str]:
                      c["since"])
             out.append(" ".join(_fit(v, w).ljust(w) for v, (_, w) in zip(cells, cols,
                                                                           strict=True)).rstrip())
+        for job in stack.get("jobs") or []:
+            code = job["exit"]
+            result = "stopped at its timeout" if code is None else f"exit {code}"
+            try:
+                took = f"{float(job['duration'] or 0):.1f} s"
+            except (TypeError, ValueError):
+                took = "?"
+            out.append(_fit(f"  job {job['job']} ({job['when']}): {result}, {took}, "
+                            f"{ago(job['at'], now)} at {_rev(job['revision'])}", WIDTH))
         failure = stack.get("last_failure")
         if failure:
             reason = str(failure.get("reason", ""))

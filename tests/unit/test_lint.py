@@ -508,7 +508,7 @@ TREE_CASES = [
     case(
         "traefik: external network of another name",
         stack(ROUTED, top=PROXY_NET.replace("proxy_default", "edge")),
-        "traefik-network",
+        "traefik-network", "shared-resource" + W,  # and no stack creates `edge`
     ),
     case(
         "traefik: proxy network under another key",

@@ -126,6 +126,15 @@ class Compose:
                 "--no-recreate", "--quiet-pull", "--scale", f"{service}={scale}", service]
         return self.runner.run(argv, env=_pull_env(docker_config), timeout=self.timeout)
 
+    def run_job(self, project: str, files: Sequence[Path], env_files: Sequence[Path],
+                service: str, timeout: float, docker_config: Path | None = None) -> Result:
+        """Run a release job (x-vigo.jobs): compose's own `up` of that one service, attached,
+        until it exits; its exit code is the job's. Raises CommandTimeout after `timeout` (the
+        whole process group is killed; the container may still run: the caller removes it)."""
+        argv = [*self._argv(project, files, env_files), "--ansi", "never", "up", "--no-deps",
+                "--quiet-pull", "--no-log-prefix", "--exit-code-from", service, service]
+        return self.runner.run(argv, env=_pull_env(docker_config), timeout=timeout)
+
     def up_model(self, project: str, model: Path, docker_config: Path | None = None) -> Result:
         """Bring a project back to a saved resolved model (a rollback)."""
         argv = ["docker", "compose", "--project-name", project, "--file", str(model),
