@@ -147,7 +147,10 @@ def save(state_dir: Path, data: dict[str, Any]) -> None:
         saved = fs.read_json(path(state_dir))
     except (OSError, ValueError, RecursionError):
         saved = None
-    if isinstance(saved, dict) and _durable(saved) == _durable(data):
+    # Only the times when the file on disk is whole (a part of the wrong shape, even a time,
+    # is healed by rewriting it) and holds everything else already.
+    if isinstance(saved, dict) and not heal(json.loads(json.dumps(saved))) \
+            and _durable(saved) == _durable(data):
         last = {k: data[k] for k in RUN_KEYS if k in data}
         last[CHECKED_AT] = {name: record[CHECKED_AT]
                             for name, record in data.get("stacks", {}).items()
