@@ -252,9 +252,14 @@ class Runner:
         if not self.interactive:
             kill_group(proc)
             return
-        for pid in [proc.pid, *descendants(proc.pid)]:  # read before any is reparented
+        pids = [proc.pid, *descendants(proc.pid)]  # read before any is reparented
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + GRACE  # SIGKILL is delivered at once, the exit takes a moment
+        while time.monotonic() < deadline and any(_running(pid) for pid in pids):
+            proc.poll()
+            time.sleep(0.02)
         _reap(proc)
 
 
@@ -320,6 +325,15 @@ def descendants(pid: int, proc_dir: Path = Path("/proc")) -> list[int]:
                 found.append(child)
                 todo.append(child)
     return found
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie waiting to be reaped does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
 
 
 def group_alive(pgid: int, proc_dir: Path = Path("/proc")) -> bool:
