@@ -128,6 +128,11 @@ class Host:
                   check=False).stdout.split()
         if nets:
             sh("docker", "network", "rm", *nets, check=False)
+        volumes = [v for v in sh("docker", "volume", "ls", "-q", "--filter",
+                                 f"name={self.prefix}", check=False).stdout.split()
+                   if v.startswith(self.prefix)]  # named volumes of this test's projects
+        if volumes:
+            sh("docker", "volume", "rm", *volumes, check=False)
 
 
 @pytest.fixture
