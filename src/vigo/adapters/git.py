@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from vigo.adapters import fs
 from vigo.adapters.run import Runner
-from vigo.adapters.sops import private_file_problem
+from vigo.adapters.sops import owned_file_problem, private_file_problem
 
 # Pinned for every call: no user or system config, no hooks, no submodules, no prompts, and
 # every setting that makes git run a program pinned off (a `.git/config` someone else wrote
@@ -168,22 +168,11 @@ def ssh_command(auth: GitAuth) -> str:
 def known_hosts_problem(path: Path) -> str:
     """The pinned known_hosts file may be read by anyone, but changed only by root: whoever
     can add a line to it can stand in for the git server."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return (f"ssh_known_hosts {path} does not exist; fix: vigo bootstrap "
-                "--host-key-fingerprint SHA256:... writes it, or copy the server's line there")
-    except OSError as exc:
-        return f"ssh_known_hosts {path} cannot be read ({exc.strerror})"
-    fix = f"fix: chown root:root {path} && chmod 644 {path}"
-    if not stat.S_ISREG(st.st_mode):
-        return f"ssh_known_hosts {path} is not a file"
-    if st.st_uid not in (0, os.geteuid()):
-        return f"ssh_known_hosts {path} is owned by uid {st.st_uid}, not root; {fix}"
-    if st.st_mode & 0o022:
-        return (f"ssh_known_hosts {path} has mode {stat.S_IMODE(st.st_mode):04o}: group or "
-                f"others can change the pinned host key; {fix}")
-    return ""
+    return owned_file_problem(
+        path, "ssh_known_hosts", mask=0o022, mode=0o644,
+        missing=(f"ssh_known_hosts {path} does not exist; fix: vigo bootstrap "
+                 "--host-key-fingerprint SHA256:... writes it, or copy the server's line there"),
+        uid_risk="", mode_risk="can change the pinned host key")
 
 
 def read_token(path: Path) -> str:

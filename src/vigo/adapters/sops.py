@@ -46,21 +46,31 @@ def private_file_problem(path: Path, what: str, missing_ok: bool = False) -> str
     """The owner and mode check of every secret file the host reads (the age key, the SSH
     deploy key, the git token file): '' when it is a file owned by root (or by the user vigo
     runs as) that nobody else can read or change, else one line with the fix."""
+    return owned_file_problem(path, what, mask=0o077, mode=0o600,
+                              missing="" if missing_ok else f"{what} {path} does not exist",
+                              uid_risk=": that user can read every secret",
+                              mode_risk="can read or change it")
+
+
+def owned_file_problem(path: Path, what: str, *, mask: int, mode: int, missing: str,
+                       uid_risk: str, mode_risk: str) -> str:
+    """The one ownership rule of the files vigo trusts: a regular file owned by root (or by the
+    user vigo runs as) with none of the `mask` bits; else one line with the fix (`missing`
+    when it does not exist)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return "" if missing_ok else f"{what} {path} does not exist"
+        return missing
     except OSError as exc:
         return f"{what} {path} cannot be read ({exc.strerror})"
-    fix = f"fix: chown root:root {path} && chmod 600 {path}"
+    fix = f"fix: chown root:root {path} && chmod {mode:o} {path}"
     if not stat.S_ISREG(st.st_mode):
         return f"{what} {path} is not a file"
     if st.st_uid not in (0, os.geteuid()):
-        return (f"{what} {path} is owned by uid {st.st_uid}, not root: that user can "
-                f"read every secret; {fix}")
-    if st.st_mode & 0o077:
+        return f"{what} {path} is owned by uid {st.st_uid}, not root{uid_risk}; {fix}"
+    if st.st_mode & mask:
         return (f"{what} {path} has mode {stat.S_IMODE(st.st_mode):04o}: group or others "
-                f"can read or change it; {fix}")
+                f"{mode_risk}; {fix}")
     return ""
 
 
