@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -205,7 +206,11 @@ def test_https_token_file_never_in_argv_or_config(host: Host, https_git: HttpsGi
     assert TOKEN not in git_config.read_text()
     assert git_config.stat().st_mode & 0o777 == 0o600
     assert TOKEN not in res.stdout + res.stderr
-    assert "deploy" in (https_git.access.read_text())  # basic auth as the token's user
+    # basic auth as the token's user: lighttpd writes its access log a moment after it answers
+    deadline = time.monotonic() + 10
+    while "deploy" not in https_git.access.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "deploy" in https_git.access.read_text()
 
     token.write_text("wrong-token-123456\n")
     res = host.vigo("-v", "apply")
