@@ -1,3 +1,3 @@
-from vigo.cli import main
+from vigo.cli.commands import main
 
 raise SystemExit(main())

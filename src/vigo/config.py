@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from vigo import policy
+    from vigo.core import policy
 
 DEFAULT_CONFIG = Path("/etc/vigo/vigo.toml")
 
@@ -103,7 +103,7 @@ _PORT_RE = re.compile(rf"^{_STACK}:[0-9]{{1,5}}(/(tcp|udp|sctp))?$")
 def waivable() -> frozenset[str]:
     """Rules a stack may be let off: not the Docker socket (root, always), not unresolved
     values. (A function: policy.py is imported only by settings that waive a rule.)"""
-    from vigo import policy
+    from vigo.core import policy
 
     return frozenset(policy.ALL_RULES) - {"docker-sock", policy.UNRESOLVED, "cap-add",
                                           "host-path", "port-exposed"}
@@ -250,7 +250,7 @@ def _check_entries(key: str, entries: tuple[str, ...], where: str) -> None:
 
 def policy_of(settings: Settings | None) -> policy.Policy:
     """The policy's allowlists from the settings (strict defaults without settings)."""
-    from vigo import policy
+    from vigo.core import policy
 
     if settings is None:
         return policy.Policy()

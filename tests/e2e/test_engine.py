@@ -9,7 +9,7 @@ from tests.e2e.conftest import Host
 from tests.support.infra import sh
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.run import Runner
-from vigo.model import LABEL_INSTANCE, LABEL_STACK
+from vigo.core.model import LABEL_INSTANCE, LABEL_STACK
 
 
 def both(compose: Compose, labels: list[str]) -> tuple[tuple, tuple]:

@@ -85,7 +85,7 @@ def test_never_healthy_revision_is_rolled_back_after_the_stack_timeout(host: Hos
     compose = host.repo.work / "stacks/whoami/docker-compose.yml"
     compose.write_text(compose.read_text().replace(
         "      - traefik.enable=true\n",
-        "      - traefik.enable=true\n      - io.vigo.rollout=recreate\n"))
+        "      - traefik.enable=true\n      - io.vigo.core.rollout=recreate\n"))
     host.repo.commit("healthcheck, recreate rollout, 6 s gate")
     host.apply()
     before = host.containers("whoami")[0]["Id"]

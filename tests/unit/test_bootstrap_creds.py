@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vigo import config, install
+from vigo import config
 from vigo.adapters.run import Result, Runner
-from vigo.install import BootstrapOptions, settings_text
+from vigo.host import install
+from vigo.host.install import BootstrapOptions, settings_text
 
 FP = "SHA256:" + "b" * 43
 OTHER = "SHA256:" + "c" * 43

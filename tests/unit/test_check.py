@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vigo.check import check, schema_reason
-from vigo.lint import Policy
+from vigo.core.lint import Policy
+from vigo.workstation.check import check, schema_reason
 
 APP = """services:
   web:

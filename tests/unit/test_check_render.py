@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from vigo.check import check, format_text
-from vigo.lint import Policy
-from vigo.render import MAX_FILE_SIZE
+from vigo.core.lint import Policy
+from vigo.core.render import MAX_FILE_SIZE
+from vigo.workstation.check import check, format_text
 
 APP = "services:\n  web:\n    image: ghcr.io/org/app:sha-1234567\n"
 BOMB = ("x-bomb:\n  a0: &a0 [l, l, l, l, l, l, l, l, l]\n" + "".join(

@@ -9,7 +9,7 @@ import io
 
 import pytest
 
-from vigo import cli
+from vigo.cli import commands as cli
 
 
 def _choices(parser: argparse.ArgumentParser) -> set[str]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vigo import cli
 from vigo.adapters.lock import LockError, RunLock
+from vigo.cli import commands as cli
 
 
 def settings_file(tmp_path: Path, **extra: str) -> Path:
@@ -79,8 +79,8 @@ def test_sigterm_ends_the_command_and_records_the_run_as_failed(tmp_path):
     pid_file = tmp_path / "child.pid"
     script = f"""
 import sys
-from vigo import cli
-from vigo.reconcile import Reconciler
+from vigo.cli import commands as cli
+from vigo.host.reconcile import Reconciler
 def slow(self, report, st, options):
     self.runner.run(("sh", "-c", "echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; "
                      "sleep 100"), timeout=300)

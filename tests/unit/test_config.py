@@ -146,7 +146,7 @@ def test_a_settings_file_that_is_not_utf8(tmp_path):
 
 
 def test_the_cli_exits_2_naming_the_file(tmp_path, capsys):
-    from vigo import cli
+    from vigo.cli import commands as cli
 
     path = tmp_path / "vigo.toml"
     path.write_bytes(b"repo = \"\xff\"\n")

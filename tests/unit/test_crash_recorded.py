@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from vigo import state
 from vigo.adapters.compose import DockerError
 from vigo.adapters.run import CommandTimeout, Result
 from vigo.config import Settings
-from vigo.deploy import Deployer
-from vigo.model import (
+from vigo.core.model import (
     CREATE,
     REMOVE,
     Action,
@@ -25,7 +23,9 @@ from vigo.model import (
     Stack,
     StackResult,
 )
-from vigo.reconcile import EXIT_FAILED, Reconciler, Report, _mounts_hash, crash_line
+from vigo.host import state
+from vigo.host.deploy import Deployer
+from vigo.host.reconcile import EXIT_FAILED, Reconciler, Report, _mounts_hash, crash_line
 
 
 def settings(tmp_path: Path) -> Settings:
@@ -79,7 +79,8 @@ def test_a_real_recursion_names_the_vigo_function_and_debug_shows_the_traceback(
     monkeypatch.setattr(rec, "_run_apply", lambda *_a: deep(0))
     report = rec.apply()
     assert report.exit_code == EXIT_FAILED
-    assert report.error == "RecursionError in reconcile.py:apply: maximum recursion depth exceeded"
+    assert report.error == (
+        "RecursionError in host/reconcile.py:apply: maximum recursion depth exceeded")
     assert len(traces) == 1 and "Traceback" in traces[0]
 
 
@@ -129,7 +130,7 @@ def test_crash_line_names_the_innermost_vigo_function():
     try:
         _mounts_hash(None, Path("/"), set())  # type: ignore[arg-type]
     except AttributeError as exc:
-        assert crash_line(exc).startswith("AttributeError in reconcile.py:_mounts_hash: ")
+        assert crash_line(exc).startswith("AttributeError in host/reconcile.py:_mounts_hash: ")
 
 
 def test_crash_line_is_one_printable_line():

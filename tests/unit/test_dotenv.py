@@ -1,11 +1,11 @@
-"""Table-driven tests of vigo.dotenv: sops dotenv in, pairs out; pairs -> compose dotenv ->
+"""Table-driven tests of vigo.core.dotenv: sops dotenv in, pairs out; pairs -> compose dotenv ->
 pairs."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vigo.dotenv import DotenvError, format_for_compose, key_names, parse_sops, parse_written
+from vigo.core.dotenv import DotenvError, format_for_compose, key_names, parse_sops, parse_written
 
 PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vigo.adapters import engine
-from vigo.model import Container
+from vigo.core.model import Container
 
 FIXTURE = Path(__file__).parent / "fixtures" / "engine_containers.json"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from vigo.adapters.compose import DockerError
 from vigo.adapters.run import Result
-from vigo.deploy import Deployer
-from vigo.model import CREATE, UPDATE, Action, Container, Paths, Resolved, Stack
+from vigo.core.model import CREATE, UPDATE, Action, Container, Paths, Resolved, Stack
+from vigo.host.deploy import Deployer
 
 STACK = Stack("app", "stacks/app/docker-compose.yml", ("stacks/app/docker-compose.yml",), (), (),
               {}, "h1")

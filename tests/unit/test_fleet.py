@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vigo import fleet
-from vigo.lint import Policy
+from vigo.core.lint import Policy
+from vigo.workstation import fleet
 
 OP = "age1" + "o" * 58
 H1, H2, H3 = ("age1" + c * 58 for c in "pqr")

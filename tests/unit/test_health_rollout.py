@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vigo import health, rollout
-from vigo.health import FAIL, OK, WAIT, Probe, judge
+from vigo.core import health, rollout
+from vigo.core.health import FAIL, OK, WAIT, Probe, judge
 
 NOW = 1000.0
 
@@ -61,7 +61,7 @@ ROUTED = {"labels": {"traefik.enable": "true"},
 
 @pytest.mark.parametrize(("svc", "blocker"), [
     pytest.param(ROUTED, "", id="rolls"),
-    pytest.param({**ROUTED, "labels": ["traefik.enable=true", "io.vigo.rollout=recreate"]},
+    pytest.param({**ROUTED, "labels": ["traefik.enable=true", "io.vigo.core.rollout=recreate"]},
                  "label", id="opted-out"),
     pytest.param({**ROUTED, "labels": {}}, "not routed", id="not-routed"),
     pytest.param({**ROUTED, "healthcheck": {"disable": True}}, "no healthcheck",

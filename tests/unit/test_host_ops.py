@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from vigo import config, install, suspend
+from vigo import config
 from vigo.config import ConfigError
-from vigo.install import BootstrapOptions, check_key, settings_text
+from vigo.host import install, suspend
+from vigo.host.install import BootstrapOptions, check_key, settings_text
 
 
 def test_suspend_records_who_when_why_and_resume_removes_it(tmp_path: Path) -> None:

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from vigo import state
 from vigo.adapters.fs import sync_tree
 from vigo.adapters.sops import key_problem
-from vigo.render import GITMODULES_WARNING, MAX_FILE_SIZE, OVERLAY_ROOTS, render
+from vigo.core.render import GITMODULES_WARNING, MAX_FILE_SIZE, OVERLAY_ROOTS, render
+from vigo.host import state
 
 HOST, OTHER = "web-1", "web-2"
 BASE = {

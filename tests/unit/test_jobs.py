@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_lint import BASE, stack, write
-from vigo import xvigo
-from vigo.lint import lint_tree
-from vigo.model import CREATE, REMOVE, UNCHANGED, UPDATE, Action, Plan, Resolved
-from vigo.plan import blocked, job_reasons, levels, phases
-from vigo.xvigo import AFTER, BEFORE, Job, Options
+from vigo.core import xvigo
+from vigo.core.lint import lint_tree
+from vigo.core.model import CREATE, REMOVE, UNCHANGED, UPDATE, Action, Plan, Resolved
+from vigo.core.plan import blocked, job_reasons, levels, phases
+from vigo.core.xvigo import AFTER, BEFORE, Job, Options
 
 SERVICES = {"web": {"image": "x"}, "migrate": {"image": "x"}}
 
@@ -199,7 +199,7 @@ def test_cycle_finding_names_the_chain(tmp_path: Path) -> None:
 def test_status_shows_the_last_run_of_each_job() -> None:
     from tests.unit.test_status import NOW, data, row
     from tests.unit.test_status import stack as status_stack
-    from vigo import status
+    from vigo.host import status
 
     record = {"jobs": {"migrate": {"service": "migrate", "when": "before", "exit": 0,
                                    "duration": 4.25, "at": "2024-05-01T11:57:00+00:00",
@@ -217,7 +217,7 @@ def test_status_shows_the_last_run_of_each_job() -> None:
 
 def test_metrics_show_jobs() -> None:
     from tests.unit.test_metrics import samples
-    from vigo import metrics
+    from vigo.host import metrics
 
     jobs = metrics.jobs_of({
         "app": {"jobs": {"migrate": {"exit": 3, "duration": 1.5,

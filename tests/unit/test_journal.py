@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vigo import journal
+from vigo.core import journal
 
 
 @pytest.mark.parametrize("line, level", [

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from vigo.health import FAIL, OK, WAIT, Probe, judge, meant_to_finish, replicas
-from vigo.model import Container
-from vigo.plan import completed, drift, settled
+from vigo.core.health import FAIL, OK, WAIT, Probe, judge, meant_to_finish, replicas
+from vigo.core.model import Container
+from vigo.core.plan import completed, drift, settled
 
 NOW = 1000.0
 
@@ -151,8 +151,8 @@ class Hashes:
 ])
 def test_up_leaves_out_one_shots_that_completed(tmp_path, before, hashes, expected,
                                                 asks) -> None:
-    from vigo.deploy import Deployer
-    from vigo.model import Paths, Resolved
+    from vigo.core.model import Paths, Resolved
+    from vigo.host.deploy import Deployer
 
     engine = Hashes(hashes)
     d = Deployer(engine, "x-", Paths(tmp_path, tmp_path, tmp_path, tmp_path / "m"), 30,  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""Table-driven tests of the `vigo check` rules (vigo.lint): inputs are small trees in tmp_path,
+"""Table-driven tests of the `vigo check` rules (vigo.core.lint): inputs are small trees
+in tmp_path,
 outputs the exact rule ids found ("rule" for an error, "rule (warning)" for a warning)."""
 
 import os
@@ -7,7 +8,7 @@ from textwrap import dedent, indent
 
 import pytest
 
-from vigo.lint import (
+from vigo.core.lint import (
     RULES,
     Finding,
     Policy,
@@ -373,7 +374,7 @@ TREE_CASES = [
                top="networks:\n  proxy:\n    external: true\n    name: proxy_default\n"),
          "rollout (warning)"),
     case("rollout: opted out with the label is fine",
-         stack(ROUTED + "  - io.vigo.rollout=recreate\nhealthcheck: {test: [CMD, x]}\n"
+         stack(ROUTED + "  - io.vigo.core.rollout=recreate\nhealthcheck: {test: [CMD, x]}\n"
                "ports: ['8080:80']\nnetworks: [proxy]\n",
                top="networks:\n  proxy:\n    external: true\n    name: proxy_default\n")),
     # rule 7: Traefik

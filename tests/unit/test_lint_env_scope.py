@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vigo.lint import lint_tree
+from vigo.core.lint import lint_tree
 
 SHA = "ghcr.io/org/app:sha-1234567"
 

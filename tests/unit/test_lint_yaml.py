@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vigo import render, yamlsafe
-from vigo.lint import lint_stack, lint_tree
-from vigo.yamlsafe import MAX_ALIAS_NODES, MAX_BYTES, MAX_DEPTH, YamlRefused
+from vigo.core import render, yamlsafe
+from vigo.core.lint import lint_stack, lint_tree
+from vigo.core.yamlsafe import MAX_ALIAS_NODES, MAX_BYTES, MAX_DEPTH, YamlRefused
 
 SHA = "ghcr.io/org/app:sha-1234567"
 
@@ -183,7 +183,7 @@ def test_any_nesting_depth(levels: int) -> None:
 
 
 def test_fleet_and_promote_use_the_caps(tmp_path: Path) -> None:
-    from vigo import fleet, promote
+    from vigo.workstation import fleet, promote
 
     path = tmp_path / "compose.yaml"
     path.write_text(deep(20_000))

@@ -12,11 +12,12 @@ import pytest
 
 from tests.support.infra import free_port
 from tests.support.receiver import Receiver
-from vigo import notify, operations
 from vigo.adapters.run import Masker
 from vigo.config import Settings
-from vigo.model import StackResult
-from vigo.reconcile import Report
+from vigo.core import notify
+from vigo.core.model import StackResult
+from vigo.host import operations
+from vigo.host.reconcile import Report
 
 SECRET = "hunter2-the-password"
 

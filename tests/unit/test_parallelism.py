@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vigo.reconcile import COMPOSE_MB, PARALLEL_MAX, PARALLEL_PER_CPU, parallelism
+from vigo.host.reconcile import COMPOSE_MB, PARALLEL_MAX, PARALLEL_PER_CPU, parallelism
 
 
 @pytest.mark.parametrize(("stacks", "engine", "local", "mem", "expected"), [

@@ -1,11 +1,11 @@
-"""Table-driven tests of vigo.plan: (record, observed containers, resolved, failures) in,
+"""Table-driven tests of vigo.core.plan: (record, observed containers, resolved, failures) in,
 one Action (kind and reasons) per stack out."""
 
 from dataclasses import replace
 
 import pytest
 
-from vigo.model import (
+from vigo.core.model import (
     CREATE,
     FAIL,
     KEEP,
@@ -21,7 +21,7 @@ from vigo.model import (
     Resolved,
     Stack,
 )
-from vigo.plan import conflict, needs_resolve, phases, plan
+from vigo.core.plan import conflict, needs_resolve, phases, plan
 
 A, B = "ghcr.io/org/app:sha-a", "ghcr.io/org/app:sha-b"
 COMPOSE = "stacks/app/docker-compose.yml"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from vigo.model import CREATE, KEEP, REMOVE, UNCHANGED, Action, DesiredState, Options, Plan
-from vigo.plan import guard_overlay, overlay_record
+from vigo.core.model import CREATE, KEEP, REMOVE, UNCHANGED, Action, DesiredState, Options, Plan
+from vigo.core.plan import guard_overlay, overlay_record
 
 
 def desired(has_overlay: bool, overlay_stacks: tuple[str, ...] = ()) -> DesiredState:

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vigo import config, policy
-from vigo.policy import Policy, Scope, judge
+from vigo import config
+from vigo.core import policy
+from vigo.core.policy import Policy, Scope, judge
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "compose-config"
 RUNTIME = "/tmp/vigo-fixture/runtime"

@@ -1,9 +1,10 @@
-"""Table-driven tests of the pure part of promote (vigo.promote): finding a service's image on
+"""Table-driven tests of the pure part of promote (vigo.workstation.promote): finding a
+service's image on
 its line, replacing only that text, tags and image references, history rows. No git, no files."""
 
 import pytest
 
-from vigo.promote import (
+from vigo.workstation.promote import (
     Edit,
     PromoteError,
     Row,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from vigo.check import check
-from vigo.lint import Policy
+from vigo.core.lint import Policy
+from vigo.workstation.check import check
 
 APP_IMAGE = "ghcr.io/vigo-example/whoami:sha-1a2b3c4"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from vigo import registries
-from vigo.deploy import image_ref
-from vigo.registries import Credential, Pulls, RegistriesError
+from vigo.core import registries
+from vigo.core.registries import Credential, Pulls, RegistriesError
+from vigo.host.deploy import image_ref
 
 
 @pytest.mark.parametrize(("image", "registry"), [
@@ -101,8 +101,8 @@ def test_key_problems_for_check() -> None:
 
 
 def test_run_timeout_sets_timeout_start_sec() -> None:
-    from vigo import units
     from vigo.config import Settings
+    from vigo.core import units
 
     base = Settings(repo="/r", git_timeout=10, compose_timeout=20)
     assert units.spec(base, ["/usr/bin/vigo"], Path("/etc/vigo/vigo.toml")).timeout_start == 70
@@ -112,7 +112,7 @@ def test_run_timeout_sets_timeout_start_sec() -> None:
 
 
 def test_check_rule_names_the_incomplete_group_with_its_line(tmp_path: Path) -> None:
-    from vigo import lint
+    from vigo.core import lint
 
     (tmp_path / "env").mkdir()
     (tmp_path / "hosts/web1/env").mkdir(parents=True)

@@ -1,10 +1,10 @@
-"""Table-driven tests of vigo.render: small checkouts in tmp_path in, DesiredState out."""
+"""Table-driven tests of vigo.core.render: small checkouts in tmp_path in, DesiredState out."""
 
 from pathlib import Path
 
 import pytest
 
-from vigo.render import render
+from vigo.core.render import render
 
 HOST = "web-1"
 OVERLAY_WARNING = "{}: ignored (a host overlay holds only proxy/, stacks/ and env/)"

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vigo import render as render_module
-from vigo.render import MAX_DEPTH, compose_problems, render, shown
+from vigo.core import render as render_module
+from vigo.core.render import MAX_DEPTH, compose_problems, render, shown
 
 HOST = "web-1"
 GOOD = "services: {web: {image: app}}\n"

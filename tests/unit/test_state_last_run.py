@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from vigo import state
+from vigo.host import state
 
 
 def _run(started: str, **more) -> dict:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vigo import state
+from vigo.host import state
 
 GOOD_RECORD = {"hash": "h", "digests": {"a": "d"}, "revision": "r", "containers": {"c": "x"},
                "images": [["r", ["app:1"]]], "outcome": "ok", "reason": "",
@@ -75,7 +75,7 @@ def test_a_state_json_that_is_a_folder(tmp_path):
 
 def test_the_reconciler_runs_on_a_healed_state(tmp_path):
     """What the reconciler and `vigo status` read from a record works on a healed one."""
-    from vigo import operations
+    from vigo.host import operations
 
     st, _ = load(tmp_path, {"version": 1, "stacks": {"web": {"outcome": "failed",
                                                              "last_failure": "x"}}})
@@ -107,7 +107,7 @@ def test_any_json_loads_heals_and_saves_whole(data):
         state.path(folder).write_text(json.dumps(data))
         st_, _ = state.load(folder)
         assert isinstance(st_["stacks"], dict) and isinstance(st_["env"], dict)
-        from vigo import operations
+        from vigo.host import operations
 
         for record in st_["stacks"].values():  # what every run does with each record
             operations.record_failure(record, "t")

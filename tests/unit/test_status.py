@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from vigo import status
-from vigo.model import Container
+from vigo.core.model import Container
+from vigo.host import status
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -1,13 +1,14 @@
-"""Table-driven tests of vigo.trust: git's answers (ancestry exit codes, `%G?` letters) in, a
+"""Table-driven tests of vigo.core.trust: git's answers (ancestry exit codes, `%G?` letters) in, a
 decision and its one line out; and which questions are asked at all."""
 
 from pathlib import Path
 
 import pytest
 
-from vigo import config, trust
+from vigo import config
 from vigo.adapters.git import SignatureSetupError, signature_pins
-from vigo.trust import (
+from vigo.core import trust
+from vigo.core.trust import (
     DESCENDANT,
     FIRST,
     GPG,

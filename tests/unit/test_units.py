@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from vigo import units
 from vigo.adapters.run import Runner
 from vigo.adapters.systemd import Systemd
 from vigo.config import Settings
-from vigo.install import exec_argv, install
+from vigo.core import units
+from vigo.host.install import exec_argv, install
 
 VIGO = (str(Path(sys.executable).parent / "vigo"),)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vigo.adapters import engine
 from vigo.adapters.run import UNTRUSTED_DATA_LIMIT, Result, Runner
-from vigo.model import (
+from vigo.core.model import (
     COMPOSE_CONFIG_HASH,
     COMPOSE_PROJECT,
     COMPOSE_SERVICE,

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
-from vigo.model import (
+from vigo.core.model import (
     COMPOSE_CONFIG_HASH,
     COMPOSE_PROJECT,
     COMPOSE_SERVICE,

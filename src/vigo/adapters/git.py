@@ -571,7 +571,7 @@ class Git:
         res = self._git(checkout, "rev-parse", "HEAD")
         return res.stdout.strip() if res.ok else ""
 
-    # -- signed commits (vigo/trust.py decides; these only ask git) ---------------------------
+    # -- signed commits (vigo/core/trust.py decides; these only ask git) ---------------------------
 
     def is_ancestor(self, checkout: Path, old: str, new: str) -> int:
         """Exit code of `git merge-base --is-ancestor OLD NEW`: 0 yes, 1 no, 128 OLD unknown."""

@@ -12,15 +12,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from vigo import notify, suspend
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.run import CommandTimeout, Runner
 from vigo.config import Settings
-from vigo.model import Container
+from vigo.core import notify
+from vigo.core.model import Container
+from vigo.host import suspend
 
 if TYPE_CHECKING:
-    from vigo import metrics
-    from vigo.reconcile import Reconciler, Report
+    from vigo.host import metrics
+    from vigo.host.reconcile import Reconciler, Report
 
 # Exit code of a manual `vigo apply` refused because vigo is suspended.
 EXIT_SUSPENDED = 1
@@ -82,7 +83,7 @@ def _finished(reconciler: Reconciler, report: Report, st: dict[str, Any],
             record_failure(record, st.get("started", ""))
 
     if s.metrics_file is not None:
-        from vigo import metrics
+        from vigo.host import metrics
 
         try:
             containers: tuple[Container, ...] | None = _containers(reconciler)
@@ -162,7 +163,7 @@ def stack_up(containers: tuple[Container, ...]) -> bool:
 def _snapshot(st: dict[str, Any], finished: float, ok: bool, duration: float,
               containers: tuple[Container, ...] | None, suspended: bool = False
               ) -> metrics.Snapshot:
-    from vigo import metrics
+    from vigo.host import metrics
 
     records = st.get("stacks", {})
     names = set(records) | {c.stack for c in containers or ()}
@@ -180,7 +181,7 @@ def _write_metrics_suspended(settings: Settings, err: Callable[[str], None]) -> 
     file, so a dashboard tells "suspended" from "stopped running"."""
     if settings.metrics_file is None:
         return
-    from vigo import metrics, state
+    from vigo.host import metrics, state
 
     st, _ = state.load(settings.state)
     try:

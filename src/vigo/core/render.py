@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from vigo.model import COMPOSE_NAMES, OVERRIDE_NAMES, PROXY, DesiredState, Stack
+from vigo.core.model import COMPOSE_NAMES, OVERRIDE_NAMES, PROXY, DesiredState, Stack
 
 # Bump when what vigo generates around a stack changes, so every stack is applied once again.
 RENDER_VERSION = "1"
@@ -341,7 +341,7 @@ def yaml_problems(desired: DesiredState, names: list[str]) -> dict[str, str]:
     idle run parses nothing."""
     if not names:
         return {}
-    from vigo import yamlsafe  # ruamel.yaml: never imported by an idle run
+    from vigo.core import yamlsafe  # ruamel.yaml: never imported by an idle run
 
     out: dict[str, str] = {}
     for name in names:

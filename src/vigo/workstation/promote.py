@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vigo.lint import ERROR, Finding, Policy
-from vigo.model import COMPOSE_NAMES, PROXY
+from vigo.core.lint import ERROR, Finding, Policy
+from vigo.core.model import COMPOSE_NAMES, PROXY
 
 if TYPE_CHECKING:
     from vigo.adapters.git import Clone
@@ -120,7 +120,7 @@ def _round_trip(text: str, where: str) -> Any:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
-    from vigo import yamlsafe
+    from vigo.core import yamlsafe
 
     try:
         yamlsafe.scan(text)  # an alias bomb, 64 levels: refused before ruamel builds it
@@ -429,7 +429,7 @@ class Promoter:
             raise PromoteError(self._variable_reason(stack, rel, exc)) from exc
 
     def _variable_reason(self, stack: str, rel: str, exc: VariableImage) -> str:
-        from vigo.lint import env_key_names
+        from vigo.core.lint import env_key_names
 
         names = [f"{over}env/{name}.env" for name in (stack, "global")
                  for over in ([f"hosts/{self.host}/"] if self.host else []) + [""]]

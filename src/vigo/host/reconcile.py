@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vigo import config, dotenv, render, state, trust, xvigo
+from vigo import config
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.engine import local_capacity
@@ -34,7 +34,8 @@ from vigo.adapters.lock import Locked, LockError, RunLock
 from vigo.adapters.run import CommandTimeout, Masker, Runner
 from vigo.adapters.sops import DecryptError, Sops, credential_problem, key_problem
 from vigo.config import Settings
-from vigo.model import (
+from vigo.core import dotenv, render, trust, xvigo
+from vigo.core.model import (
     CREATE,
     FAIL,
     HOLD,
@@ -54,7 +55,7 @@ from vigo.model import (
     Stack,
     StackResult,
 )
-from vigo.plan import (
+from vigo.core.plan import (
     blocked,
     completed,
     conflict,
@@ -64,9 +65,10 @@ from vigo.plan import (
     phases,
     plan,
 )
+from vigo.host import state
 
 if TYPE_CHECKING:  # imported where a stack may change, never by an idle run
-    from vigo import policy, registries
+    from vigo.core import policy, registries
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_SOURCE, EXIT_LOCKED = 0, 1, 2, 3, 75
 PARALLEL_PER_CPU = 4  # a deploy mostly waits (engine, health polls): more than one per core
@@ -142,7 +144,7 @@ class Reconciler:
                 report.duration = time.monotonic() - t0
                 st.update(finished=state.now(), duration=round(report.duration, 3),
                           exit_code=report.exit_code, error=self.masker(report.error))
-                from vigo import operations  # metrics, notifications: never raises
+                from vigo.host import operations  # metrics, notifications: never raises
 
                 operations.finished(self, report, st)
                 try:
@@ -363,7 +365,7 @@ class Reconciler:
         failures.update(self._policy(desired, names, paths))
         resolved = {}
         if names:  # resolve first, then judge what Docker would run (policy.py)
-            from vigo import lint  # ruamel.yaml: imported only when a stack may change
+            from vigo.core import lint  # ruamel.yaml: imported only when a stack may change
 
             proxy_network = lint._proxy_network(paths.runtime)
             for name in names:
@@ -393,7 +395,7 @@ class Reconciler:
         names, env files, includes), stack by stack: a stack with an error is not applied."""
         if not names:
             return {}
-        from vigo import lint  # ruamel.yaml: imported only when a stack may change
+        from vigo.core import lint  # ruamel.yaml: imported only when a stack may change
 
         policy = config.policy_of(self.settings)
         failures = {}
@@ -503,7 +505,7 @@ class Reconciler:
     def _resolve(self, stack: Stack, paths: Paths, rendered: set[str],
                  proxy_network: str = "",
                  keys: set[str] | None = None) -> Resolved:
-        from vigo import policy  # only a stack that may change is resolved
+        from vigo.core import policy  # only a stack that may change is resolved
 
         proxy_network = proxy_network or policy.DEFAULT_PROXY_NETWORK
         project = self.settings.project(stack.name)
@@ -524,12 +526,12 @@ class Reconciler:
         found = policy.judge(model, scope, rules)
         found += self._unresolved(stack, paths, scope, rules, keys or set())
         if found:
-            from vigo import lint
+            from vigo.core import lint
 
             return Resolved({}, policy=tuple(dict.fromkeys(
                 v.line(_where(*lint.locate(paths.runtime, stack.compose_file, v.service, v.key)))
                 for v in found)))
-        from vigo import health, rollout  # only a stack that may change is resolved
+        from vigo.core import health, rollout  # only a stack that may change is resolved
         services = model.get("services") or {}
         images = {name: str(svc.get("image") or "") for name, svc in services.items()}
         mounts = {name: h for name, svc in services.items()
@@ -552,7 +554,7 @@ class Reconciler:
     def _job_hashes(self, stack: Stack, paths: Paths, res: Resolved) -> Resolved:
         """The config hash each release job gets with vigo's override: what `vigo plan` and the
         deploy compare with the job's completed container (a job runs once per change)."""
-        from vigo.deploy import Deployer
+        from vigo.host.deploy import Deployer
 
         project = self.settings.project(stack.name)
         try:
@@ -591,7 +593,7 @@ class Reconciler:
         """`vigo check`'s view, at apply: the model resolved with placeholders for the
         variables of encrypted env files. A security-relevant value that depends on one is
         refused here as it is offline (policy rule `unresolved`)."""
-        from vigo import policy
+        from vigo.core import policy
 
         if not keys:
             return []
@@ -628,7 +630,7 @@ class Reconciler:
         results: dict[str, StackResult] = {}
         work = the_plan.by_kind(CREATE, UPDATE)
         if work:  # an idle run imports no deployer, no pool
-            from vigo.deploy import Deployer
+            from vigo.host.deploy import Deployer
 
             deployer = Deployer(self.compose, self.settings.project_prefix, paths,
                                 self.settings.health_timeout, self._progress,
@@ -724,7 +726,7 @@ class Reconciler:
         """The registry credentials of this run (docs/private-images.md): env/registries.env
         (sops) over root's docker login, merged into a docker config.json on the secrets tmpfs
         (0600). Every form of every credential goes to the masker first."""
-        from vigo import registries
+        from vigo.core import registries
 
         folder = paths.secrets / "docker"
         repo: dict[str, registries.Credential] = {}

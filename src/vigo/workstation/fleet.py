@@ -29,8 +29,9 @@ from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vigo import check, lint, render
-from vigo.lint import ERROR, WARNING, Finding, Policy
+from vigo.core import lint, render
+from vigo.core.lint import ERROR, WARNING, Finding, Policy
+from vigo.workstation import check
 
 if TYPE_CHECKING:
     from vigo.adapters.git import Clone, CloneError
@@ -240,7 +241,7 @@ def _regex(rule: object) -> str | None:
 def sops_rules(repo: Path) -> tuple[list[str | None], dict[str, str]]:
     """(path_regex of every creation rule, host -> its key) of repo/.sops.yaml; empty when it
     is missing or broken (the sops-coverage rule of vigo check reports that)."""
-    from vigo import yamlsafe
+    from vigo.core import yamlsafe
 
     try:
         doc = yamlsafe.load_bytes((repo / ".sops.yaml").read_bytes())
@@ -474,7 +475,7 @@ def _view(repo: Path, desired, stack, change: str) -> StackView:
 def _images(path: Path | None) -> list[tuple[str, str]]:
     """(service, image as written) of a compose file; [] when it does not parse (the
     compose-parse rule says why)."""
-    from vigo import yamlsafe
+    from vigo.core import yamlsafe
 
     if path is None:
         return []

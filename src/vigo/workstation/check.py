@@ -18,11 +18,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from vigo import lint, policy, render
 from vigo.adapters import fs
 from vigo.config import policy_of  # noqa: F401  (the CLI builds the policy here)
-from vigo.lint import ERROR, WARNING, Finding, Policy
-from vigo.model import DesiredState
+from vigo.core import lint, policy, render
+from vigo.core.lint import ERROR, WARNING, Finding, Policy
+from vigo.core.model import DesiredState
 
 # Validates one compose file; returns '' when valid, the reason otherwise, None when no validator
 # is installed.
@@ -198,7 +198,7 @@ def render_findings(desired: DesiredState, found: list[Finding], host: str) -> l
 def yaml_capped(path: Path) -> bool:
     """True when a file is within the YAML caps (yamlsafe: size, nesting, alias expansion), so
     `docker compose config` may read it."""
-    from vigo import yamlsafe
+    from vigo.core import yamlsafe
 
     try:
         yamlsafe.scan(path.read_bytes().decode("utf-8", "replace"))
@@ -209,7 +209,7 @@ def yaml_capped(path: Path) -> bool:
 
 def schema_reason(compose: Path) -> str:
     """Unknown service keys, for when `docker compose` is not there to validate."""
-    from vigo import yamlsafe
+    from vigo.core import yamlsafe
 
     try:
         doc = yamlsafe.load_bytes(compose.read_bytes())

@@ -14,10 +14,10 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from vigo.model import Rollout
+from vigo.core.model import Rollout
 
 DRAIN_FILE = "/tmp/vigo-drain"
-LABEL_ROLLOUT = "io.vigo.rollout"  # "recreate" turns the zero-downtime rollout off
+LABEL_ROLLOUT = "io.vigo.core.rollout"  # "recreate" turns the zero-downtime rollout off
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|ns|h|m|s)")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 

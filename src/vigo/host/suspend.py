@@ -10,8 +10,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vigo import state
 from vigo.adapters import fs
+from vigo.host import state
 
 FILE = "suspended.json"
 

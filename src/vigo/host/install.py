@@ -18,14 +18,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from vigo import config, units
+from vigo import config
 from vigo.adapters import fs
 from vigo.adapters.git import Git, known_hosts_problem, split_credentials, ssh_target
 from vigo.adapters.sops import private_file_problem
 from vigo.adapters.systemd import Systemd
 from vigo.adapters.tools import probe
 from vigo.config import ConfigError, Settings
-from vigo.journal import ERR, INFO, WARNING
+from vigo.core import units
+from vigo.core.journal import ERR, INFO, WARNING
 
 Say = Callable[[int, str], None]
 EXIT_MISSING = 1

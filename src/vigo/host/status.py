@@ -13,14 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vigo import state, suspend
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.git import Git
 from vigo.adapters.lock import holder
 from vigo.adapters.run import CommandTimeout
 from vigo.config import Settings
-from vigo.model import Container
-from vigo.plan import is_completed
+from vigo.core.model import Container
+from vigo.core.plan import is_completed
+from vigo.host import state, suspend
 
 WIDTH = 80
 _STATUS = re.compile(r"^(?P<word>Up|Exited \((?P<code>-?\d+)\)|Restarting \(-?\d+\)|Created|"

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vigo import render, rollout, xvigo, yamlsafe
-from vigo.model import COMPOSE_NAMES, PROXY
-from vigo.policy import Policy
+from vigo.core import render, rollout, xvigo, yamlsafe
+from vigo.core.model import COMPOSE_NAMES, PROXY
+from vigo.core.policy import Policy
 
 ERROR = "error"
 # Text rules that policy.judge replaces when the resolved model is at hand (the fallback when
@@ -1138,7 +1138,7 @@ def _env_files(repo: Path) -> list[str]:
 def _registries(repo: Path) -> Iterator[Finding]:
     """The registry credentials file (docs/private-images.md): its names are in clear in the
     sops file, so the groups are checked without the key (encryption: env-encrypted)."""
-    from vigo import registries
+    from vigo.core import registries
 
     for rel in _env_files(repo):
         if rel.rsplit("/", 2)[-2:] != registries.FILE.split("/"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from vigo.model import (
+from vigo.core.model import (
     CREATE,
     FAIL,
     HOLD,

@@ -10,8 +10,10 @@ import sys
 import threading
 from pathlib import Path
 
-from vigo import __version__, cli_ops, config, journal
+from vigo import __version__, config
 from vigo.adapters.lock import Locked, LockError
+from vigo.cli import ops as cli_ops
+from vigo.core import journal
 
 EXIT_CODES = """exit codes:
   0   converged (plan: printed)
@@ -200,7 +202,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _reconciler(args: argparse.Namespace, settings: config.Settings):
-    from vigo.reconcile import Reconciler
+    from vigo.host.reconcile import Reconciler
 
     return Reconciler(
         settings, verbose=args.verbose,
@@ -221,7 +223,7 @@ def _finish(args: argparse.Namespace, reconciler, report) -> None:
 
 
 def cmd_apply(args: argparse.Namespace, settings: config.Settings) -> int:
-    from vigo.model import Options
+    from vigo.core.model import Options
 
     if args.allow_rewind and args.timer:
         print("vigo: --allow-rewind is for a run by hand, never with --timer", file=sys.stderr)
@@ -241,7 +243,7 @@ def _offline_plan(args: argparse.Namespace) -> bool:
 
 
 def cmd_plan(args: argparse.Namespace, settings: config.Settings) -> int:
-    from vigo.model import Options
+    from vigo.core.model import Options
 
     if _offline_plan(args):
         return cmd_plan_fleet(args, settings)
@@ -260,10 +262,10 @@ def cmd_plan(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_plan_fleet(args: argparse.Namespace, settings: config.Settings | None) -> int:
-    from vigo import check, fleet
     from vigo.adapters.compose import Compose
     from vigo.adapters.git import Clone, CloneError
     from vigo.adapters.run import Runner
+    from vigo.workstation import check, fleet
 
     repo = (args.repo or Path(".")).resolve()
     if not (args.host or args.all_hosts) or args.no_fetch:
@@ -296,9 +298,9 @@ def cmd_plan_fleet(args: argparse.Namespace, settings: config.Settings | None) -
 
 
 def cmd_host_add(args: argparse.Namespace, settings: config.Settings | None) -> int:
-    from vigo import fleet
     from vigo.adapters.run import Runner
     from vigo.adapters.sops import Sops
+    from vigo.workstation import fleet
 
     runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
                     verbose=args.verbose, interactive=sys.stdin.isatty())
@@ -317,9 +319,9 @@ def cmd_retry(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings: config.Settings | None) -> int:
-    from vigo import check
     from vigo.adapters.compose import Compose
     from vigo.adapters.run import Runner
+    from vigo.workstation import check
 
     repo = args.dir.resolve()
     if not repo.is_dir():
@@ -336,8 +338,8 @@ def cmd_check(args: argparse.Namespace, settings: config.Settings | None) -> int
 
 
 def cmd_init(args: argparse.Namespace, settings: config.Settings | None) -> int:
-    from vigo import scaffold
     from vigo.adapters.run import Runner
+    from vigo.workstation import scaffold
 
     runner = Runner(interactive=sys.stdin.isatty())
     target = args.dir.resolve()
@@ -414,10 +416,10 @@ def _promote_parsers(sub, common: argparse.ArgumentParser) -> None:
 
 
 def _promoter(args: argparse.Namespace, settings: config.Settings | None):
-    from vigo import check, promote
     from vigo.adapters.compose import Compose
     from vigo.adapters.git import Clone
     from vigo.adapters.run import Runner
+    from vigo.workstation import check, promote
 
     repo = args.repo.resolve()
     if not repo.is_dir():
@@ -433,7 +435,7 @@ def _promoter(args: argparse.Namespace, settings: config.Settings | None):
 
 
 def _promotion(args: argparse.Namespace, settings: config.Settings | None, verb: str) -> int:
-    from vigo import check, promote
+    from vigo.workstation import check, promote
 
     try:
         promoter = _promoter(args, settings)
@@ -474,7 +476,7 @@ def cmd_rollback(args: argparse.Namespace, settings: config.Settings | None) -> 
 
 
 def cmd_history(args: argparse.Namespace, settings: config.Settings | None) -> int:
-    from vigo import promote
+    from vigo.workstation import promote
 
     try:
         stack, service = promote.parse_target(args.stack)
@@ -543,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         print("vigo: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the safety net: one line, never a traceback (--debug shows it)
-        from vigo.reconcile import crash_line
+        from vigo.host.reconcile import crash_line
 
         print(f"vigo {args.command}: {crash_line(exc)}; this is a bug or an input vigo cannot "
               "handle" + ("" if args.debug else " (--debug shows the traceback)"),

@@ -13,11 +13,11 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from vigo import health, plan, registries, rollout, xvigo
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.run import CommandTimeout, pause
-from vigo.model import (
+from vigo.core import health, plan, registries, rollout, xvigo
+from vigo.core.model import (
     CREATE,
     LABEL_INSTANCE,
     LABEL_MOUNTS,

@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from vigo import config, journal
+from vigo import config
+from vigo.core import journal
 
 # Commands that read (or write) the settings file themselves: main() loads nothing for them.
 SETTINGS_SELF = {"bootstrap"}
@@ -19,7 +20,7 @@ def _say(level: int, text: str) -> None:
 
 
 def _interval(text: str) -> int:
-    from vigo.units import interval_seconds  # not imported by the other commands
+    from vigo.core.units import interval_seconds  # not imported by the other commands
 
     try:
         return interval_seconds(text)
@@ -28,7 +29,7 @@ def _interval(text: str) -> int:
 
 
 def _delay(text: str) -> int:
-    from vigo.units import timespan
+    from vigo.core.units import timespan
 
     try:
         seconds = timespan(text)
@@ -116,7 +117,7 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
 
 def apply_gate(args: argparse.Namespace, settings: config.Settings) -> int | None:
     """Before `vigo apply`: None to go on, else the exit code (suspended)."""
-    from vigo import operations
+    from vigo.host import operations
 
     return operations.before_apply(
         settings, timer=args.timer, ignore_suspend=args.ignore_suspend,
@@ -132,7 +133,7 @@ def _systemd(root: Path):
 
 
 def cmd_install(args: argparse.Namespace, settings: config.Settings) -> int:
-    from vigo import install
+    from vigo.host import install
 
     return install.install(settings, install.config_path(args.config), _systemd(args.root),
                            _say, enable=not args.no_enable,
@@ -140,11 +141,11 @@ def cmd_install(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace, settings: None) -> int:
-    from vigo import install
     from vigo.adapters.lock import Locked
     from vigo.adapters.run import Runner
-    from vigo.model import Options
-    from vigo.reconcile import Reconciler
+    from vigo.core.model import Options
+    from vigo.host import install
+    from vigo.host.reconcile import Reconciler
 
     def apply(s: config.Settings) -> int:
         reconciler = Reconciler(s, verbose=args.verbose,
@@ -173,10 +174,10 @@ def _abs(path: Path | None) -> Path | None:
 
 
 def cmd_status(args: argparse.Namespace, settings: config.Settings) -> int:
-    from vigo import install, status
     from vigo.adapters.compose import Compose
     from vigo.adapters.git import Git
     from vigo.adapters.run import Runner
+    from vigo.host import install, status
 
     runner = Runner()
     try:
@@ -193,7 +194,7 @@ def cmd_status(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_suspend(args: argparse.Namespace, settings: config.Settings) -> int:
-    from vigo import suspend
+    from vigo.host import suspend
 
     new, before = suspend.suspend(settings.state, args.reason)
     if before is not None:
@@ -203,7 +204,7 @@ def cmd_suspend(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_resume(args: argparse.Namespace, settings: config.Settings) -> int:
-    from vigo import suspend
+    from vigo.host import suspend
 
     before = suspend.resume(settings.state)
     if before is None:

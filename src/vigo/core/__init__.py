@@ -1,0 +1,1 @@
+"""Pure decisions: render, plan, lint, policy, health, rollout, trust (no adapter imported)."""

@@ -1,0 +1,1 @@
+"""The run on a host: reconcile sequences source, secrets, resolve, deploy, record."""

@@ -1,0 +1,1 @@
+"""Commands run on a workstation: check, promote, fleet plan, scaffold."""
