@@ -24,7 +24,7 @@ from vigo.core.model import (
     StackResult,
 )
 from vigo.host import state
-from vigo.host.deploy import Deployer
+from vigo.host.engines.compose import Deployer
 from vigo.host.reconcile import EXIT_FAILED, Reconciler, Report, _mounts_hash, crash_line
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from vigo.adapters.compose import DockerError
 from vigo.adapters.run import Result
 from vigo.core.model import CREATE, UPDATE, Action, Container, Paths, Resolved, Stack
-from vigo.host.deploy import Deployer
+from vigo.host.engines.compose import Deployer
 
 STACK = Stack("app", "stacks/app/docker-compose.yml", ("stacks/app/docker-compose.yml",), (), (),
               {}, "h1")

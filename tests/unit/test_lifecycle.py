@@ -152,7 +152,7 @@ class Hashes:
 def test_up_leaves_out_one_shots_that_completed(tmp_path, before, hashes, expected,
                                                 asks) -> None:
     from vigo.core.model import Paths, Resolved
-    from vigo.host.deploy import Deployer
+    from vigo.host.engines.compose import Deployer
 
     engine = Hashes(hashes)
     d = Deployer(engine, "x-", Paths(tmp_path, tmp_path, tmp_path, tmp_path / "m"), 30,  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ import pytest
 
 from vigo.core import registries
 from vigo.core.registries import Credential, Pulls, RegistriesError
-from vigo.host.deploy import image_ref
+from vigo.host.engines.compose import image_ref
 
 
 @pytest.mark.parametrize(("image", "registry"), [

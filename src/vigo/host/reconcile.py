@@ -554,7 +554,7 @@ class Reconciler:
     def _job_hashes(self, stack: Stack, paths: Paths, res: Resolved) -> Resolved:
         """The config hash each release job gets with vigo's override: what `vigo plan` and the
         deploy compare with the job's completed container (a job runs once per change)."""
-        from vigo.host.deploy import Deployer
+        from vigo.host.engines.compose import Deployer
 
         project = self.settings.project(stack.name)
         try:
@@ -630,7 +630,7 @@ class Reconciler:
         results: dict[str, StackResult] = {}
         work = the_plan.by_kind(CREATE, UPDATE)
         if work:  # an idle run imports no deployer, no pool
-            from vigo.host.deploy import Deployer
+            from vigo.host.engines.compose import Deployer
 
             deployer = Deployer(self.compose, self.settings.project_prefix, paths,
                                 self.settings.health_timeout, self._progress,
