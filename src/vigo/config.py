@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from vigo.core.model import DEFAULT_CAPS, STACK_NAME, STACK_PATTERN, is_host_name
+
 if TYPE_CHECKING:
     from vigo.core import policy
 
@@ -52,8 +54,7 @@ class Settings:
     secrets_on_disk: bool = False
     # Policy allowlists for the rules of `vigo check`, which apply runs stack by stack.
     allow_unpinned: tuple[str, ...] = ()  # stacks that may run latest / branch-* tags
-    allow_caps: tuple[str, ...] = ("NET_BIND_SERVICE", "CHOWN", "SETUID", "SETGID",
-                                   "DAC_OVERRIDE", "FOWNER", "KILL")
+    allow_caps: tuple[str, ...] = DEFAULT_CAPS
     allow_host_paths: tuple[str, ...] = ()  # absolute host path prefixes stacks may bind
     # "<stack>:<port>[/udp]": a port an app stack may publish on every interface
     allow_ports: tuple[str, ...] = ()
@@ -94,10 +95,7 @@ _OWN_DIRS = ("checkout", "runtime", "secrets", "state")
 _LIST_KEYS = {"allow_unpinned", "allow_caps", "allow_host_paths", "allow_ports",
               "allow_privileges"}
 _BOOL_KEYS = {"secrets_on_disk"}
-_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$|^$")
-_HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_STACK = r"[a-z0-9][a-z0-9_-]*"
-_PORT_RE = re.compile(rf"^{_STACK}:[0-9]{{1,5}}(/(tcp|udp|sctp))?$")
+_PORT_RE = re.compile(rf"{STACK_PATTERN}:[0-9]{{1,5}}(/(tcp|udp|sctp))?\Z")
 
 
 def waivable() -> frozenset[str]:
@@ -196,10 +194,11 @@ def _validate(values: dict[str, object], sources: dict[str, str], path: str) -> 
         raise ConfigError(f"{sources['gpg_keyring']}: allowed_signers and gpg_keyring are both "
                           "set: set at most one (SSH or GPG signed commits)")
     _check_own_dirs(out, sources, path)
-    if not _PREFIX_RE.match(str(out.get("project_prefix", ""))):
+    prefix = str(out.get("project_prefix", ""))
+    if prefix and not STACK_NAME.match(prefix):
         raise ConfigError("project_prefix must be lowercase letters, digits, '-' or '_'")
     host = str(out.get("host") or socket.gethostname())
-    if not _HOST_RE.match(host):
+    if not is_host_name(host):
         raise ConfigError(f"host {host!r} is not a valid host name")
     out["host"] = host
     if not str(out.get("branch", "main")) or str(out.get("branch", "main")).startswith("-"):
@@ -242,7 +241,7 @@ def _check_entries(key: str, entries: tuple[str, ...], where: str) -> None:
                               "<stack>:<port>/udp (e.g. 'gitea:2222')")
         if key == "allow_privileges":
             stack, _, rule = entry.partition(":")
-            if not re.fullmatch(_STACK, stack) or rule not in waivable():
+            if not STACK_NAME.match(stack) or rule not in waivable():
                 raise ConfigError(f"{where}: allow_privileges entry {entry!r} is not "
                                   f"<stack>:<rule> with a rule of "
                                   f"{', '.join(sorted(waivable()))}")

@@ -41,14 +41,20 @@ def test_check_key(tmp_path: Path) -> None:
     assert "does not exist" in check_key(key)
     key.write_text("AGE-SECRET-KEY-1...\n")
     key.chmod(0o644)
-    assert check_key(key) == f"{key} has mode 0644 (others can read it); fix: chmod 600 {key}"
+    fix = f"fix: chown root:root {key} && chmod 600 {key}"
+    assert check_key(key) == (f"the age key {key} has mode 0644: group or others can read or "
+                              f"change it; {fix}")
     key.chmod(0o400)
     assert check_key(key) == ""
     key.chmod(0o600)
     assert check_key(key) == ""
     os.chown(key, 1234, -1)
-    assert check_key(key) == f"{key} is owned by uid 1234; fix: chown root:root {key}"
+    assert check_key(key) == (f"the age key {key} is owned by uid 1234, not root: that user "
+                              f"can read every secret; {fix}")  # the rule of every run
     assert "is not a file" in check_key(tmp_path)
+    dangling = tmp_path / "link.txt"
+    dangling.symlink_to(tmp_path / "gone")
+    assert "does not exist; fix: put the host's age identity there" in check_key(dangling)
 
 
 def test_settings_text_round_trips_through_config_load(tmp_path: Path) -> None:

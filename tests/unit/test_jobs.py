@@ -187,6 +187,16 @@ def test_check_rules(tmp_path: Path, files, rules) -> None:
     assert all(f.line for f in found)
 
 
+def test_after_on_the_proxy_is_one_problem_of_the_one_parser() -> None:
+    """Apply (reconcile) and `vigo check` read x-vigo through xvigo.parse: the proxy's
+    `after` is refused by both, with the same words."""
+    options, found = xvigo.parse({"after": ["db"]}, {}, "proxy")
+    assert options.after == ()
+    assert [p.line() for p in found] == [
+        "x-vigo.after: is set on the proxy, which always runs first; fix: drop it"]
+    assert xvigo.parse({"after": None}, {}, "proxy")[1] == []  # compose's resolved `[]`
+
+
 def test_cycle_finding_names_the_chain(tmp_path: Path) -> None:
     write(tmp_path, {**BASE, **stack(top="x-vigo:\n  after: [db]\n"),
                      **stack(name="db", top="x-vigo:\n  after: [app]\n")})

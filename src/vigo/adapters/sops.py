@@ -25,11 +25,12 @@ def _reason(code: int, stderr: str) -> str:
     return f"sops exited {code}"
 
 
-def key_problem(path: Path) -> str:
+def key_problem(path: Path, missing: str = "") -> str:
     """Why the host's age identity must not be used ('' when it is fine, or absent: a stack
-    that needs it then fails on its own). It must be owned by root (or by the user vigo runs
-    as) and readable or writable by nobody else: one stat."""
-    return private_file_problem(path, "the age key", missing_ok=True)
+    that needs it then fails on its own; bootstrap passes the `missing` line it wants). It
+    must be owned by root (or by the user vigo runs as) and readable or writable by nobody
+    else: one stat. The one owner rule of the key: apply and bootstrap both call it."""
+    return private_file_problem(path, "the age key", missing=missing)
 
 
 def credential_problem(settings) -> str:
@@ -42,12 +43,14 @@ def credential_problem(settings) -> str:
     return ""
 
 
-def private_file_problem(path: Path, what: str, missing_ok: bool = False) -> str:
+def private_file_problem(path: Path, what: str, missing: str | None = None) -> str:
     """The owner and mode check of every secret file the host reads (the age key, the SSH
     deploy key, the git token file): '' when it is a file owned by root (or by the user vigo
-    runs as) that nobody else can read or change, else one line with the fix."""
+    runs as) that nobody else can read or change, else one line with the fix (`missing`: the
+    line when it does not exist, '' when that is fine)."""
     return owned_file_problem(path, what, mask=0o077, mode=0o600,
-                              missing="" if missing_ok else f"{what} {path} does not exist",
+                              missing=f"{what} {path} does not exist" if missing is None
+                              else missing,
                               uid_risk=": that user can read every secret",
                               mode_risk="can read or change it")
 

@@ -28,8 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from vigo.core import render, rollout, xvigo, yamlsafe
-from vigo.core.model import COMPOSE_NAMES, PROXY
-from vigo.core.policy import Policy
+from vigo.core.model import (
+    COMPOSE_NAMES,
+    DIGEST,
+    PROXY,
+    SHA_TAG,
+    STACK_NAME_RULE,
+    is_stack_name,
+    located,
+)
+from vigo.core.policy import DEFAULT_PROXY_NETWORK, Policy
 
 ERROR = "error"
 # Text rules that policy.judge replaces when the resolved model is at hand (the fallback when
@@ -37,7 +45,6 @@ ERROR = "error"
 RESOLVED_RULES = frozenset({"privileged", "host-namespace", "devices", "cap-add", "docker-sock",
                             "build"})
 WARNING = "warning"
-DEFAULT_PROXY_NETWORK = "proxy_default"
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,11 @@ class Finding:
     line: int | None  # 1-based where known
     message: str  # what is wrong, naming the stack/service
     fix: str  # how to fix it, one sentence
+
+    @property
+    def where(self) -> str:
+        """`path:line` (or `path`): how every output names the place of a finding."""
+        return located(self.path, self.line)
 
 
 _STRICT = Policy()
@@ -227,9 +239,6 @@ def env_key_names(path: Path) -> set[str]:
 
 # --- loading ----------------------------------------------------------------------------------
 
-_STACK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
-
-
 def _discover(root: Path) -> tuple[list[tuple[str, str]], list[Finding]]:
     """(stack, compose file) of the proxy and of every stacks/<name>/, plus layout findings.
     Which compose file a folder has is render.compose_problems' decision (one home for it)."""
@@ -245,11 +254,8 @@ def _discover(root: Path) -> tuple[list[tuple[str, str]], list[Finding]]:
     findings: list[Finding] = []
     for name, folder in folders:
         where = _who(name)
-        if folder != "proxy" and (name == PROXY or not _STACK_NAME.fullmatch(name)):
-            what = (
-                f"{where}: '{name}' is not a valid stack name (lowercase letters, digits, "
-                "'-' and '_', starting with a letter or digit; 'proxy' is reserved)"
-            )
+        if folder != "proxy" and not is_stack_name(name):
+            what = f"{where}: '{name}' is not a valid stack name ({STACK_NAME_RULE})"
             fix = f"Rename the folder {folder}/ (and env/{name}.env) to a valid name."
             findings.append(Finding("stack-name", ERROR, folder, None, what, fix))
         if folder == "proxy" and not (root / folder).is_dir():
@@ -270,9 +276,9 @@ def _discover(root: Path) -> tuple[list[tuple[str, str]], list[Finding]]:
             fix = ("Keep exactly one compose file per stack, named as compose names it "
                    f"({', '.join(COMPOSE_NAMES)}); no override file.")
             findings.append(Finding("stack-layout", ERROR, folder, None, f"{where}: {what}", fix))
-        present = [n for n in COMPOSE_NAMES if f"{folder}/{n}" in entries]
+        present = render.compose_files(folder, entries.__contains__)
         if len(present) == 1:
-            targets.append((name, f"{folder}/{present[0]}"))
+            targets.append((name, present[0]))
     return targets, findings
 
 
@@ -282,15 +288,13 @@ def _stack_env_keys(root: Path, stack: str) -> set[str]:
 
 def _proxy_network(root: Path) -> str:
     """The proxy's default network name: proxy compose `networks.default.name`."""
-    for name in COMPOSE_NAMES:
-        path = root / "proxy" / name
-        if path.is_file():
-            try:
-                doc = yamlsafe.load_bytes(path.read_bytes())
-            except (OSError, yamlsafe.YamlRefused):
-                break
-            default = _mapping(_mapping(_mapping(doc).get("networks")).get("default"))
-            return str(default.get("name") or DEFAULT_PROXY_NETWORK)
+    for rel in render.compose_files(PROXY, lambda rel: (root / rel).is_file())[:1]:
+        try:
+            doc = yamlsafe.load_bytes((root / rel).read_bytes())
+        except (OSError, yamlsafe.YamlRefused):
+            break
+        default = _mapping(_mapping(_mapping(doc).get("networks")).get("default"))
+        return str(default.get("name") or DEFAULT_PROXY_NETWORK)
     return DEFAULT_PROXY_NETWORK
 
 
@@ -381,9 +385,6 @@ def _xvigo(cf: ComposeFile) -> Iterator[Finding]:
         return
     services = cf.doc.get("services") if not cf.fragment else None
     _, problems = xvigo.parse(cf.doc[xvigo.KEY], services, cf.stack)
-    if cf.is_proxy and _mapping(cf.doc[xvigo.KEY]).get("after"):
-        problems.append(xvigo.Problem(f"{xvigo.KEY}.after", "is set on the proxy, which always "
-                                      "runs first", "drop it"))
     for p in problems:
         fix = p.fix[:1].upper() + p.fix[1:] + "."
         yield _finding(cf, "x-vigo", _path_line(cf.doc, p.key), None, f"{p.key} {p.message}",
@@ -443,14 +444,10 @@ def _xvigo_order(files: list[ComposeFile]) -> Iterator[Finding]:
 
 # --- rule 2: pinned images --------------------------------------------------------------------
 
-_SHA_TAG = re.compile(r"sha-[0-9a-fA-F]{7,40}")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-
-
 def _classify_image(ref: str) -> tuple[str, str]:
     """("pinned" | "tag" | "floating", why) for an image reference."""
     if "@" in ref:
-        if _DIGEST.fullmatch(ref.rsplit("@", 1)[1]):
+        if DIGEST.match(ref.rsplit("@", 1)[1]):
             return "pinned", "pinned by digest"
         return "floating", "has a malformed digest (expected @sha256:<64 hex>)"
     last = ref.rsplit("/", 1)[-1]
@@ -461,7 +458,7 @@ def _classify_image(ref: str) -> tuple[str, str]:
         return "floating", "uses the moving tag 'latest'"
     if tag.startswith("branch-"):
         return "floating", f"uses the moving branch tag '{tag}'"
-    if _SHA_TAG.fullmatch(tag):
+    if SHA_TAG.match(tag):
         return "pinned", "pinned by sha tag"
     return "tag", f"uses the tag '{tag}', which is not an immutable sha-<commit> tag or digest"
 

@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 PROXY = "proxy"
+
+# --- the grammars: one home each (render, lint, config, promote and fleet call these) ---------
+# `\Z` and not `$`: a name with a trailing newline is no name, with .match or .fullmatch alike.
+STACK_PATTERN = r"[a-z0-9][a-z0-9_-]*"  # a compose project name (and the project_prefix)
+STACK_NAME = re.compile(STACK_PATTERN + r"\Z")
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}\Z")  # the `host` setting, hosts/<x>/
+SHA_TAG = re.compile(r"sha-[0-9a-fA-F]{7,40}\Z")  # an image tag pinned to a commit
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}\Z")  # an image digest (after the `@`)
+STACK_NAME_RULE = ("lowercase letters, digits, '-' and '_', starting with a letter or digit; "
+                   "'proxy' is reserved")
+# The capabilities a stack may add when the allow_caps setting is not set.
+DEFAULT_CAPS = ("NET_BIND_SERVICE", "CHOWN", "SETUID", "SETGID", "DAC_OVERRIDE", "FOWNER", "KILL")
+
+
+def is_stack_name(name: str) -> bool:
+    """A valid name of a stack of stacks/ (compose's project grammar; never the proxy's)."""
+    return name != PROXY and bool(STACK_NAME.match(name))
+
+
+def is_host_name(name: str) -> bool:
+    return bool(HOST_NAME.match(name))
+
+
+def is_pinned_tag(tag: str) -> bool:
+    """A tag (`sha-<hex>`) or digest (`sha256:<hex>`) that names one image for good."""
+    return bool(SHA_TAG.match(tag) or DIGEST.match(tag))
+
+
+def located(path: str, line: int | None) -> str:
+    """Where a finding is: `path:line`, or `path` when the line is not known."""
+    return path + (f":{line}" if line else "")
+
 # The compose file names compose itself looks for, in its order of preference, and the override
 # files it would merge on top (vigo refuses those: it passes one file, see render.py).
 # (compose v2.40 picks, of several, the first of this list; vigo refuses more than one.)

@@ -25,10 +25,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-PROXY = "proxy"  # the same name as model.PROXY; this module imports nothing of vigo
+from vigo.core import model
+from vigo.core.model import PROXY
+
 DEFAULT_PROXY_NETWORK = "proxy_default"
-DEFAULT_CAPS = frozenset({"NET_BIND_SERVICE", "CHOWN", "SETUID", "SETGID", "DAC_OVERRIDE",
-                          "FOWNER", "KILL"})
+DEFAULT_CAPS = frozenset(model.DEFAULT_CAPS)  # the default of the allow_caps setting
 PLACEHOLDER = "/vigo-placeholder/"  # path-shaped, so that bind sources and names still parse
 NUMERIC_BASE = 47100  # the second try: numbers, for keys that end up in ports and the like
 _SOCKS = frozenset({"/var/run/docker.sock", "/run/docker.sock"})

@@ -6,14 +6,21 @@ import errno
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from vigo.core.model import COMPOSE_NAMES, OVERRIDE_NAMES, PROXY, DesiredState, Stack
+from vigo.core.model import (
+    COMPOSE_NAMES,
+    OVERRIDE_NAMES,
+    PROXY,
+    STACK_NAME,  # noqa: F401  (re-exported: the grammar lives in model)
+    DesiredState,
+    Stack,
+    is_stack_name,
+)
 
 # Bump when what vigo generates around a stack changes, so every stack is applied once again.
 RENDER_VERSION = "1"
-STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 OVERLAY_ROOTS = ("proxy/", "stacks/", "env/")
 SKIP_DIRS = {".git"}
 # A rendered file larger than this fails the stack that owns it (outside a stack: not copied).
@@ -269,10 +276,17 @@ def _find_stacks(files: Mapping[str, Path], blocked: set[str]) -> dict[str, str]
     out = {}
     for name, where in folders.items():
         folder = sorted(where)[0]  # proxy/ wins over stacks/proxy/ (a problem of the proxy)
-        present = [f"{folder}/{n}" for n in COMPOSE_NAMES
-                   if f"{folder}/{n}" in files or f"{folder}/{n}" in blocked]
+        present = compose_files(folder, lambda rel: rel in files or rel in blocked)
         out[name] = present[0] if present else f"{folder}/{COMPOSE_NAMES[0]}"
     return out
+
+
+def compose_files(folder: str, exists: Callable[[str], bool]) -> list[str]:
+    """The compose files of a stack folder (`exists(repo-relative path)`), in compose's order
+    of preference: the first is the one the stack uses, more than one is a problem
+    (compose_problems). The one home of which compose file a stack uses: render, lint, check
+    and promote call it."""
+    return [f"{folder}/{n}" for n in COMPOSE_NAMES if exists(f"{folder}/{n}")]
 
 
 def _stack(name: str, compose_file: str, files: Mapping[str, Path],
@@ -281,7 +295,7 @@ def _stack(name: str, compose_file: str, files: Mapping[str, Path],
     folder = compose_file.rsplit("/", 1)[0] + "/"
     own = tuple(sorted(rel for rel in files if rel.startswith(folder)))
     issues = list(problems.get(name, [])) + list(problems.get("*", []))
-    if name != PROXY and not STACK_NAME.match(name):
+    if name != PROXY and not is_stack_name(name):
         issues.append(f"stack name {name!r} is not a valid compose project name "
                       "(use lowercase letters, digits, '-' and '_')")
     if name == PROXY and any(rel.startswith("stacks/proxy/") for rel in [*files, *blocked]):
@@ -309,7 +323,7 @@ def compose_problems(folder: str, paths: set[str]) -> list[str]:
     in it): none usable, a folder named like one, more than one, an override compose would merge.
     The one home of compose file discovery (lint and check call it too)."""
     top = {rel[len(folder) + 1:].split("/", 1)[0]: "/" in rel[len(folder) + 1:] for rel in paths}
-    main = [f"{folder}/{n}" for n in COMPOSE_NAMES if n in top and not top[n]]
+    main = compose_files(folder, lambda rel: top.get(rel[len(folder) + 1:]) is False)
     out = [f"{folder}/{n} is a folder, not a compose file: make it a file"
            for n in (*COMPOSE_NAMES, *OVERRIDE_NAMES) if top.get(n)]
     if len(main) > 1:

@@ -17,6 +17,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vigo.core.model import PROXY
+
 KEY = "x-vigo"
 BEFORE, AFTER = "before", "after"
 JOB_TIMEOUT = 300  # seconds a job may run when it names no timeout
@@ -82,6 +84,10 @@ def parse(block: object, services: Mapping[str, Any] | None = None,
     if not isinstance(raw_after, list):
         problems.append(Problem(f"{KEY}.after", f"is a {type(raw_after).__name__}",
                                 "a list of stack names: `after: [db]`"))
+        raw_after = []
+    if raw_after and stack == PROXY:
+        problems.append(Problem(f"{KEY}.after", "is set on the proxy, which always runs first",
+                                "drop it"))
         raw_after = []
     for name in raw_after:
         if not isinstance(name, str) or not name:

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 from vigo import config
 from vigo.adapters import fs
 from vigo.adapters.git import Git, known_hosts_problem, split_credentials, ssh_target
-from vigo.adapters.sops import private_file_problem
+from vigo.adapters.sops import key_problem, private_file_problem
 from vigo.adapters.systemd import Systemd
 from vigo.adapters.tools import probe
 from vigo.config import ConfigError, Settings
@@ -186,22 +185,13 @@ def _values(opts: BootstrapOptions, environ: Mapping[str, str]) -> dict[str, str
 
 
 def check_key(path: Path) -> str:
-    """'' when the age identity exists, is a file owned by root and readable by nobody else."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return (f"{path} does not exist; fix: put the host's age identity there (age-keygen -o "
-                f"{path}, then add its public key to .sops.yaml and run sops updatekeys)")
-    except OSError as exc:
-        return f"{path}: {exc.strerror}"
-    if not stat.S_ISREG(st.st_mode):
-        return f"{path} is not a file"
-    if st.st_uid != 0:
-        return f"{path} is owned by uid {st.st_uid}; fix: chown root:root {path}"
-    if st.st_mode & 0o077:
-        return (f"{path} has mode {stat.S_IMODE(st.st_mode):04o} (others can read it); "
-                f"fix: chmod 600 {path}")
-    return ""
+    """'' when the age identity exists and passes the ownership rule every run applies
+    (adapters/sops.key_problem: owned by root or the user vigo runs as, readable by nobody
+    else); bootstrap also needs it to exist."""
+    missing = (f"the age key {path} does not exist; fix: put the host's age identity there "
+               f"(age-keygen -o {path}, then add its public key to .sops.yaml and run sops "
+               "updatekeys)")
+    return key_problem(path, missing)
 
 
 def bootstrap(opts: BootstrapOptions, say: Say, systemd: Systemd,

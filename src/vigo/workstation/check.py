@@ -245,8 +245,7 @@ def _key(f: Finding) -> tuple:
 def format_text(findings: list[Finding], repo: Path) -> list[str]:
     lines = []
     for f in findings:
-        where = f.path + (f":{f.line}" if f.line else "")
-        lines.append(f"{where}: {f.severity} [{f.rule}] {f.message}")
+        lines.append(f"{f.where}: {f.severity} [{f.rule}] {f.message}")
         lines.append(f"    fix: {f.fix}")
     errors = sum(f.severity == ERROR for f in findings)
     warnings = sum(f.severity == WARNING for f in findings)

@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 from vigo.core import lint, render
 from vigo.core.lint import ERROR, WARNING, Finding, Policy
+from vigo.core.model import HOST_NAME  # the `host` setting's grammar (the cli matches it too)
 from vigo.workstation import check
+from vigo.workstation.scaffold import AGE_RECIPIENT  # as vigo init
 
 if TYPE_CHECKING:
     from vigo.adapters.git import Clone, CloneError
     from vigo.adapters.sops import Sops
 
-HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")  # as the `host` setting
-AGE_RECIPIENT = re.compile(r"^age1[0-9a-z]{58}$")  # as vigo init
 BASE_PROBE = "env/global.env"  # the rule sops uses for this path is "the base rule"
 KEEP_FILE = ".gitkeep"
 _RULE_HEAD, _RULE_TAIL = "(^|/)hosts/", r"/env/[^/]+\.env$"
@@ -566,8 +566,7 @@ def format_summary(plans: list[HostPlan]) -> list[str]:
             lines.append(f"  since {plan.base[:12]}: {'; '.join(moved) or 'no change'}")
         for f in plan.findings:
             if f.severity == ERROR:
-                where = f.path + (f":{f.line}" if f.line else "")
-                lines.append(f"  {where}: error [{f.rule}] {f.message}")
+                lines.append(f"  {f.where}: error [{f.rule}] {f.message}")
     bad = [p.label for p in plans if p.errors]
     lines.append(f"{len(plans) - 1} host(s) and the base: "
                  + (f"errors in {', '.join(bad)}" if bad else "no errors"))

@@ -20,18 +20,23 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vigo.core import render
 from vigo.core.lint import ERROR, Finding, Policy
-from vigo.core.model import COMPOSE_NAMES, PROXY
+from vigo.core.model import (
+    COMPOSE_NAMES,
+    DIGEST,
+    PROXY,
+    SHA_TAG,
+    is_host_name,
+    is_pinned_tag,
+    is_stack_name,
+)
 
 if TYPE_CHECKING:
     from vigo.adapters.git import Clone
 
-SHA_TAG = re.compile(r"sha-[0-9a-fA-F]{7,40}")
-DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 ANY_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # Docker's tag grammar
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
-_STACK = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _PROPERTIES = re.compile(r"(?:&\S+[ \t]+)*")
 NO_IMAGE = "it has no image"
 PINNED_HINT = "use sha-<7 to 40 hex> or sha256:<64 hex>"
@@ -87,7 +92,7 @@ def with_tag(ref: str, tag: str) -> str:
 
 def check_tag(tag: str, allow_unpinned: bool = False) -> None:
     """Raise PromoteError unless `tag` is pinned (or, allowed, any valid Docker tag)."""
-    if SHA_TAG.fullmatch(tag) or DIGEST.fullmatch(tag):
+    if is_pinned_tag(tag):
         return
     if tag.startswith("sha256:"):
         raise PromoteError(f"'{tag}' is not a valid digest: expected sha256:<64 lowercase hex>")
@@ -100,7 +105,7 @@ def check_tag(tag: str, allow_unpinned: bool = False) -> None:
 
 def is_pinned(ref: str) -> bool:
     _, tag, digest = split_image(ref)
-    return bool(DIGEST.fullmatch(digest) if digest else SHA_TAG.fullmatch(tag))
+    return bool(DIGEST.match(digest) if digest else SHA_TAG.match(tag))
 
 
 # --- where an image is written, and the edit (pure) -------------------------------------------
@@ -376,7 +381,7 @@ class Outcome:
 
 def parse_target(spec: str) -> tuple[str, str | None]:
     stack, _, service = spec.partition("/")
-    if stack != PROXY and not _STACK.fullmatch(stack):
+    if stack != PROXY and not is_stack_name(stack):
         raise PromoteError(f"'{stack}' is not a stack name (lowercase letters, digits, - and _)")
     if "/" in service or (spec.endswith("/") and not service):
         raise PromoteError(f"'{spec}' is not STACK or STACK/SERVICE")
@@ -388,7 +393,7 @@ class Promoter:
 
     def __init__(self, repo: Path, clone: Clone, check: Checker, policy: Policy | None = None,
                  host: str = "") -> None:
-        if host and not _HOST.fullmatch(host):
+        if host and not is_host_name(host):
             raise PromoteError(f"'{host}' is not a host name")
         self.repo = repo
         self.clone = clone
@@ -403,17 +408,17 @@ class Promoter:
         folder = PROXY if stack == PROXY else f"stacks/{stack}"
         if self.host:
             folder = f"hosts/{self.host}/{folder}"
-        present = [n for n in COMPOSE_NAMES if (self.repo / folder / n).is_file()]
+        present = render.compose_files(folder, lambda rel: (self.repo / rel).is_file())
         if len(present) > 1:
-            raise PromoteError(f"both {folder}/docker-compose.yml and {folder}/compose.yaml "
-                               "exist: keep one")
+            raise PromoteError(f"{' and '.join(present)} {'both' if len(present) == 2 else 'all'}"
+                               " exist: keep one compose file")
         if not present:
             known = sorted(p.name for p in (self.repo / "stacks").glob("*") if p.is_dir())
             hint = (f" (stacks: {', '.join(known)})" if known and not self.host
                     else " (without --host: the base file)" if self.host else "")
-            raise PromoteError(f"no stack '{stack}': {folder}/ has no docker-compose.yml or "
-                               f"compose.yaml{hint}")
-        return f"{folder}/{present[0]}"
+            raise PromoteError(f"no stack '{stack}': {folder}/ has no compose file "
+                               f"({', '.join(COMPOSE_NAMES)}){hint}")
+        return present[0]
 
     def _read(self, rel: str) -> tuple[bytes, str]:
         raw = (self.repo / rel).read_bytes()
