@@ -814,3 +814,18 @@ def test_dotenv_is_refused_by_the_per_stack_rules_apply_runs(tmp_path: Path) -> 
     found = lint_stack(tmp_path, "app", Path("stacks/app/docker-compose.yml"), set(), STRICT)
     (dotenv,) = [f for f in found if f.rule == "stack-dotenv"]
     assert dotenv.severity == "error" and "env/app.env" in dotenv.fix
+
+
+def test_every_family_module_is_registered_and_ids_are_unique() -> None:
+    """A rule family is one module of vigo.core.lint named in FAMILIES (a module left out
+    would never run); an id registered twice is refused when the module loads."""
+    import pkgutil
+
+    import vigo.core.lint as lint_pkg
+    from vigo.core.lint import FAMILIES
+    from vigo.core.lint.base import describe
+
+    modules = {m.name for m in pkgutil.iter_modules(lint_pkg.__path__)} - {"base", "doc"}
+    assert modules == set(FAMILIES)
+    with pytest.raises(ValueError, match="'image-pinned' is registered twice"):
+        describe({"image-pinned": "again"})

@@ -64,7 +64,7 @@ def check(repo: Path, policy: Policy, validate: Validator,
     for host in ["", *hosts_of(repo)] if hosts is None else hosts:
         for f in check_rendered(repo, host, policy, validate, resolve):
             findings.setdefault(_key(f), f)
-    return sorted(findings.values(), key=lambda f: (f.path, f.line or 0, f.rule, f.message))
+    return lint.sort_findings(findings.values())
 
 
 NO_COMPOSE = Finding(
@@ -85,7 +85,7 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator,
         fs.sync_tree(tmp, {**desired.files, **desired.env_files}, {}, (),
                      scratch / "manifest.json")
         judged: list[Finding] | None = [] if resolve is not None else None
-        proxy_network = lint._proxy_network(tmp)
+        proxy_network = lint.proxy_network_of(tmp)
         rules = lint.lint_tree(tmp, policy, resolved=judged is not None)
         out: list[Finding] = []
         said = [_origin(f, desired, repo, host) for f in rules]
@@ -93,7 +93,7 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator,
         for stack in desired.stacks:
             compose = tmp / stack.compose_file
             if not compose.is_file() or not yaml_capped(compose) or any(
-                    f.rule == "yaml-caps" and f.message.startswith(lint._who(stack.name) + ":")
+                    f.rule == "yaml-caps" and f.message.startswith(lint.who(stack.name) + ":")
                     for f in rules):
                 continue  # over a YAML cap (also an included file): never handed to compose
             found = None

@@ -463,7 +463,7 @@ def _view(repo: Path, desired, stack, change: str) -> StackView:
     images = []
     path = desired.files.get(stack.compose_file)
     for service, image in _images(path):
-        resolved = lint._resolve(image, env_keys) if "$" in image else image
+        resolved = lint.resolve(image, env_keys) if "$" in image else image
         images.append((service, resolved if resolved is not None else image))
     env = tuple(EnvView(_source(repo, desired.env_files.get(rel), rel),
                         tuple(sorted(lint.env_key_names(desired.env_files[rel]))))

@@ -1,0 +1,127 @@
+"""The parts every rule family shares: a finding, a parsed compose file, the registry."""
+
+import posixpath
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vigo.core.model import PROXY, located
+from vigo.core.policy import DEFAULT_PROXY_NETWORK, Policy
+
+ERROR = "error"
+WARNING = "warning"
+# Text rules that policy.judge replaces when the resolved model is at hand (the fallback when
+# `docker compose` is not installed).
+RESOLVED_RULES = frozenset({"privileged", "host-namespace", "devices", "cap-add", "docker-sock",
+                            "build"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str  # stable id, e.g. "image-pinned"
+    severity: str  # "error" or "warning"
+    path: str  # repo-relative POSIX path of the file
+    line: int | None  # 1-based where known
+    message: str  # what is wrong, naming the stack/service
+    fix: str  # how to fix it, one sentence
+
+    @property
+    def where(self) -> str:
+        """`path:line` (or `path`): how every output names the place of a finding."""
+        return located(self.path, self.line)
+
+
+STRICT = Policy()
+
+
+@dataclass(frozen=True)
+class ComposeFile:
+    """One parsed compose file of a stack: the model the stack rules read."""
+
+    stack: str  # "proxy" for the proxy
+    rel: str  # repo-relative POSIX path
+    doc: Any = field(compare=False, repr=False)  # ruamel mapping; `.lc` has line numbers
+    env_keys: frozenset[str] = frozenset()
+    policy: Policy = STRICT
+    proxy_network: str = DEFAULT_PROXY_NETWORK
+    fragment: bool = False  # an `extends:` base file: its services may be partial
+    # the privilege rules judge the resolved model (policy.py): the text rules stand aside
+    resolved: bool = False
+    stack_keys: frozenset[str] = frozenset()  # of env_keys, those env/<stack>.env defines
+
+    @property
+    def folder(self) -> str:
+        return posixpath.dirname(self.rel)
+
+    @property
+    def is_proxy(self) -> bool:
+        return self.stack == PROXY
+
+
+# --- the registry: each family module adds its rule ids and its rules -------------------------
+
+RULES: dict[str, str] = {}  # every rule id -> what it asks, in the order the families load
+StackRule = Callable[[ComposeFile], Iterable[Finding]]
+TreeRule = Callable[[list[ComposeFile]], Iterable[Finding]]
+FilesRule = Callable[[Path, list[ComposeFile]], Iterable[Finding]]
+RepoRule = Callable[[Path], Iterable[Finding]]
+STACK_RULES: list[StackRule] = []  # one compose file at a time (lint_tree and lint_stack)
+FILES_RULES: list[FilesRule] = []  # the files of a stack with the tree's folder (both too)
+TREE_RULES: list[TreeRule] = []  # every compose file of a host at once (lint_tree only)
+REPO_RULES: list[RepoRule] = []  # the checkout itself (lint_repo_files)
+
+
+def describe(rules: dict[str, str]) -> dict[str, str]:
+    """A family's rule ids and what each asks (the rule table of `vigo check`); an id is
+    registered once."""
+    for rule in rules:
+        if rule in RULES:
+            raise ValueError(f"lint rule id {rule!r} is registered twice")
+    RULES.update(rules)
+    return rules
+
+
+def _register(registry: list) -> Callable:
+    def add(fn: Callable) -> Callable:
+        registry.append(fn)
+        return fn
+
+    return add
+
+
+stack_rule = _register(STACK_RULES)
+files_rule = _register(FILES_RULES)
+tree_rule = _register(TREE_RULES)
+repo_rule = _register(REPO_RULES)
+
+
+# --- how a finding is written -----------------------------------------------------------------
+
+
+def who(stack: str, service: str | None = None) -> str:
+    where = "proxy" if stack == PROXY else f"stack '{stack}'"
+    return f"{where}, service '{service}'" if service else where
+
+
+def finding(
+    cf: ComposeFile,
+    rule: str,
+    line: int | None,
+    service: str | None,
+    what: str,
+    fix: str,
+    severity: str = ERROR,
+) -> Finding:
+    return Finding(rule, severity, cf.rel, line, f"{who(cf.stack, service)}: {what}", fix)
+
+
+def rel_path(root: Path, path: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (f.path, f.line or 0, f.rule, f.message))
