@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from vigo.adapters import fs
-from vigo.config import policy_of  # noqa: F401  (the CLI builds the policy here)
+from vigo.config import policy_of  # noqa: F401  (the one builder; the cli still calls check.policy_of)
 from vigo.core import lint, policy, render
-from vigo.core.lint import ERROR, WARNING, Finding, Policy
+from vigo.core.lint import ERROR, WARNING, Finding
 from vigo.core.model import DesiredState
+from vigo.core.policy import Policy
 
 # Validates one compose file; returns '' when valid, the reason otherwise, None when no validator
 # is installed.

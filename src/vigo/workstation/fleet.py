@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vigo.core import lint, render
-from vigo.core.lint import ERROR, WARNING, Finding, Policy
+from vigo.core.lint import ERROR, WARNING, Finding
 from vigo.core.model import HOST_NAME  # the `host` setting's grammar (the cli matches it too)
+from vigo.core.policy import Policy
 from vigo.workstation import check
 from vigo.workstation.scaffold import AGE_RECIPIENT  # as vigo init
 

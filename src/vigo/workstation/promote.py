@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vigo.core import render
-from vigo.core.lint import ERROR, Finding, Policy
+from vigo.core.lint import ERROR, Finding
 from vigo.core.model import (
     COMPOSE_NAMES,
     DIGEST,
@@ -31,6 +31,7 @@ from vigo.core.model import (
     is_pinned_tag,
     is_stack_name,
 )
+from vigo.core.policy import Policy
 
 if TYPE_CHECKING:
     from vigo.adapters.git import Clone

@@ -4,19 +4,8 @@ whether its routed services can be promoted without downtime."""
 from collections.abc import Iterator
 
 from vigo.core import rollout
-from vigo.core.lint.base import (
-    WARNING,
-    ComposeFile,
-    Finding,
-    describe,
-    finding,
-    stack_rule,
-)
-from vigo.core.lint.doc import (
-    each_service,
-    key_line,
-    routed,
-)
+from vigo.core.lint.base import WARNING, ComposeFile, Finding, describe, finding, stack_rule
+from vigo.core.lint.doc import each_service, key_line, routed
 
 IDS = describe({
     "compose-key": "a compose file has no unknown top-level key (x-* extensions are fine)",

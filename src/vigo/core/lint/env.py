@@ -17,13 +17,7 @@ from vigo.core.lint.base import (
     repo_rule,
     who,
 )
-from vigo.core.lint.doc import (
-    as_mapping,
-    dotenv_lines,
-    each_service,
-    item_line,
-    path_entries,
-)
+from vigo.core.lint.doc import as_mapping, dotenv_lines, each_service, item_line, path_entries
 from vigo.core.model import COMPOSE_NAMES
 
 IDS = describe({

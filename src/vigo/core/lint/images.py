@@ -2,21 +2,8 @@
 
 from collections.abc import Iterator
 
-from vigo.core.lint.base import (
-    ERROR,
-    WARNING,
-    ComposeFile,
-    Finding,
-    describe,
-    finding,
-    stack_rule,
-)
-from vigo.core.lint.doc import (
-    each_service,
-    key_line,
-    resolve,
-    var_names,
-)
+from vigo.core.lint.base import ERROR, WARNING, ComposeFile, Finding, describe, finding, stack_rule
+from vigo.core.lint.doc import each_service, key_line, resolve, var_names
 from vigo.core.model import DIGEST, SHA_TAG
 
 IDS = describe({

@@ -7,21 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from vigo.core import render, yamlsafe
-from vigo.core.lint.base import (
-    ERROR,
-    WARNING,
-    ComposeFile,
-    Finding,
-    describe,
-    who,
-)
-from vigo.core.lint.doc import (
-    as_mapping,
-    env_key_names,
-    key_line,
-    local_target,
-    path_fields,
-)
+from vigo.core.lint.base import ERROR, WARNING, ComposeFile, Finding, describe, who
+from vigo.core.lint.doc import as_mapping, env_key_names, key_line, local_target, path_fields
 from vigo.core.model import COMPOSE_NAMES, PROXY, STACK_NAME_RULE, is_stack_name
 from vigo.core.policy import DEFAULT_PROXY_NETWORK, Policy
 

@@ -4,14 +4,7 @@ and a stack's env files and included files are its own."""
 import posixpath
 from collections.abc import Iterator
 
-from vigo.core.lint.base import (
-    WARNING,
-    ComposeFile,
-    Finding,
-    describe,
-    finding,
-    stack_rule,
-)
+from vigo.core.lint.base import WARNING, ComposeFile, Finding, describe, finding, stack_rule
 from vigo.core.lint.doc import (
     DOCKER_SOCKS,
     REMOTE,

@@ -4,21 +4,8 @@ policy.judge, which reads the resolved model: with `resolved` these stand aside)
 import posixpath
 from collections.abc import Iterator
 
-from vigo.core.lint.base import (
-    ComposeFile,
-    Finding,
-    describe,
-    finding,
-    stack_rule,
-)
-from vigo.core.lint.doc import (
-    DOCKER_SOCKS,
-    bind_mounts,
-    each_service,
-    item_line,
-    key_line,
-    truthy,
-)
+from vigo.core.lint.base import ComposeFile, Finding, describe, finding, stack_rule
+from vigo.core.lint.doc import DOCKER_SOCKS, bind_mounts, each_service, item_line, key_line, truthy
 
 IDS = describe({
     "docker-sock": "only the proxy mounts docker.sock, and only read-only",

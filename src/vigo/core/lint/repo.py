@@ -4,13 +4,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from vigo.core.lint.base import (
-    ERROR,
-    Finding,
-    describe,
-    rel_path,
-    repo_rule,
-)
+from vigo.core.lint.base import ERROR, Finding, describe, rel_path, repo_rule
 
 IDS = describe({
     "overlay-shape": "hosts/<name>/ overlays hold only proxy/, stacks/ and env/",

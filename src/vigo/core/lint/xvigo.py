@@ -14,11 +14,7 @@ from vigo.core.lint.base import (
     tree_rule,
     who,
 )
-from vigo.core.lint.doc import (
-    as_mapping,
-    key_line,
-    path_line,
-)
+from vigo.core.lint.doc import as_mapping, key_line, path_line
 from vigo.core.model import PROXY
 
 IDS = describe({
