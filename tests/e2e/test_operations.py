@@ -159,8 +159,8 @@ def test_bootstrap_is_idempotent_and_names_what_is_missing(host: Host) -> None:
     host.key.path.chmod(0o644)
     res = bootstrap()
     assert res.returncode == 1, res.stdout + res.stderr
-    assert f"age key: missing: {host.key.path} has mode 0644" in res.stdout
-    assert f"fix: chmod 600 {host.key.path}" in res.stdout
+    assert f"age key: missing: the age key {host.key.path} has mode 0644" in res.stdout
+    assert f"fix: chown root:root {host.key.path} && chmod 600 {host.key.path}" in res.stdout
     assert not config.exists() and host.containers() == []
     host.key.path.chmod(0o600)
 
