@@ -829,3 +829,13 @@ def test_every_family_module_is_registered_and_ids_are_unique() -> None:
     assert modules == set(FAMILIES)
     with pytest.raises(ValueError, match="'image-pinned' is registered twice"):
         describe({"image-pinned": "again"})
+
+
+def test_a_family_reads_the_x_vigo_options_of_a_compose_file(tmp_path: Path) -> None:
+    """ComposeFile.x_vigo: the one parser's options, for a family whose rules depend on them."""
+    from vigo.core.lint.base import ComposeFile
+
+    cf = ComposeFile("app", "stacks/app/compose.yaml",
+                     {"services": {}, "x-vigo": {"after": ["db"], "health_timeout": 30}})
+    assert cf.x_vigo.after == ("db",) and cf.x_vigo.health_timeout == 30
+    assert ComposeFile("app", "stacks/app/compose.yaml", {"services": {}}).x_vigo.after == ()

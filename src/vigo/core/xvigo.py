@@ -7,8 +7,8 @@
         migrate: {when: before, timeout: 300}   # before any container is replaced
         warm: {when: after}                     # once the new revision passed its gate
 
-`vigo check` (lint.py) and apply read it through `parse`; a stack whose block has a problem
-is not applied.
+`vigo check` (core/lint/xvigo.py) and apply read it through `parse`, the one parser; a stack
+whose block has a problem is not applied.
 """
 
 from __future__ import annotations

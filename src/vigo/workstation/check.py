@@ -4,7 +4,7 @@ Renders the base tree and each hosts/<name>/ overlay into a temp dir, runs the l
 each, validates every compose file (`docker compose config` where it is installed, a check of
 the known Compose keys otherwise), judges each stack's resolved model with the policy of apply
 (policy.py; placeholders stand in for the values of encrypted env files), and maps each finding
-back to the file and line in the repo. Without docker compose the text rules of lint.py stand
+back to the file and line in the repo. Without docker compose the text rules of core/lint stand
 in for the policy, with a warning that says so.
 """
 

@@ -19,7 +19,8 @@ The rooms: `base` (Finding, ComposeFile, the registry), `doc` (reading a compose
 A new rule goes into its family's module: its id and text in that module's `describe({...})`,
 its function under `@stack_rule` (one compose file), `@files_rule` (a stack's files with the
 tree), `@tree_rule` (every compose file of a host) or `@repo_rule` (the checkout). A new family
-(e.g. an engine's own rules) is a new module here plus its name in FAMILIES.
+(e.g. an engine's own rules, which read `cf.x_vigo`, the one x-vigo parser's options) is a new
+module here plus its name in FAMILIES.
 """
 
 import importlib

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vigo.core import xvigo
 from vigo.core.model import PROXY, located
 from vigo.core.policy import DEFAULT_PROXY_NETWORK, Policy
 
@@ -57,6 +58,12 @@ class ComposeFile:
     @property
     def is_proxy(self) -> bool:
         return self.stack == PROXY
+
+    @property
+    def x_vigo(self) -> xvigo.Options:
+        """The stack's x-vigo options through the one parser (its problems are rule x-vigo's):
+        what a family that depends on them reads, e.g. the engine a stack asks for."""
+        return xvigo.parse(self.doc.get(xvigo.KEY), None, self.stack)[0]
 
 
 # --- the registry: each family module adds its rule ids and its rules -------------------------
