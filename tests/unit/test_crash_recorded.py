@@ -23,8 +23,8 @@ from vigo.core.model import (
     Stack,
     StackResult,
 )
-from vigo.host import state
-from vigo.host.engines.compose import Deployer
+from vigo.host import engines, state
+from vigo.host.engines.compose import ComposeEngine, Deployer
 from vigo.host.reconcile import EXIT_FAILED, Reconciler, Report, _mounts_hash, crash_line
 
 
@@ -208,7 +208,9 @@ def test_image_cleanup_that_raises_is_a_warning(tmp_path):
     lines: list[str] = []
     rec = reconciler(tmp_path, lines)
     rec.compose = Engine(rmi=CommandTimeout("docker rmi old:1 timed out after 600 s"))  # type: ignore[assignment]
-    rec._clean_images({}, {"old:1"})
+    paths = Paths(tmp_path / "rt", tmp_path / "sec", tmp_path / "ov", tmp_path / "man")
+    engine = ComposeEngine(engines.Run(rec.settings, rec.compose, paths, rec.emit, rec.emit))
+    engine.remove_images({"old:1"})
     assert lines == ["warning: image old:1: not removed (docker rmi old:1 timed out after "
                      "600 s)"]
 

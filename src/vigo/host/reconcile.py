@@ -65,7 +65,8 @@ from vigo.core.plan import (
     phases,
     plan,
 )
-from vigo.host import state
+from vigo.host import engines, state
+from vigo.host.crash import crash_line
 
 if TYPE_CHECKING:  # imported where a stack may change, never by an idle run
     from vigo.core import policy, registries
@@ -415,9 +416,7 @@ class Reconciler:
         return failures
 
     def _observe(self) -> Observed:
-        prefix = self.settings.project_prefix
-        return Observed(tuple(c for c in self.compose.containers(instance=prefix)
-                              if c.instance == prefix and c.project == prefix + c.stack))
+        return engines.observe(self.compose, self.settings.project_prefix)
 
     def _parallel(self, stacks: int) -> int:
         """How many stacks deploy at once: parallelism(), from the engine's CPUs, ours and the
@@ -554,19 +553,10 @@ class Reconciler:
     def _job_hashes(self, stack: Stack, paths: Paths, res: Resolved) -> Resolved:
         """The config hash each release job gets with vigo's override: what `vigo plan` and the
         deploy compare with the job's completed container (a job runs once per change)."""
-        from vigo.host.engines.compose import Deployer
+        from vigo.host.engines.compose import ComposeEngine
 
-        project = self.settings.project(stack.name)
-        try:
-            override = Deployer(self.compose, self.settings.project_prefix, paths,
-                                self.settings.health_timeout, self._progress
-                                )._override(project, stack, res)
-            hashes = self.compose.config_hashes(
-                project, [paths.runtime / stack.compose_file, override],
-                [paths.secrets / rel for rel in stack.interpolation_env])
-        except (OSError, DockerError, CommandTimeout):
-            return res  # the deploy asks compose again
-        return replace(res, job_hashes={j.service: hashes.get(j.service, "") for j in res.jobs})
+        return ComposeEngine(engines.Run(self.settings, self.compose, paths, self._progress,
+                                         self.emit, self.masker)).job_hashes(stack, res)
 
     def _links(self, resolved: dict[str, Resolved], paths: Paths,
                 env_files: set[str]) -> dict[str, str]:
@@ -629,12 +619,9 @@ class Reconciler:
         records: dict[str, Any] = st["stacks"]
         results: dict[str, StackResult] = {}
         work = the_plan.by_kind(CREATE, UPDATE)
-        if work:  # an idle run imports no deployer, no pool
-            from vigo.host.engines.compose import Deployer
-
-            deployer = Deployer(self.compose, self.settings.project_prefix, paths,
-                                self.settings.health_timeout, self._progress,
-                                pulls=self._pulls(report, desired, paths), journal=self.emit)
+        engine = engines.Engines(engines.Run(  # an idle run starts none: no deployer, no pool
+            self.settings, self.compose, paths, self._progress, self.emit, self.masker,
+            pulls=self._pulls(report, desired, paths) if work else None))
         after = stack_order(desired, records, resolved)
         shares = {n: xvigo.shared(r.model, n, self.settings.project(n))
                   for n, r in resolved.items()}
@@ -647,10 +634,11 @@ class Reconciler:
             try:
                 stack = desired.stack(action.stack)
                 assert stack is not None
-                before = (self.compose.containers(self.settings.project(stack.name)) if again
+                res = resolved[stack.name]
+                before = (engine(res).observe(stack.name).stack(stack.name) if again
                           else observed.stack(stack.name))  # a retry starts from what runs now
-                return deployer.deploy(stack, action, resolved[stack.name], before,
-                                       records.get(stack.name) or {}, desired.revision)
+                return engine(res).deploy(stack, action, res, before,
+                                          records.get(stack.name) or {}, desired.revision)
             except Exception as exc:  # whatever one deploy raises fails that stack only
                 return StackResult(action.stack, action.kind, False,
                                    self.masker(f"{action.stack}: failed ({crash_line(exc)})"))
@@ -673,7 +661,7 @@ class Reconciler:
         for phase in phases(the_plan, after):  # frees before it takes, in x-vigo.after order
             if phase[0].kind == REMOVE:
                 for action in phase:
-                    publish(self._down(action.stack, paths))
+                    publish(engine(desired.stack(action.stack)).remove(action.stack))
                 continue
             skipped = [a for a in phase if blocked(a.stack, after, converged, failed)]
             for action in skipped:  # not attempted: nothing of it changes, nothing is held
@@ -709,8 +697,10 @@ class Reconciler:
         if the_plan.refusal:
             self.emit(f"prune refused: {the_plan.refusal}")
         dropped = self._record(desired, results, records, resolved)
-        if dropped:
-            self._clean_images(records, dropped)
+        if dropped:  # images no stack keeps for a rollback any more
+            engine(None).remove_images(dropped - {
+                image for record in records.values()
+                for _, images in record.get("images", []) for image in images})
         report.results = [results[a.stack] for a in the_plan.actions if a.stack in results]
         if the_plan.refusal or any(not r.ok for r in report.results):
             report.exit_code = EXIT_FAILED
@@ -776,20 +766,6 @@ class Reconciler:
             return {}, where
         return (doc if isinstance(doc, dict) else {}), where
 
-    def _down(self, name: str, paths: Paths) -> StackResult:
-        try:
-            out = self.compose.down(self.settings.project(name))
-            if not out.ok:
-                return StackResult(name, REMOVE, False, f"{name}: failed to remove "
-                                   f"(docker compose down: {out.error(3)})")
-            fs.remove(paths.good_model(self.settings.project(name)))
-        except CommandTimeout as exc:
-            return StackResult(name, REMOVE, False, f"{name}: failed to remove ({exc})")
-        except Exception as exc:  # fails this removal only
-            return StackResult(name, REMOVE, False,
-                               self.masker(f"{name}: failed to remove ({crash_line(exc)})"))
-        return StackResult(name, REMOVE, True, f"{name}: removed (no longer in the repo)")
-
     def _record(self, desired: DesiredState, results: dict[str, StackResult],
                 records: dict[str, Any], resolved: dict[str, Resolved] | None = None) -> set[str]:
         """Update the per-stack records; returns the images that fell out of some stack's
@@ -842,21 +818,6 @@ class Reconciler:
                 records.pop(name)
         return dropped
 
-    def _clean_images(self, records: dict[str, Any], dropped: set[str]) -> None:
-        """Remove images vigo deployed that no stack keeps for a rollback any more; docker
-        refuses to remove one a container still uses, and that is fine."""
-        kept = {image for record in records.values()
-                for _, images in record.get("images", []) for image in images}
-        for image in sorted(dropped - kept):
-            try:
-                removed = self.compose.remove_image(image).ok
-            except Exception as exc:  # an image that stays is no failure of the run
-                self.emit(f"warning: image {image}: not removed ({crash_line(exc)})")
-                continue
-            if removed:
-                self.emit(f"image {image}: removed (older than the last "
-                          f"{self.settings.keep_images} revisions)")
-
 
 def stack_order(desired: DesiredState, records: dict[str, Any],
                 resolved: dict[str, Resolved]) -> dict[str, tuple[str, ...]]:
@@ -871,24 +832,6 @@ def stack_order(desired: DesiredState, records: dict[str, Any],
     for name, res in resolved.items():
         out[name] = tuple(res.after)
     return {name: deps for name, deps in out.items() if deps}
-
-
-def crash_line(exc: BaseException) -> str:
-    """One line for an exception vigo did not expect: its type, message and the innermost
-    vigo function it came from (`render.py:_walk`), e.g. for an input render cannot handle."""
-    where = ""
-    for frame in traceback.extract_tb(exc.__traceback__):
-        path = Path(frame.filename)
-        if path.suffix == ".py" and "vigo" in path.parts[:-1]:
-            parts = path.parts[:-1]
-            rel = path.parts[len(parts) - parts[::-1].index("vigo"):]
-            where = f"{'/'.join(rel)}:{frame.name}"
-    text = " ".join(str(exc).split()).encode("utf-8", "backslashreplace").decode()
-    if len(text) > 300:
-        text = text[:300] + "..."
-    if isinstance(exc, CommandTimeout) and text:
-        return text  # names the command already
-    return type(exc).__name__ + (f" in {where}" if where else "") + (f": {text}" if text else "")
 
 
 def _where(rel: str, line: int | None) -> str:
