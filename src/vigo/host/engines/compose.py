@@ -59,6 +59,14 @@ def image_ref(image: str) -> str:
     return image + ":latest"
 
 
+def rollback_timeout(saved: dict, res: Resolved | None, default: int) -> int:
+    """How long the gate after a rollback waits: the `x-vigo.health_timeout` of the revision
+    it brings back (its saved model), else of the revision that failed (the gate before it
+    waited as long), else the host's `health_timeout`."""
+    back = xvigo.parse(saved.get(xvigo.KEY) if isinstance(saved, dict) else None)[0]
+    return back.health_timeout or (res.health_timeout if res is not None else None) or default
+
+
 @dataclass
 class Deployer:
     compose: Compose
@@ -400,7 +408,8 @@ class Deployer:
         up = self.compose.up_model(project, good, self.pulls.for_images(
             str((svc or {}).get("image") or "") for svc in model.values()))
         counts = {name: n for name, svc in model.items() if (n := health.replicas(svc)) != 1}
-        verdict = (self.gate(project, list(model), self.health_timeout, counts=counts)
+        timeout = rollback_timeout(json.loads(good.read_text()), res, self.health_timeout)
+        verdict = (self.gate(project, list(model), timeout, counts=counts)
                    if up.ok else health.Verdict(health.FAIL, f"docker compose up: {up.error(3)}"))
         if verdict.status != health.OK:
             return StackResult(stack.name, action.kind, False,
