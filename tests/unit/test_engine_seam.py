@@ -110,3 +110,27 @@ def test_observing_imports_no_deployer() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={"PYTHONPATH": src}, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class Hashing(Recording):
+    def config_hashes(self, project, files, env_files) -> dict[str, str]:
+        self.calls.append(("config --hash", project, tuple(Path(f).name for f in files)))
+        return {"migrate": "h-migrate", "web": "h-web"}
+
+
+def test_resolve_asks_the_engine_for_the_hash_each_job_gets(tmp_path: Path) -> None:
+    """A release job's config hash comes with vigo's override (host/resolve -> the engine)."""
+    from vigo.adapters.run import Masker
+    from vigo.core.model import Stack
+    from vigo.core.xvigo import BEFORE, Job
+    from vigo.host.resolve import Resolver
+
+    compose = Hashing(Result(("docker",), 0, "", ""))
+    settings = Settings(repo="x", host="h", project_prefix="a-")
+    resolver = Resolver(settings, compose, Masker(), print, print)  # type: ignore[arg-type]
+    paths = Paths(tmp_path / "rt", tmp_path / "sec", tmp_path / "ov", tmp_path / "man")
+    stack = Stack("web", "stacks/web/compose.yaml", (), (), (), {}, "h")
+    res = resolver._job_hashes(stack, paths, Resolved({"web": "app:1", "migrate": "app:1"},
+                                                      jobs=(Job("migrate", BEFORE),)))
+    assert res.job_hashes == {"migrate": "h-migrate"}
+    assert compose.calls == [("config --hash", "a-web", ("compose.yaml", "a-web.json"))]
