@@ -21,7 +21,8 @@ from vigo.host import engines, suspend
 
 if TYPE_CHECKING:
     from vigo.host import metrics
-    from vigo.host.reconcile import Reconciler, Report
+    from vigo.host.reconcile import Reconciler
+    from vigo.host.report import Report
 
 # Exit code of a manual `vigo apply` refused because vigo is suspended.
 EXIT_SUSPENDED = 1

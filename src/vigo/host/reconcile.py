@@ -1,6 +1,9 @@
 """One reconcile: lock -> source -> render -> secrets -> observe -> plan -> apply -> record.
 
-`vigo plan` runs the same steps up to the plan in a private temp dir and changes nothing.
+This room only sequences the stages, each in its own: source.py (fetch, signatures, checkout),
+core/render.py, secrets.py, runtime.py, engines/ (observe, deploy, remove), resolve.py,
+core/plan.py, record.py; and keeps one stack's failure from stopping the others. `vigo plan`
+runs the same steps up to the plan in a private temp dir and changes nothing.
 """
 
 from __future__ import annotations
