@@ -134,3 +134,19 @@ def test_resolve_asks_the_engine_for_the_hash_each_job_gets(tmp_path: Path) -> N
                                                       jobs=(Job("migrate", BEFORE),)))
     assert res.job_hashes == {"migrate": "h-migrate"}
     assert compose.calls == [("config --hash", "a-web", ("compose.yaml", "a-web.json"))]
+
+
+def test_apply_order_joins_after_and_the_networks_a_stack_uses() -> None:
+    from vigo.core.model import DesiredState
+    from vigo.host.resolve import apply_order
+
+    net = {"backend": {"name": "shared-net"}}
+    db = Resolved({}, model={"services": {"db": {"networks": {"backend": None}}},
+                             "networks": net})
+    app = Resolved({}, after=("cache",), model={
+        "services": {"web": {"networks": {"backend": None}}},
+        "networks": {"backend": {**net["backend"], "external": True}}})
+    desired = DesiredState("r" * 40, "h", {}, {}, ())
+    records = {"gone": {"after": ["db"]}, "db": {"after": "odd"}}  # a removed stack's order
+    assert apply_order(desired, records, {"db": db, "app": app}, lambda n: "x-" + n) == {
+        "gone": ("db",), "app": ("cache", "db")}

@@ -65,7 +65,7 @@ from vigo.host.report import (  # the names callers import from here
     EXIT_SOURCE,
     Report,
 )
-from vigo.host.resolve import Resolver, stack_order
+from vigo.host.resolve import Resolver, apply_order, stack_order
 from vigo.host.secrets import Secrets
 from vigo.host.source import Source
 
@@ -296,11 +296,7 @@ class Reconciler:
         engine = engines.Engines(engines.Run(  # an idle run starts none: no deployer, no pool
             self.settings, self.compose, paths, self._progress, self.emit, self.masker,
             pulls=self.secrets.pulls(report, desired, paths) if work else None))
-        after = stack_order(desired, records, resolved)
-        shares = {n: xvigo.shared(r.model, n, self.settings.project(n))
-                  for n, r in resolved.items()}
-        for name, owners in xvigo.implicit_after(shares, (PROXY,))[0].items():
-            after[name] = tuple(sorted(set(after.get(name, ())) | owners))  # it uses theirs
+        after = apply_order(desired, records, resolved, self.settings.project)
         failed = {a.stack for a in the_plan.by_kind(FAIL, HOLD)}
         converged: dict[str, bool] = {}  # stack -> ok, of the creates and updates so far
 

@@ -17,7 +17,7 @@ from vigo.adapters.compose import Compose
 from vigo.adapters.run import CommandTimeout, Masker
 from vigo.config import Settings
 from vigo.core import render, xvigo
-from vigo.core.model import DesiredState, Paths, Resolved, Stack
+from vigo.core.model import PROXY, DesiredState, Paths, Resolved, Stack
 from vigo.host import engines
 
 if TYPE_CHECKING:  # imported where a stack may change, never by an idle run
@@ -203,6 +203,18 @@ def stack_order(desired: DesiredState, records: dict[str, Any],
     for name, res in resolved.items():
         out[name] = tuple(res.after)
     return {name: deps for name, deps in out.items() if deps}
+
+
+def apply_order(desired: DesiredState, records: dict[str, Any], resolved: dict[str, Resolved],
+                project: Callable[[str], str]) -> dict[str, tuple[str, ...]]:
+    """stack -> the stacks it deploys after: x-vigo.after (stack_order), and the stacks that
+    create an external network or volume it uses (xvigo.implicit_after; the proxy always runs
+    first and gives no order)."""
+    after = stack_order(desired, records, resolved)
+    shares = {n: xvigo.shared(r.model, n, project(n)) for n, r in resolved.items()}
+    for name, owners in xvigo.implicit_after(shares, (PROXY,))[0].items():
+        after[name] = tuple(sorted(set(after.get(name, ())) | owners))  # it uses theirs
+    return after
 
 
 def _where(rel: str, line: int | None) -> str:
