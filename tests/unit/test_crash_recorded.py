@@ -23,9 +23,11 @@ from vigo.core.model import (
     Stack,
     StackResult,
 )
-from vigo.host import state
-from vigo.host.engines.compose import Deployer
-from vigo.host.reconcile import EXIT_FAILED, Reconciler, Report, _mounts_hash, crash_line
+from vigo.host import engines, state
+from vigo.host.crash import crash_line
+from vigo.host.engines.compose import ComposeEngine, Deployer
+from vigo.host.reconcile import EXIT_FAILED, Reconciler, Report
+from vigo.host.resolve import _mounts_hash
 
 
 def settings(tmp_path: Path) -> Settings:
@@ -115,12 +117,12 @@ def test_an_interrupt_is_never_recorded_as_ok(tmp_path, monkeypatch):
 def test_a_crash_in_plan_is_a_failed_plan(tmp_path, monkeypatch):
     lines: list[str] = []
     rec = reconciler(tmp_path, lines)
-    monkeypatch.setattr(rec, "_key_refused", lambda report: False)
+    monkeypatch.setattr(rec.secrets, "key_refused", lambda report: False)
 
     def boom(*_args, **_kw):
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr(rec, "_source", boom)
+    monkeypatch.setattr(rec.source, "desired", boom)
     report = rec.plan()
     assert report.exit_code == EXIT_FAILED and "RecursionError" in report.error
     assert report.plan is None
@@ -130,7 +132,7 @@ def test_crash_line_names_the_innermost_vigo_function():
     try:
         _mounts_hash(None, Path("/"), set())  # type: ignore[arg-type]
     except AttributeError as exc:
-        assert crash_line(exc).startswith("AttributeError in host/reconcile.py:_mounts_hash: ")
+        assert crash_line(exc).startswith("AttributeError in host/resolve.py:_mounts_hash: ")
 
 
 def test_crash_line_is_one_printable_line():
@@ -208,7 +210,9 @@ def test_image_cleanup_that_raises_is_a_warning(tmp_path):
     lines: list[str] = []
     rec = reconciler(tmp_path, lines)
     rec.compose = Engine(rmi=CommandTimeout("docker rmi old:1 timed out after 600 s"))  # type: ignore[assignment]
-    rec._clean_images({}, {"old:1"})
+    paths = Paths(tmp_path / "rt", tmp_path / "sec", tmp_path / "ov", tmp_path / "man")
+    engine = ComposeEngine(engines.Run(rec.settings, rec.compose, paths, rec.emit, rec.emit))
+    engine.remove_images({"old:1"})
     assert lines == ["warning: image old:1: not removed (docker rmi old:1 timed out after "
                      "600 s)"]
 

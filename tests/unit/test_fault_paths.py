@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from vigo.adapters.compose import DockerError
 from vigo.adapters.run import Result
+from vigo.core import health
 from vigo.core.model import CREATE, UPDATE, Action, Container, Paths, Resolved, Stack
-from vigo.host.engines.compose import Deployer
+from vigo.host.engines.compose import Deployer, rollback_timeout
 
 STACK = Stack("app", "stacks/app/docker-compose.yml", ("stacks/app/docker-compose.yml",), (), (),
               {}, "h1")
@@ -140,3 +143,39 @@ def test_healthy_state_that_cannot_be_saved_is_said_not_fatal(tmp_path: Path) ->
     assert result.ok
     assert result.message.startswith("app: created (new stack; its healthy state was not saved "
                                      f"for a rollback: cannot write {tmp_path}/secrets/good/")
+
+
+@pytest.mark.parametrize(("saved", "failed", "default", "expected"), [
+    ({}, None, 30, 30),  # neither revision sets one: the host's health_timeout
+    ({}, 300, 30, 300),  # the failed revision's: the gate before the rollback waited as long
+    ({"x-vigo": {"health_timeout": 200}}, 300, 30, 200),  # the revision brought back
+    ({"x-vigo": {"health_timeout": 200}}, None, 30, 200),
+    ({"x-vigo": {"health_timeout": "odd"}}, 300, 30, 300),  # unreadable: as if unset
+    ({"x-vigo": "odd"}, None, 30, 30),
+])
+def test_rollback_timeout(saved, failed, default, expected) -> None:
+    assert rollback_timeout(saved, Resolved({}, health_timeout=failed), default) == expected
+
+
+@pytest.mark.parametrize(("saved", "failed", "expected"), [
+    ('{"services": {"web": {}}}', None, 30),
+    ('{"services": {"web": {}}}', 300, 300),
+    ('{"services": {"web": {}}, "x-vigo": {"health_timeout": 200}}', 300, 200),
+])
+def test_the_rollback_gate_waits_the_stacks_health_timeout(tmp_path: Path, saved, failed,
+                                                          expected) -> None:
+    engine = FakeEngine()
+    d = deployer(tmp_path, engine)
+    d.paths.good_model("x-app").parent.mkdir(parents=True)
+    d.paths.good_model("x-app").write_text(saved)
+    waited: list[float] = []
+
+    def gate(project, services, timeout, only=None, counts=None):
+        waited.append(timeout)
+        return health.Verdict(health.FAIL if len(waited) == 1 else health.OK, "unhealthy")
+
+    d.gate = gate  # type: ignore[method-assign]
+    result = d.deploy(STACK, Action("app", UPDATE), Resolved({"web": "app:sha-1"},
+                      health_timeout=failed), (), RECORD, "b" * 40)
+    assert result.rolled_back_to == "a" * 12, result.message
+    assert waited == [failed or 30, expected]  # the gate, then the gate after the rollback

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vigo.adapters import fs
-from vigo.host.reconcile import mount_sources
+from vigo.host.resolve import mount_sources
 
 REL = "stacks/app/data/x/authorized_keys"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.gitsync import sync
 from vigo.adapters import git as gitmod
 from vigo.adapters.git import Git
 from vigo.adapters.run import Runner
@@ -56,7 +57,7 @@ class Host:
     def sync(self) -> list[str]:
         """One source step of a run: the git subcommands it started."""
         self.lines.clear()
-        rev = self.git.sync(self.remote, "main", self.checkout)
+        rev, _ = sync(self.git, self.remote, "main", self.checkout)
         assert rev == sh("git", "-C", self.checkout, "rev-parse", "HEAD").strip()
         return [line.split(" -C ", 1)[1].split()[1] for line in self.lines if " -C " in line]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.gitsync import sync
 from vigo.adapters.git import GIT, Git, SourceError, config_text
 from vigo.adapters.run import Runner
 
@@ -76,7 +77,7 @@ def test_planted_git_config_never_runs(tmp_path: Path, attack: str) -> None:
     marks.mkdir()
     sh("git", "clone", "-q", "--bare", str(bare), str(evil))
     git = Git(Runner())
-    git.sync(str(bare), "main", checkout)
+    sync(git, str(bare), "main", checkout)
     (marks / "inc.config").write_text(f'[core]\n\tfsmonitor = "touch {marks}/include"\n')
     text, files = attacks(marks, evil)[attack]
     with open(checkout / ".git" / "config", "a") as f:
@@ -90,8 +91,8 @@ def test_planted_git_config_never_runs(tmp_path: Path, attack: str) -> None:
         (marks / "hooks" / h).write_text(f"#!/bin/sh\ntouch {marks}/hooks-path\n")
         os.chmod(marks / "hooks" / h, 0o755)
     push(work, bare, "two\n")
-    rev = git.sync(str(bare), "main", checkout)
-    assert not git.recovered  # the rewrite, not a fresh clone, disarmed it
+    rev, recovered = sync(git, str(bare), "main", checkout)
+    assert not recovered  # the rewrite, not a fresh clone, disarmed it
     assert (checkout / "a.txt").read_text() == "two\n"
     git.head(checkout)
     git.is_ancestor(checkout, rev, rev)
@@ -108,14 +109,14 @@ def test_config_and_checkout_modes_after_clone_and_reclone(tmp_path: Path) -> No
     git = Git(Runner())
     old = os.umask(0o022)
     try:
-        git.sync(str(bare), "main", checkout)
+        sync(git, str(bare), "main", checkout)
         assert stat.S_IMODE(checkout.stat().st_mode) == 0o700
         assert stat.S_IMODE((checkout / ".git/config").stat().st_mode) == 0o600
         (checkout / ".git" / "index.lock").write_text("")  # a crash: the checkout is recloned
-        git.sync(str(bare), "main", checkout)
+        _, recovered = sync(git, str(bare), "main", checkout)
     finally:
         os.umask(old)
-    assert git.recovered
+    assert recovered.startswith(f"{checkout} was broken (")
     assert stat.S_IMODE(checkout.stat().st_mode) == 0o700
     assert stat.S_IMODE((checkout / ".git/config").stat().st_mode) == 0o600
 
@@ -125,7 +126,7 @@ def test_links_in_the_checkout_are_never_followed(tmp_path: Path, kind: str) -> 
     work, bare = origin(tmp_path)
     checkout, victim = tmp_path / "checkout", tmp_path / "victim"
     git = Git(Runner())
-    git.sync(str(bare), "main", checkout)
+    sync(git, str(bare), "main", checkout)
     sh("git", "init", "-q", str(victim))
     (victim / "config").write_text("not git's\n")
     (victim / "attributes").write_text("keep me\n")
@@ -142,7 +143,7 @@ def test_links_in_the_checkout_are_never_followed(tmp_path: Path, kind: str) -> 
         shutil.rmtree(dotgit / "info")
         (dotgit / "info").symlink_to(victim)
     push(work, bare, "two\n")
-    git.sync(str(bare), "main", checkout)
+    sync(git, str(bare), "main", checkout)
     assert (checkout / "a.txt").read_text() == "two\n"
     assert {p.name: p.read_bytes() for p in victim.iterdir() if p.is_file()} == before
     assert not (checkout / ".git").is_symlink()

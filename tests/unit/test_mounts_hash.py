@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vigo.host.reconcile import _mounts_hash
+from vigo.host.resolve import _mounts_hash
 
 FILES = {"stacks/app/app.conf": "a=1\n", "stacks/app/pw.txt": "s3cret\n",
          "stacks/app/conf.d/x.ini": "x\n", "stacks/app/other.conf": "o\n"}

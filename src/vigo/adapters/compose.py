@@ -250,7 +250,3 @@ class Compose:
         if not res.ok:
             raise DockerError(f"the Docker engine does not answer: {res.error(2)}")
         return res.stdout.strip()
-
-
-def parse_config(text: str) -> dict[str, object]:
-    return json.loads(text)

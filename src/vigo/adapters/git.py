@@ -354,7 +354,6 @@ class Git:
         self.runner = runner
         self.timeout = timeout
         self.auth = auth
-        self.recovered = ""  # set when a broken checkout was replaced by a fresh clone
 
     def _git(self, checkout: Path, *args: str, timeout: float | None = None,
              remote: Remote | None = None):
@@ -410,34 +409,20 @@ class Git:
         return keys[0][1] if keys else ""
 
     def fetch(self, repo: str, branch: str, checkout: Path) -> str:
-        """Fetch the branch into refs/remotes/origin/<branch>; return the fetched commit.
-        The working tree is not touched: a commit can be verified before it is checked out.
-        A broken checkout (stale index.lock, corrupt objects) is replaced by a fresh clone
-        when the remote answers."""
+        """Fetch the branch into refs/remotes/origin/<branch> (the checkout created or its
+        config pinned first); return the fetched commit. The working tree is not touched: a
+        commit can be verified before it is checked out. A broken checkout raises SourceError
+        (host/source.py decides whether to clone afresh)."""
         remote = self.remote(repo)
-        try:
-            self._ensure_repo(remote.url, checkout, branch)
-            return self._fetch(remote, branch, checkout)
-        except CredentialError:
-            raise
-        except SourceError as first:
-            if not self._remote_answers(remote, branch, checkout.parent):
-                raise
-            self._reclone(remote, branch, checkout, why=str(first))
-            return self._fetch(remote, branch, checkout)
+        self._ensure_repo(remote.url, checkout, branch)
+        return self._fetch(remote, branch, checkout)
 
-    def checkout(self, repo: str, branch: str, checkout: Path, commit: str) -> str:
-        """Make the working tree exactly `commit` (untracked files removed); a checkout that
-        cannot (a stale index.lock after a crash, a broken object) is cloned afresh."""
+    def checkout(self, checkout: Path, commit: str) -> str:
+        """Make the working tree exactly `commit` (untracked files removed); SourceError when
+        it cannot (a stale index.lock after a crash, a broken object)."""
         if tree_intact(checkout, commit):  # idle: reset and clean would change nothing
             return commit
-        try:
-            return self._checkout(checkout, commit)
-        except SourceError as exc:
-            remote = self.remote(repo)
-            self._reclone(remote, branch, checkout, why=str(exc))
-            self._fetch(remote, branch, checkout)
-            return self._checkout(checkout, commit)
+        return self._checkout(checkout, commit)
 
     def _checkout(self, checkout: Path, commit: str) -> str:
         forget_tree(checkout)  # a crash in between leaves no manifest that could match
@@ -448,10 +433,6 @@ class Git:
                                   f"{res.error(3)}")
         record_tree(checkout, commit)
         return commit
-
-    def sync(self, repo: str, branch: str, checkout: Path) -> str:
-        """Fetch and check out the branch; return the commit id."""
-        return self.checkout(repo, branch, checkout, self.fetch(repo, branch, checkout))
 
     def _ensure_repo(self, repo: str, checkout: Path, branch: str = "") -> None:
         dotgit = checkout / ".git"
@@ -529,14 +510,16 @@ class Git:
                               f"{res.error()}")
         return res.stdout.strip()
 
-    def _remote_answers(self, remote: Remote, branch: str, cwd: Path) -> bool:
+    def remote_answers(self, repo: str, branch: str, cwd: Path) -> bool:
+        remote = self.remote(repo)
         cwd.mkdir(parents=True, exist_ok=True)
         res = self.runner.run((*GIT, *remote.args, "ls-remote", "--heads", remote.url, branch),
                               env={**GIT_ENV, **dict(remote.env)}, timeout=self.timeout, cwd=cwd)
         return res.ok and bool(res.stdout.strip())
 
-    def _reclone(self, remote: Remote, branch: str, checkout: Path, why: str) -> None:
+    def reclone(self, repo: str, branch: str, checkout: Path, why: str) -> None:
         """Replace a broken checkout with a fresh clone, swapped in by renames."""
+        remote = self.remote(repo)
         fresh = checkout.with_name(f".{checkout.name}.fresh")
         shutil.rmtree(fresh, ignore_errors=True)
         res = self.runner.run((*GIT, *remote.args, "clone", "-q", "--no-checkout",
@@ -554,7 +537,6 @@ class Git:
             checkout.rename(broken)
         fresh.rename(checkout)
         shutil.rmtree(broken, ignore_errors=True)
-        self.recovered = f"{checkout} was broken ({why}); replaced it with a fresh clone"
 
     def init_and_commit(self, repo: Path, message: str) -> str:
         """`git init` a new repo on a workstation and commit everything in it. The user's own

@@ -545,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         print("vigo: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the safety net: one line, never a traceback (--debug shows it)
-        from vigo.host.reconcile import crash_line
+        from vigo.host.crash import crash_line
 
         print(f"vigo {args.command}: {crash_line(exc)}; this is a bug or an input vigo cannot "
               "handle" + ("" if args.debug else " (--debug shows the traceback)"),

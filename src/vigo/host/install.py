@@ -331,13 +331,14 @@ def _first_clone(settings: Settings, say: Say, runner) -> int:
     apply checks out, after its signature checks)."""
     from vigo.adapters.git import SourceError, git_auth
     from vigo.adapters.run import CommandTimeout
+    from vigo.host.source import fetch_branch
 
     say(INFO, f"clone: fetching {_shown(settings.repo)} branch {settings.branch} into "
               f"{settings.checkout} (the first clone can take a while)")
     t0 = time.monotonic()
     try:
-        rev = Git(runner, settings.git_timeout, git_auth(settings)).fetch(
-            settings.repo, settings.branch, settings.checkout)
+        rev, _ = fetch_branch(Git(runner, settings.git_timeout, git_auth(settings)),
+                              settings.repo, settings.branch, settings.checkout)
     except (SourceError, CommandTimeout) as exc:
         say(ERR, f"clone: {runner.masker(str(exc))}; nothing changed")
         return 3

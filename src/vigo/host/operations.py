@@ -17,11 +17,12 @@ from vigo.adapters.run import CommandTimeout, Runner
 from vigo.config import Settings
 from vigo.core import notify
 from vigo.core.model import Container
-from vigo.host import suspend
+from vigo.host import engines, suspend
 
 if TYPE_CHECKING:
     from vigo.host import metrics
-    from vigo.host.reconcile import Reconciler, Report
+    from vigo.host.reconcile import Reconciler
+    from vigo.host.report import Report
 
 # Exit code of a manual `vigo apply` refused because vigo is suspended.
 EXIT_SUSPENDED = 1
@@ -150,9 +151,7 @@ def _args(r: notify.Request) -> tuple[str, str, bytes | None, dict[str, str]]:
 
 
 def _containers(reconciler: Reconciler) -> tuple[Container, ...]:
-    prefix = reconciler.settings.project_prefix
-    return tuple(c for c in reconciler.compose.containers()
-                 if c.instance == prefix and c.project == prefix + c.stack)
+    return engines.mine(reconciler.compose.containers(), reconciler.settings.project_prefix)
 
 
 def stack_up(containers: tuple[Container, ...]) -> bool:
@@ -189,10 +188,8 @@ def _write_metrics_suspended(settings: Settings, err: Callable[[str], None]) -> 
     except ValueError:
         finished = 0.0  # no run finished yet
     try:
-        containers: tuple[Container, ...] | None = tuple(
-            c for c in Compose(Runner()).containers()
-            if c.instance == settings.project_prefix
-            and c.project == settings.project_prefix + c.stack)
+        containers: tuple[Container, ...] | None = engines.mine(Compose(Runner()).containers(),
+                                                                settings.project_prefix)
     except (DockerError, CommandTimeout):
         containers = None
     snap = _snapshot(st, finished, st.get("exit_code", 0) == 0, float(st.get("duration", 0) or 0),

@@ -1,12 +1,13 @@
 """One reconcile: lock -> source -> render -> secrets -> observe -> plan -> apply -> record.
 
-`vigo plan` runs the same steps up to the plan in a private temp dir and changes nothing.
+This room only sequences the stages, each in its own: source.py (fetch, signatures, checkout),
+core/render.py, secrets.py, runtime.py, engines/ (observe, deploy, remove), resolve.py,
+core/plan.py, record.py; and keeps one stack's failure from stopping the others. `vigo plan`
+runs the same steps up to the plan in a private temp dir and changes nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import sys
@@ -14,27 +15,19 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from vigo import config
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.engine import local_capacity
-from vigo.adapters.git import (
-    Git,
-    SignatureSetupError,
-    SourceError,
-    git_auth,
-    signature_pins,
-    url_secrets,
-)
+from vigo.adapters.git import Git, git_auth, url_secrets
 from vigo.adapters.lock import Locked, LockError, RunLock
 from vigo.adapters.run import CommandTimeout, Masker, Runner
-from vigo.adapters.sops import DecryptError, Sops, credential_problem, key_problem
+from vigo.adapters.sops import Sops
 from vigo.config import Settings
-from vigo.core import dotenv, render, trust, xvigo
+from vigo.core import render, trust, xvigo
 from vigo.core.model import (
     CREATE,
     FAIL,
@@ -45,19 +38,16 @@ from vigo.core.model import (
     UNCHANGED,
     UPDATE,
     Action,
-    Container,
     DesiredState,
     Observed,
     Options,
     Paths,
     Plan,
     Resolved,
-    Stack,
     StackResult,
 )
 from vigo.core.plan import (
     blocked,
-    completed,
     conflict,
     guard_overlay,
     needs_resolve,
@@ -65,43 +55,27 @@ from vigo.core.plan import (
     phases,
     plan,
 )
-from vigo.host import state
+from vigo.host import engines, record, runtime, state
+from vigo.host.crash import crash_line
+from vigo.host.report import (  # the names callers import from here
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_SOURCE,
+    Report,
+)
+from vigo.host.resolve import Resolver, apply_order, stack_order
+from vigo.host.secrets import Secrets
+from vigo.host.source import Source
 
-if TYPE_CHECKING:  # imported where a stack may change, never by an idle run
-    from vigo.core import policy, registries
+__all__ = ["EXIT_FAILED", "EXIT_INVALID", "EXIT_LOCKED", "EXIT_OK", "EXIT_SOURCE", "Reconciler",
+           "Report", "crash_line", "parallelism"]
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_SOURCE, EXIT_LOCKED = 0, 1, 2, 3, 75
 PARALLEL_PER_CPU = 4  # a deploy mostly waits (engine, health polls): more than one per core
 PARALLEL_MAX = 16  # the engine serialises network attaches; compose is ~40 MB a process
 COMPOSE_MB = 100  # memory one concurrent deploy may take (compose, docker CLI, vigo thread)
 ACME_JSON = "proxy/acme/acme.json"
-
-
-@dataclass
-class Report:
-    command: str
-    host: str
-    revision: str = ""
-    exit_code: int = EXIT_OK
-    results: list[StackResult] = field(default_factory=list)
-    plan: Plan | None = None
-    warnings: list[str] = field(default_factory=list)
-    error: str = ""
-    started: str = field(default_factory=state.now)
-    duration: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "command": self.command, "host": self.host, "revision": self.revision,
-            "exit_code": self.exit_code, "error": self.error, "warnings": self.warnings,
-            "started": self.started, "duration": round(self.duration, 3),
-            "stacks": [r.to_json() for r in self.results],
-        }
-        if self.plan is not None:
-            out["plan"] = [{"stack": a.stack, "action": a.kind, "reasons": list(a.reasons)}
-                           for a in self.plan.actions]
-            out["refusal"] = self.plan.refusal
-        return out
 
 
 class Reconciler:
@@ -118,6 +92,10 @@ class Reconciler:
         self.git = Git(self.runner, settings.git_timeout, git_auth(settings))
         self.sops = Sops(self.runner)
         self.compose = Compose(self.runner, settings.compose_timeout)
+        # the stages before the plan, each in its room
+        self.source = Source(settings, self.git, self.masker, self.emit, self._warn)
+        self.secrets = Secrets(settings, self.sops, self.masker, self.emit, self._warn)
+        self.resolver = Resolver(settings, self.compose, self.masker, self._progress, self.emit)
 
     # -- the two entry points ---------------------------------------------------------------
 
@@ -171,9 +149,9 @@ class Reconciler:
                 st, warning = state.load(s.state)
                 if warning:
                     self._warn(report, warning)
-                if self._key_refused(report):
+                if self.secrets.key_refused(report):
                     return report
-                desired = self._source(report, fetch, trust.base(st))
+                desired = self.source.desired(report, fetch, trust.base(st))
                 if desired is None:
                     return report
                 result = self._prepare(report, desired, st, paths, options, persist=False)
@@ -221,88 +199,6 @@ class Reconciler:
         report.warnings.append(self.masker(text))
         self.emit(f"warning: {text}")
 
-    def _key_refused(self, report: Report) -> bool:
-        """Every run, before anything is touched: one stat of the age key (docs/security.md)."""
-        why = key_problem(self.settings.age_key_file) or credential_problem(self.settings)
-        if why:
-            report.exit_code, report.error = EXIT_INVALID, why
-            self.emit(f"settings: {why}; nothing changed")
-        return bool(why)
-
-    def _source(self, report: Report, fetch: bool = True, accepted: str = "",
-                allow_rewind: bool = False) -> DesiredState | None:
-        s = self.settings
-        try:
-            if fetch:
-                fetched = self.git.fetch(s.repo, s.branch, s.checkout)
-                if not self._trusted(report, fetched, accepted, allow_rewind):
-                    return None  # before the checkout moves: nothing changed
-                rev = self.git.checkout(s.repo, s.branch, s.checkout, fetched)
-                if self.git.recovered:
-                    self._warn(report, self.git.recovered)
-            else:
-                rev = self.git.head(s.checkout)
-                if not rev:
-                    raise SourceError(f"{s.checkout} has no checkout yet: run without --no-fetch")
-        except (SourceError, CommandTimeout) as exc:
-            report.exit_code, report.error = EXIT_SOURCE, self.masker(str(exc))
-            self.emit(f"source: {report.error}; nothing changed, the next run tries again")
-            return None
-        report.revision = rev
-        desired = render.render(s.checkout, s.host, rev)
-        for w in desired.warnings:
-            self._warn(report, w)
-        if desired.error:  # stacks may be hidden: nothing is pruned, nothing changes
-            report.exit_code, report.error = EXIT_FAILED, self.masker(desired.error)
-            self.emit(f"render: {report.error}; nothing changed")
-            return None
-        return desired
-
-    def _trusted(self, report: Report, fetched: str, accepted: str,
-                 allow_rewind: bool) -> bool:
-        """Signed commits (trust.py), when a key setting is on: the fetched commit must descend
-        from the last accepted one, and every commit in between be signed by a trusted key."""
-        s = self.settings
-        if s.allowed_signers is None and s.gpg_keyring is None:
-            return True
-        try:
-            pins = signature_pins(s.allowed_signers, s.gpg_keyring)
-        except SignatureSetupError as exc:
-            report.exit_code, report.error = EXIT_INVALID, f"signed commits: {exc}"
-            self.emit(f"settings: {report.error}; nothing changed")
-            return False
-        if fetched == accepted:  # an idle run asks git nothing more
-            return True
-        decision = trust.verify(
-            accepted or self.git.read_ref(s.checkout, trust.REF), fetched,
-            trust.SSH if s.allowed_signers else trust.GPG, allow_rewind,
-            is_ancestor=lambda a, b: self.git.is_ancestor(s.checkout, a, b),
-            log=lambda revisions: self.git.signatures(s.checkout, revisions, pins))
-        if not decision.ok:
-            report.exit_code, report.error = trust.EXIT_REFUSED, decision.line
-            report.revision = fetched
-            self.emit(f"source: {decision.line}; nothing changed")  # an error in the journal
-        elif decision.line:
-            self.emit(f"signatures: {decision.line}")
-        return decision.ok
-
-    def _accept(self, report: Report, st: dict[str, Any], rev: str) -> None:
-        """Remember the commit apply checked out: the base of the next signature check. Saved
-        at once, then pinned as refs/vigo/applied (gc keeps it): the state is never older."""
-        s = self.settings
-        if st.get(trust.STATE_KEY) == rev:
-            return
-        st[trust.STATE_KEY] = rev
-        if s.allowed_signers is None and s.gpg_keyring is None:
-            return
-        try:
-            state.save(s.state, st)
-        except OSError as exc:
-            self._warn(report, f"cannot save the state file: {exc}")
-        error = self.git.update_ref(s.checkout, trust.REF, rev)
-        if error:
-            self._warn(report, f"cannot pin {rev[:12]} as {trust.REF}: {error}")
-
     def _run_apply(self, report: Report, st: dict[str, Any], options: Options) -> None:
         s = self.settings
         if not s.secrets_on_disk and fs.filesystem_type(s.secrets) not in ("tmpfs", "ramfs"):
@@ -313,11 +209,11 @@ class Reconciler:
                             "(/dev/shm/vigo), or set secrets_on_disk = true")
             self.emit(f"settings: {report.error}")
             return
-        if self._key_refused(report):
+        if self.secrets.key_refused(report):
             return
         paths = Paths(s.runtime, s.secrets, s.state / "overrides", s.state / "rendered.json")
-        desired = self._source(report, accepted=trust.base(st),
-                               allow_rewind=options.allow_rewind)
+        desired = self.source.desired(report, accepted=trust.base(st),
+                                      allow_rewind=options.allow_rewind)
         if desired is None:
             return
         if desired.env_files and not s.age_key_file.exists():  # lost: not one stack can change
@@ -329,7 +225,7 @@ class Reconciler:
             self.emit(f"settings: {report.error}")
             return
         st["revision_attempted"] = desired.revision
-        self._accept(report, st, desired.revision)
+        self.source.accept(report, st, desired.revision)
         result = self._prepare(report, desired, st, paths, options, persist=True)
         if result is None:
             return
@@ -351,36 +247,20 @@ class Reconciler:
             self.emit(f"docker: {exc}")
             return None
         candidates = needs_resolve(desired, observed, records, options.force)
-        failures = self._secrets(desired, candidates, st, paths,
-                                 persist=persist and not options.force)
+        failures = self.secrets.decrypt(desired, candidates, st, paths,
+                                        persist=persist and not options.force)
         # YAML over the caps (an alias bomb): failed before it reaches the runtime or compose
         failures.update(render.yaml_problems(desired, [n for n in candidates
                                                        if n not in failures]))
-        self._render_runtime(report, desired, paths, failures)
+        runtime.write(desired, paths, failures, lambda text: self._warn(report, text))
         if any(s.name == PROXY for s in desired.stacks):
             err = fs.ensure_private_file(paths.runtime / ACME_JSON, paths.runtime)
             if err:
                 failures[PROXY] = err
         names = [n for n in candidates if n not in failures]
-        failures.update(self._policy(desired, names, paths))
-        resolved = {}
-        if names:  # resolve first, then judge what Docker would run (policy.py)
-            from vigo.core import lint  # ruamel.yaml: imported only when a stack may change
-
-            proxy_network = lint._proxy_network(paths.runtime)
-            for name in names:
-                if name in failures:
-                    continue
-                stack = desired.stack(name)
-                assert stack is not None
-                keys = set().union(*(lint.env_key_names(desired.env_files[rel])
-                                     for rel in stack.interpolation_env))
-                res = self._resolve(stack, paths, set(desired.files), proxy_network, keys)
-                if res.policy:
-                    failures[name] = "; ".join(res.policy)
-                else:
-                    resolved[name] = res
-        failures.update(self._links(resolved, paths, set(desired.env_files)))
+        failures.update(self.resolver.policy(desired, names, paths))
+        resolved = self.resolver.resolve_all(desired, names, paths, failures)
+        failures.update(self.resolver.links(resolved, paths, set(desired.env_files)))
         after = stack_order(desired, records, resolved)
         for name, why in xvigo.order_problems(after, [s.name for s in desired.stacks]).items():
             if name in resolved:
@@ -390,34 +270,8 @@ class Reconciler:
                                  desired, st.get("overlay"), options)
         return the_plan, observed, resolved
 
-    def _policy(self, desired: DesiredState, names: list[str], paths: Paths) -> dict[str, str]:
-        """The text rules of `vigo check` that need no resolved model (pinned images, Traefik
-        names, env files, includes), stack by stack: a stack with an error is not applied."""
-        if not names:
-            return {}
-        from vigo.core import lint  # ruamel.yaml: imported only when a stack may change
-
-        policy = config.policy_of(self.settings)
-        failures = {}
-        for name in names:
-            stack = desired.stack(name)
-            assert stack is not None
-            keys = set().union(*(lint.env_key_names(desired.env_files[rel])
-                                 for rel in stack.interpolation_env))
-            errors = [f for f in lint.lint_stack(paths.runtime, name, stack.compose_file, keys,
-                                                 policy, resolved=True)
-                      if f.severity == lint.ERROR]
-            if errors:
-                failures[name] = "; ".join(
-                    f"policy [{f.rule}] {f.path}" + (f":{f.line}" if f.line else "")
-                    + f": {f.message}; fix: {f.fix[:1].lower()}{f.fix[1:].rstrip('.')}"
-                    for f in errors)
-        return failures
-
     def _observe(self) -> Observed:
-        prefix = self.settings.project_prefix
-        return Observed(tuple(c for c in self.compose.containers(instance=prefix)
-                              if c.instance == prefix and c.project == prefix + c.stack))
+        return engines.observe(self.compose, self.settings.project_prefix)
 
     def _parallel(self, stacks: int) -> int:
         """How many stacks deploy at once: parallelism(), from the engine's CPUs, ours and the
@@ -431,196 +285,6 @@ class Reconciler:
             self.emit(f"deploying {stacks} stack(s), {n} at a time")
         return n
 
-    def _secrets(self, desired: DesiredState, candidates: list[str], st: dict[str, Any],
-                 paths: Paths, *, persist: bool) -> dict[str, str]:
-        """Decrypt the env files the candidate stacks use (when their ciphertext changed or
-        the tmpfs lost them). Returns failures per stack."""
-        s = self.settings
-        env_dir = fs.private_dir(paths.secrets / "env", root=fs.private_dir(paths.secrets))
-        known: dict[str, str] = st["env"] if persist else {}
-        wanted = {rel for name in candidates for rel in desired.stack(name).env_files}  # type: ignore[union-attr]
-        failed: dict[str, str] = {}
-        for rel in sorted(wanted):
-            src = desired.env_files[rel]
-            dst = paths.secrets / rel
-            digest = render.digest(src)
-            if known.get(rel) == digest and dst.is_file():
-                self.masker.add(v for _, v in dotenv.parse_written(dst.read_text()))
-                continue
-            try:
-                pairs = dotenv.parse_sops(self.sops.decrypt_dotenv(src, s.age_key_file))
-            except (DecryptError, dotenv.DotenvError, CommandTimeout) as exc:
-                failed[rel] = f"{rel}: {exc}"
-                fs.remove(dst, root=paths.secrets)
-                known.pop(rel, None)
-                continue
-            self.masker.add(v for _, v in pairs)
-            try:
-                fs.write_secret(dst, dotenv.format_for_compose(pairs), root=paths.secrets)
-            except OSError as exc:  # a full tmpfs: the stacks that use it fail, not the run
-                failed[rel] = f"{rel}: cannot write {dst}: {exc.strerror or exc}"
-                fs.remove(dst, root=paths.secrets)
-                known.pop(rel, None)
-                continue
-            known[rel] = digest
-        for stale in sorted(env_dir.glob("*.env")):
-            rel = f"env/{stale.name}"
-            if rel not in desired.env_files:
-                fs.remove(stale, root=paths.secrets)
-                known.pop(rel, None)
-        failures: dict[str, str] = {}
-        for name in candidates:
-            why = [failed[rel] for rel in desired.stack(name).env_files if rel in failed]  # type: ignore[union-attr]
-            if why:
-                failures[name] = "; ".join(why)
-        return failures
-
-    def _render_runtime(self, report: Report, desired: DesiredState, paths: Paths,
-                        failures: dict[str, str]) -> None:
-        # A stack that cannot be applied keeps the files it last ran with.
-        broken = {s.name for s in desired.stacks if s.problems} | set(failures)
-        keep = {rel for s in desired.stacks if s.name in broken for rel in s.files}
-        keep |= set(desired.blocked)
-        # ... all of them, also those render cannot see now (an unreadable or odd-named folder,
-        # a compose file turned into a folder): every path vigo wrote under a broken folder.
-        folders = tuple(s.folder + "/" for s in desired.stacks if s.name in broken)
-        try:
-            written = fs.read_json(paths.manifest) if folders else None
-        except (OSError, ValueError):  # sync_tree says so
-            written = None
-        keep |= {rel for rel in (written if isinstance(written, dict) else {})
-                 if rel.startswith(folders)}
-        links = {rel: paths.secrets / rel for rel in desired.env_files}
-        synced = fs.sync_tree(paths.runtime, desired.files, links, keep, paths.manifest)
-        if synced.warning:
-            self._warn(report, synced.warning)
-        for rel, why in synced.errors.items():
-            name = render.owner(rel)
-            if name is not None:
-                failures.setdefault(name, why)
-            for stack in desired.stacks:  # an env file link: every stack that reads it
-                if rel in stack.env_files:
-                    failures.setdefault(stack.name, why)
-
-    def _resolve(self, stack: Stack, paths: Paths, rendered: set[str],
-                 proxy_network: str = "",
-                 keys: set[str] | None = None) -> Resolved:
-        from vigo.core import policy  # only a stack that may change is resolved
-
-        proxy_network = proxy_network or policy.DEFAULT_PROXY_NETWORK
-        project = self.settings.project(stack.name)
-        try:
-            res = self.compose.config(project, [paths.runtime / stack.compose_file],
-                                      [paths.secrets / rel for rel in stack.interpolation_env])
-        except CommandTimeout as exc:  # fails this stack, not the run
-            return Resolved({}, error=str(exc))
-        if not res.ok:
-            return Resolved({}, error=f"{stack.compose_file} is not valid: {res.error(4)}")
-        try:
-            model = json.loads(res.stdout)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            return Resolved({}, error=f"docker compose config gave no JSON: {exc}")
-        scope = policy.Scope(stack.name, project, str(paths.runtime / stack.folder),
-                             proxy_network)
-        rules = config.policy_of(self.settings)
-        found = policy.judge(model, scope, rules)
-        found += self._unresolved(stack, paths, scope, rules, keys or set())
-        if found:
-            from vigo.core import lint
-
-            return Resolved({}, policy=tuple(dict.fromkeys(
-                v.line(_where(*lint.locate(paths.runtime, stack.compose_file, v.service, v.key)))
-                for v in found)))
-        from vigo.core import health, rollout  # only a stack that may change is resolved
-        services = model.get("services") or {}
-        images = {name: str(svc.get("image") or "") for name, svc in services.items()}
-        mounts = {name: h for name, svc in services.items()
-                  if (h := _mounts_hash(svc, paths.runtime, rendered, model))}
-        options, problems = xvigo.parse(model.get(xvigo.KEY), services, stack.name)
-        if problems:
-            return Resolved({}, error="; ".join(f"{stack.compose_file}: {p.line()}"
-                                                for p in problems))
-        jobs = options.job_services()
-        res = Resolved(images, mounts, model=model,
-                       rollouts={name: rollout.spec(svc) for name, svc in services.items()},
-                       health_timeout=options.health_timeout,
-                       finishes=frozenset(n for n in services
-                                          if n in jobs or health.meant_to_finish(n, services)),
-                       replicas={name: n for name, svc in services.items()
-                                 if (n := health.replicas(svc)) != 1},
-                       after=options.after, jobs=options.jobs)
-        return self._job_hashes(stack, paths, res) if jobs else res
-
-    def _job_hashes(self, stack: Stack, paths: Paths, res: Resolved) -> Resolved:
-        """The config hash each release job gets with vigo's override: what `vigo plan` and the
-        deploy compare with the job's completed container (a job runs once per change)."""
-        from vigo.host.engines.compose import Deployer
-
-        project = self.settings.project(stack.name)
-        try:
-            override = Deployer(self.compose, self.settings.project_prefix, paths,
-                                self.settings.health_timeout, self._progress
-                                )._override(project, stack, res)
-            hashes = self.compose.config_hashes(
-                project, [paths.runtime / stack.compose_file, override],
-                [paths.secrets / rel for rel in stack.interpolation_env])
-        except (OSError, DockerError, CommandTimeout):
-            return res  # the deploy asks compose again
-        return replace(res, job_hashes={j.service: hashes.get(j.service, "") for j in res.jobs})
-
-    def _links(self, resolved: dict[str, Resolved], paths: Paths,
-                env_files: set[str]) -> dict[str, str]:
-        """Stacks whose bind sources (or env files, config and secret files) cross a symbolic
-        link below the runtime tree or an allowed host path: refused before compose sees them,
-        since the engine follows links (docs/security.md). vigo's own env file links are fine."""
-        allowed = [Path(p) for p in self.settings.allow_host_paths]
-        own = {paths.runtime / rel for rel in env_files}
-        failures = {}
-        for name, res in resolved.items():
-            if res.error:
-                continue
-            for source in mount_sources(res.model):
-                link = fs.crossed_link(Path(source), paths.runtime, allowed)
-                if link is not None and link not in own:
-                    failures[name] = (f"mount source {source} crosses the symbolic link "
-                                      f"{link}; vigo never lets a stack mount through a link "
-                                      "(a container may have planted it): remove the link")
-                    break
-        return failures
-
-    def _unresolved(self, stack: Stack, paths: Paths, scope: policy.Scope, rules: policy.Policy,
-                    keys: set[str]) -> list[policy.Violation]:
-        """`vigo check`'s view, at apply: the model resolved with placeholders for the
-        variables of encrypted env files. A security-relevant value that depends on one is
-        refused here as it is offline (policy rule `unresolved`)."""
-        from vigo.core import policy
-
-        if not keys:
-            return []
-        reason = ""
-        for numeric in (False, True):
-            stand_ins = policy.placeholders(keys, numeric)
-            env = paths.secrets / "placeholders" / f"{scope.project}.env"
-            try:
-                fs.write_secret(env, policy.env_text(stand_ins))
-                res = self.compose.config(scope.project, [paths.runtime / stack.compose_file],
-                                          [env])
-            except (OSError, CommandTimeout) as exc:
-                reason = str(exc)
-                break
-            finally:
-                fs.remove(env)
-            if res.ok:
-                try:
-                    model = json.loads(res.stdout)
-                except (json.JSONDecodeError, RecursionError):
-                    reason = "docker compose config gave no JSON"
-                    break
-                return [v for v in policy.judge(model, scope, rules, stand_ins)
-                        if v.rule == policy.UNRESOLVED]
-            reason = res.error(2)
-        return [policy.unresolved_failure(scope, keys, reason)]
-
     # -- apply ----------------------------------------------------------------------------
 
     def _execute(self, report: Report, the_plan: Plan, desired: DesiredState,
@@ -629,17 +293,10 @@ class Reconciler:
         records: dict[str, Any] = st["stacks"]
         results: dict[str, StackResult] = {}
         work = the_plan.by_kind(CREATE, UPDATE)
-        if work:  # an idle run imports no deployer, no pool
-            from vigo.host.engines.compose import Deployer
-
-            deployer = Deployer(self.compose, self.settings.project_prefix, paths,
-                                self.settings.health_timeout, self._progress,
-                                pulls=self._pulls(report, desired, paths), journal=self.emit)
-        after = stack_order(desired, records, resolved)
-        shares = {n: xvigo.shared(r.model, n, self.settings.project(n))
-                  for n, r in resolved.items()}
-        for name, owners in xvigo.implicit_after(shares, (PROXY,))[0].items():
-            after[name] = tuple(sorted(set(after.get(name, ())) | owners))  # it uses theirs
+        engine = engines.Engines(engines.Run(  # an idle run starts none: no deployer, no pool
+            self.settings, self.compose, paths, self._progress, self.emit, self.masker,
+            pulls=self.secrets.pulls(report, desired, paths) if work else None))
+        after = apply_order(desired, records, resolved, self.settings.project)
         failed = {a.stack for a in the_plan.by_kind(FAIL, HOLD)}
         converged: dict[str, bool] = {}  # stack -> ok, of the creates and updates so far
 
@@ -647,10 +304,11 @@ class Reconciler:
             try:
                 stack = desired.stack(action.stack)
                 assert stack is not None
-                before = (self.compose.containers(self.settings.project(stack.name)) if again
+                res = resolved[stack.name]
+                before = (engine(res).observe(stack.name).stack(stack.name) if again
                           else observed.stack(stack.name))  # a retry starts from what runs now
-                return deployer.deploy(stack, action, resolved[stack.name], before,
-                                       records.get(stack.name) or {}, desired.revision)
+                return engine(res).deploy(stack, action, res, before,
+                                          records.get(stack.name) or {}, desired.revision)
             except Exception as exc:  # whatever one deploy raises fails that stack only
                 return StackResult(action.stack, action.kind, False,
                                    self.masker(f"{action.stack}: failed ({crash_line(exc)})"))
@@ -673,7 +331,7 @@ class Reconciler:
         for phase in phases(the_plan, after):  # frees before it takes, in x-vigo.after order
             if phase[0].kind == REMOVE:
                 for action in phase:
-                    publish(self._down(action.stack, paths))
+                    publish(engine(desired.stack(action.stack)).remove(action.stack))
                 continue
             skipped = [a for a in phase if blocked(a.stack, after, converged, failed)]
             for action in skipped:  # not attempted: nothing of it changes, nothing is held
@@ -708,9 +366,10 @@ class Reconciler:
                                                     action.line())
         if the_plan.refusal:
             self.emit(f"prune refused: {the_plan.refusal}")
-        dropped = self._record(desired, results, records, resolved)
-        if dropped:
-            self._clean_images(records, dropped)
+        dropped = record.write(desired, results, records, resolved, self.settings.keep_images,
+                               self.masker)
+        if dropped:  # images no stack keeps for a rollback any more
+            engine(None).remove_images(dropped - record.kept_images(records))
         report.results = [results[a.stack] for a in the_plan.actions if a.stack in results]
         if the_plan.refusal or any(not r.ok for r in report.results):
             report.exit_code = EXIT_FAILED
@@ -721,217 +380,6 @@ class Reconciler:
         if not work and not the_plan.by_kind(REMOVE, FAIL, HOLD):
             self.emit(f"{desired.revision[:12]}: nothing to do, {len(desired.stacks)} "
                       "stack(s) unchanged")
-
-    def _pulls(self, report: Report, desired: DesiredState, paths: Paths) -> registries.Pulls:
-        """The registry credentials of this run (docs/private-images.md): env/registries.env
-        (sops) over root's docker login, merged into a docker config.json on the secrets tmpfs
-        (0600). Every form of every credential goes to the masker first."""
-        from vigo.core import registries
-
-        folder = paths.secrets / "docker"
-        repo: dict[str, registries.Credential] = {}
-        problem = ""
-        src = desired.env_files.get(registries.FILE)
-        if src is not None:
-            try:
-                pairs = dotenv.parse_sops(self.sops.decrypt_dotenv(src, self.settings.age_key_file))
-                self.masker.add(v for k, v in pairs if k.endswith("_PASSWORD"))
-                repo = registries.parse(pairs)
-            except (DecryptError, dotenv.DotenvError, registries.RegistriesError,
-                    CommandTimeout) as exc:
-                problem = f"{registries.FILE} cannot be used: {exc}"
-                self._warn(report, problem)
-            for cred in repo.values():
-                self.masker.add(cred.secrets())
-        host, where = self._host_docker_config(report)
-        self.masker.add(registries.host_secrets(host))
-        if not repo and not host:
-            fs.remove(folder / "config.json")
-            return registries.Pulls(problem=problem)
-        try:
-            fs.write_secret(folder / "config.json",
-                            json.dumps(registries.config(host, repo), indent=1))
-        except OSError as exc:
-            problem = (f"cannot write {folder / 'config.json'}: {exc.strerror or exc}; pulls "
-                       "run without the registry credentials")
-            self._warn(report, problem)
-            return registries.Pulls(problem=problem)
-        sources = {r: where for r in registries.host_registries(host)}
-        sources.update({r: registries.FILE for r in repo})
-        return registries.Pulls(folder, sources, everything=bool(host.get("credsStore")),
-                                problem=problem)
-
-    def _host_docker_config(self, report: Report) -> tuple[dict[str, Any], str]:
-        """Root's `docker login` ($DOCKER_CONFIG or ~/.docker): its config.json, {} if none."""
-        base = os.environ.get("DOCKER_CONFIG")
-        path = Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
-        where = f"root's docker login ({path})"
-        try:
-            doc = json.loads(path.read_text())
-        except FileNotFoundError:
-            return {}, where
-        except (OSError, ValueError) as exc:
-            self._warn(report, f"{path}: cannot be read as a docker config ({exc}); pulls run "
-                       "without the host's registry logins")
-            return {}, where
-        return (doc if isinstance(doc, dict) else {}), where
-
-    def _down(self, name: str, paths: Paths) -> StackResult:
-        try:
-            out = self.compose.down(self.settings.project(name))
-            if not out.ok:
-                return StackResult(name, REMOVE, False, f"{name}: failed to remove "
-                                   f"(docker compose down: {out.error(3)})")
-            fs.remove(paths.good_model(self.settings.project(name)))
-        except CommandTimeout as exc:
-            return StackResult(name, REMOVE, False, f"{name}: failed to remove ({exc})")
-        except Exception as exc:  # fails this removal only
-            return StackResult(name, REMOVE, False,
-                               self.masker(f"{name}: failed to remove ({crash_line(exc)})"))
-        return StackResult(name, REMOVE, True, f"{name}: removed (no longer in the repo)")
-
-    def _record(self, desired: DesiredState, results: dict[str, StackResult],
-                records: dict[str, Any], resolved: dict[str, Resolved] | None = None) -> set[str]:
-        """Update the per-stack records; returns the images that fell out of some stack's
-        last `keep_images` revisions."""
-        now = state.now()
-        dropped: set[str] = set()
-        for name, result in results.items():
-            record = records.setdefault(name, {})
-            stack = desired.stack(name)
-            if result.action == REMOVE and result.ok:
-                records.pop(name, None)
-                continue
-            if result.action in (CREATE, UPDATE) and result.ok and stack is not None:
-                record.update(hash=stack.hash, digests=dict(stack.digests),
-                              revision=desired.revision, applied_at=now,
-                              containers={c.name: c.config_hash for c in result.containers},
-                              completed=completed(result.containers,
-                                                  (resolved or {})[name].finishes
-                                                  if name in (resolved or {}) else ()))
-                for key in ("failed_hash", "failed_revision", "rolled_back_to"):
-                    record.pop(key, None)
-                res = (resolved or {}).get(name)
-                if res is not None and res.after:
-                    record["after"] = list(res.after)
-                else:
-                    record.pop("after", None)
-                dropped |= _remember_images(record, desired.revision, result.containers,
-                                            self.settings.keep_images)
-            elif result.rolled_back_to:
-                record["containers"] = {c.name: c.config_hash for c in result.containers}
-                record["rolled_back_to"] = result.rolled_back_to
-            if result.jobs:  # status and metrics: the last run of each release job
-                jobs = record.setdefault("jobs", {})
-                done = record.setdefault("job_hashes", {})
-                for run in result.jobs:
-                    jobs[str(run["service"])] = {**run, "at": now, "revision": desired.revision}
-                    if run.get("exit") == 0 and run.get("hash"):  # never again for this config
-                        done[str(run["service"])] = run["hash"]
-            if result.hold and stack is not None:
-                record["failed_hash"] = stack.hash
-            if result.action == HOLD:
-                continue  # keep the reason of the deploy that failed
-            record.update(outcome="ok" if result.ok else "failed",
-                          reason="" if result.ok else self.masker(result.message),
-                          checked_at=now)
-            if not result.ok:
-                record["failed_revision"] = desired.revision
-        for name in list(records):
-            if name not in results and desired.stack(name) is None:
-                records.pop(name)
-        return dropped
-
-    def _clean_images(self, records: dict[str, Any], dropped: set[str]) -> None:
-        """Remove images vigo deployed that no stack keeps for a rollback any more; docker
-        refuses to remove one a container still uses, and that is fine."""
-        kept = {image for record in records.values()
-                for _, images in record.get("images", []) for image in images}
-        for image in sorted(dropped - kept):
-            try:
-                removed = self.compose.remove_image(image).ok
-            except Exception as exc:  # an image that stays is no failure of the run
-                self.emit(f"warning: image {image}: not removed ({crash_line(exc)})")
-                continue
-            if removed:
-                self.emit(f"image {image}: removed (older than the last "
-                          f"{self.settings.keep_images} revisions)")
-
-
-def stack_order(desired: DesiredState, records: dict[str, Any],
-                resolved: dict[str, Resolved]) -> dict[str, tuple[str, ...]]:
-    """stack -> the stacks it comes after (x-vigo.after): from the resolved model of a stack
-    that may change, else from the record of its last apply (a removed stack's, for the
-    reverse order of removals)."""
-    out: dict[str, tuple[str, ...]] = {}
-    for name, record in records.items():
-        last = record.get("after") if isinstance(record, dict) else None
-        if isinstance(last, list):
-            out[name] = tuple(str(n) for n in last)
-    for name, res in resolved.items():
-        out[name] = tuple(res.after)
-    return {name: deps for name, deps in out.items() if deps}
-
-
-def crash_line(exc: BaseException) -> str:
-    """One line for an exception vigo did not expect: its type, message and the innermost
-    vigo function it came from (`render.py:_walk`), e.g. for an input render cannot handle."""
-    where = ""
-    for frame in traceback.extract_tb(exc.__traceback__):
-        path = Path(frame.filename)
-        if path.suffix == ".py" and "vigo" in path.parts[:-1]:
-            parts = path.parts[:-1]
-            rel = path.parts[len(parts) - parts[::-1].index("vigo"):]
-            where = f"{'/'.join(rel)}:{frame.name}"
-    text = " ".join(str(exc).split()).encode("utf-8", "backslashreplace").decode()
-    if len(text) > 300:
-        text = text[:300] + "..."
-    if isinstance(exc, CommandTimeout) and text:
-        return text  # names the command already
-    return type(exc).__name__ + (f" in {where}" if where else "") + (f": {text}" if text else "")
-
-
-def _where(rel: str, line: int | None) -> str:
-    return rel + (f":{line}" if line else "")
-
-
-def _remember_images(record: dict[str, Any], revision: str, containers: tuple[Container, ...],
-                     keep: int) -> set[str]:
-    """Append the images a healthy apply runs; forget all but the last `keep` revisions and
-    return the images that were forgotten."""
-    images = sorted({c.image for c in containers if c.image})
-    history: list = record.setdefault("images", [])
-    if not history or history[-1][1] != images:
-        history.append([revision, images])
-    forgotten = history[:-keep]
-    del history[:-keep]
-    return {image for _, old in forgotten for image in old}
-
-
-def mount_sources(model: Any) -> list[str]:
-    """The host paths the engine (or compose) opens for a resolved model: bind sources, env
-    files, and the files of top-level configs and secrets."""
-    out: list[str] = []
-    if not isinstance(model, dict):
-        return out
-    services = model.get("services")
-    for svc in services.values() if isinstance(services, dict) else ():
-        if not isinstance(svc, dict):
-            continue
-        for volume in svc.get("volumes") or []:
-            if isinstance(volume, dict) and volume.get("type") == "bind" and volume.get("source"):
-                out.append(str(volume["source"]))
-        env_file = svc.get("env_file") or []
-        for entry in [env_file] if isinstance(env_file, str | dict) else env_file:
-            path = entry.get("path") if isinstance(entry, dict) else entry
-            if isinstance(path, str) and path:
-                out.append(path)
-    for kind in ("configs", "secrets"):
-        items = model.get(kind)
-        for item in items.values() if isinstance(items, dict) else ():
-            if isinstance(item, dict) and isinstance(item.get("file"), str) and item["file"]:
-                out.append(item["file"])
-    return out
 
 
 def parallelism(stacks: int, engine_cpus: int, local_cpus: int, mem_mb: int | None) -> int:
@@ -944,39 +392,3 @@ def parallelism(stacks: int, engine_cpus: int, local_cpus: int, mem_mb: int | No
         n = min(n, mem_mb // COMPOSE_MB)
     return max(1, n)
 
-
-def _mounts_hash(service: dict[str, Any], runtime: Path, rendered: set[str],
-                 model: dict[str, Any] | None = None) -> str:
-    """Digest of the rendered files that reach a service's container from the tree: its bind
-    mounts and the `file:` of the `configs` and `secrets` it uses (compose mounts those too),
-    and the text of inline `content:` configs. Compose's config hash covers none of their
-    content, so a changed file must change a label, of exactly the services that use it.
-    Files the host wrote (data folders) do not count. `env_file`, `include` and `extends` need
-    nothing here: they change the resolved service itself, which compose's hash covers."""
-    h = hashlib.sha256()
-    found = False
-    sources: list[str] = []
-    for volume in service.get("volumes") or []:
-        if isinstance(volume, dict) and volume.get("type") == "bind":
-            sources.append(str(volume.get("source", "")))
-    for kind in ("configs", "secrets"):
-        declared = (model or {}).get(kind) or {}
-        for entry in service.get(kind) or []:
-            name = entry.get("source") if isinstance(entry, dict) else entry
-            decl = declared.get(str(name)) if isinstance(declared, dict) else None
-            if not isinstance(decl, dict):
-                continue
-            if decl.get("file"):
-                sources.append(str(decl["file"]))
-            elif isinstance(decl.get("content"), str):
-                h.update(f"{kind}:{name}\0{decl['content']}\n".encode())
-                found = True
-    for text in sources:
-        source = Path(text)
-        if not source.is_relative_to(runtime):
-            continue
-        rel = source.relative_to(runtime).as_posix()
-        for path in sorted(p for p in rendered if p == rel or p.startswith(rel + "/")):
-            h.update(f"{path}\0{render.digest(runtime / path)}\n".encode())
-            found = True
-    return h.hexdigest()[:16] if found else ""

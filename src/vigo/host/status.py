@@ -20,7 +20,7 @@ from vigo.adapters.run import CommandTimeout
 from vigo.config import Settings
 from vigo.core.model import Container
 from vigo.core.plan import is_completed
-from vigo.host import state, suspend
+from vigo.host import engines, state, suspend
 
 WIDTH = 80
 _STATUS = re.compile(r"^(?P<word>Up|Exited \((?P<code>-?\d+)\)|Restarting \(-?\d+\)|Created|"
@@ -68,8 +68,7 @@ def gather(settings: Settings, config_path: Path | None, compose: Compose, git: 
     fetched = git.head(s.checkout) if (s.checkout / ".git").is_dir() else ""
     docker_error = ""
     try:
-        containers = [c for c in compose.containers()
-                      if c.instance == s.project_prefix and c.project == s.project(c.stack)]
+        containers = list(engines.mine(compose.containers(), s.project_prefix))
     except (DockerError, CommandTimeout) as exc:
         containers, docker_error = [], str(exc)
     records: dict[str, Any] = st.get("stacks", {})

@@ -3,20 +3,39 @@
 A stack runs on one engine: Docker Compose on this host (`engines/compose.py`, the default) or,
 opted in per stack with `x-vigo: {engine: swarm}` or per host with the `engine` setting, Docker
 Swarm (`engines/swarm.py`). The reconciler never calls `docker compose` or `docker stack` for a
-stack itself: it asks the engine of that stack to observe, deploy (create or update, with its
-health gate and its rollback to the last healthy revision) and remove.
+stack itself: it asks the engine of that stack (`of`) to observe, deploy (create or update,
+with its health gate and its rollback to the last healthy revision) and remove.
 
-A new engine is a new module here that implements `Engine` and one line in `ENGINES`.
+A new engine is a new module here that implements `Engine` and one line in `of`.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from vigo.core.model import Action, Container, Observed, Resolved, Stack, StackResult
+from vigo.core.model import Action, Container, Observed, Paths, Resolved, Stack, StackResult
+
+if TYPE_CHECKING:
+    from vigo.adapters.compose import Compose
+    from vigo.config import Settings
 
 COMPOSE, SWARM = "compose", "swarm"
 ENGINES = (COMPOSE, SWARM)  # the values `x-vigo.engine` and the host setting `engine` take
+
+
+@dataclass(frozen=True)
+class Run:
+    """What an engine gets from the run it serves."""
+
+    settings: Settings
+    compose: Compose  # the docker and docker compose adapter (its runner masks and logs)
+    paths: Paths
+    log: Callable[[str], None]  # progress inside one stack (a terminal, -v)
+    journal: Callable[[str], None]  # lines every run shows (release jobs, image removals)
+    mask: Callable[[str], str] = str
+    pulls: Any = None  # registries.Pulls of this run, when it deploys (credentials)
 
 
 class Engine(Protocol):
@@ -25,9 +44,14 @@ class Engine(Protocol):
 
     name: ClassVar[str]
 
-    def observe(self) -> Observed:
-        """What this engine runs of this vigo instance's stacks, in one question to it (an
-        idle run asks nothing else): containers (or, for Swarm, tasks) with their labels."""
+    @classmethod
+    def start(cls, run: Run) -> Engine:
+        """The engine for one run."""
+        ...
+
+    def observe(self, stack: str = "") -> Observed:
+        """What this engine runs of this vigo instance's stacks (or of one), in one question
+        to it: containers (or, for Swarm, tasks) with their labels."""
         ...
 
     def deploy(self, stack: Stack, action: Action, res: Resolved,
@@ -41,3 +65,42 @@ class Engine(Protocol):
     def remove(self, name: str) -> StackResult:
         """Remove a stack vigo deployed that left the repo (owned only; the plan decided)."""
         ...
+
+    def remove_images(self, images: Iterable[str]) -> None:
+        """Remove images no stack keeps for a rollback any more (never fails the run)."""
+        ...
+
+
+def of(stack: Stack | Resolved | None, settings: Settings) -> type[Engine]:
+    """The engine a stack runs on: the one place that decides it. Imported only when a stack
+    changes (an idle run imports no deployer)."""
+    from vigo.host.engines.compose import ComposeEngine
+
+    return ComposeEngine
+
+
+def mine(containers: Iterable[Container], prefix: str) -> tuple[Container, ...]:
+    """The one rule of which containers are this vigo instance's: its instance label is the
+    host's `project_prefix` and its compose project is that prefix and its stack label."""
+    return tuple(c for c in containers if c.instance == prefix and c.project == prefix + c.stack)
+
+
+def observe(compose: Compose, prefix: str, project: str = "") -> Observed:
+    """What Compose runs of this instance: one question to the engine (its label filter drops
+    other instances' containers), read through `mine`. Here, not in engines/compose.py, so an
+    idle run asks without importing the deployer."""
+    return Observed(mine(compose.containers(project=project, instance=prefix), prefix))
+
+
+class Engines:
+    """The engines of one run, each started once, on first use: `engines(stack)`."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self._started: dict[str, Engine] = {}
+
+    def __call__(self, stack: Stack | Resolved | None) -> Engine:
+        kind = of(stack, self.run.settings)
+        if kind.name not in self._started:
+            self._started[kind.name] = kind.start(self.run)
+        return self._started[kind.name]

@@ -1,8 +1,10 @@
-"""Deploy one stack safely: images first, zero-downtime rollout of routed services, `compose
-up`, the health gate, and a rollback to the last healthy state when the gate fails.
+"""The Compose engine (`ComposeEngine`): observe, deploy, remove a stack on this host's Docker.
 
-The decisions (who is healthy, which service can roll) are pure and live in health.py and
-rollout.py; this module sequences the adapter calls and waits.
+Deploying one stack safely (`Deployer`): images first, zero-downtime rollout of routed
+services, `compose up`, the health gate, and a rollback to the last healthy state when the
+gate fails. Removing one: `compose down` and its saved healthy model. The decisions (who is
+healthy, which service can roll) are pure and live in health.py and rollout.py; this module
+sequences the adapter calls and waits.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
@@ -22,13 +25,17 @@ from vigo.core.model import (
     LABEL_INSTANCE,
     LABEL_MOUNTS,
     LABEL_STACK,
+    REMOVE,
     Action,
     Container,
+    Observed,
     Paths,
     Resolved,
     Stack,
     StackResult,
 )
+from vigo.host import engines
+from vigo.host.crash import crash_line
 
 ROUTE_DELAY = 3.0  # Traefik routes a container ~1 s after it is healthy; events throttle 2 s
 DRAIN_SETTLE = 5.0  # after the old container turns unhealthy, until Traefik has dropped it
@@ -50,6 +57,14 @@ def image_ref(image: str) -> str:
     if ":" in image.rsplit("/", 1)[-1]:
         return image
     return image + ":latest"
+
+
+def rollback_timeout(saved: dict, res: Resolved | None, default: int) -> int:
+    """How long the gate after a rollback waits: the `x-vigo.health_timeout` of the revision
+    it brings back (its saved model), else of the revision that failed (the gate before it
+    waited as long), else the host's `health_timeout`."""
+    back = xvigo.parse(saved.get(xvigo.KEY) if isinstance(saved, dict) else None)[0]
+    return back.health_timeout or (res.health_timeout if res is not None else None) or default
 
 
 @dataclass
@@ -393,7 +408,8 @@ class Deployer:
         up = self.compose.up_model(project, good, self.pulls.for_images(
             str((svc or {}).get("image") or "") for svc in model.values()))
         counts = {name: n for name, svc in model.items() if (n := health.replicas(svc)) != 1}
-        verdict = (self.gate(project, list(model), self.health_timeout, counts=counts)
+        timeout = rollback_timeout(json.loads(good.read_text()), res, self.health_timeout)
+        verdict = (self.gate(project, list(model), timeout, counts=counts)
                    if up.ok else health.Verdict(health.FAIL, f"docker compose up: {up.error(3)}"))
         if verdict.status != health.OK:
             return StackResult(stack.name, action.kind, False,
@@ -403,3 +419,75 @@ class Deployer:
                            f"{stack.name}: rolled back to {last}; {revision[:12]} failed: "
                            f"{reason}", containers=self.compose.containers(project),
                            hold=True, rolled_back_to=last)
+
+
+@dataclass
+class ComposeEngine:
+    """`engines.Engine` on Docker Compose: one compose project per stack on this host."""
+
+    name: ClassVar[str] = engines.COMPOSE
+    run: engines.Run
+
+    @classmethod
+    def start(cls, run: engines.Run) -> ComposeEngine:
+        return cls(run)
+
+    @property
+    def compose(self) -> Compose:
+        return self.run.compose
+
+    def observe(self, stack: str = "") -> Observed:
+        s = self.run.settings
+        return engines.observe(self.compose, s.project_prefix, s.project(stack) if stack else "")
+
+    def deployer(self) -> Deployer:
+        s, run = self.run.settings, self.run
+        return Deployer(self.compose, s.project_prefix, run.paths, s.health_timeout, run.log,
+                        pulls=run.pulls if run.pulls is not None else registries.Pulls(),
+                        journal=run.journal)
+
+    def deploy(self, stack: Stack, action: Action, res: Resolved, before: tuple[Container, ...],
+               record: dict, revision: str) -> StackResult:
+        return self.deployer().deploy(stack, action, res, before, record, revision)
+
+    def remove(self, name: str) -> StackResult:
+        project = self.run.settings.project(name)
+        try:
+            out = self.compose.down(project)
+            if not out.ok:
+                return StackResult(name, REMOVE, False, f"{name}: failed to remove "
+                                   f"(docker compose down: {out.error(3)})")
+            fs.remove(self.run.paths.good_model(project))
+        except CommandTimeout as exc:
+            return StackResult(name, REMOVE, False, f"{name}: failed to remove ({exc})")
+        except Exception as exc:  # fails this removal only
+            return StackResult(name, REMOVE, False,
+                               self.run.mask(f"{name}: failed to remove ({crash_line(exc)})"))
+        return StackResult(name, REMOVE, True, f"{name}: removed (no longer in the repo)")
+
+    def remove_images(self, images: Collection[str]) -> None:
+        """Remove images vigo deployed that no stack keeps for a rollback any more; docker
+        refuses to remove one a container still uses, and that is fine."""
+        for image in sorted(images):
+            try:
+                removed = self.compose.remove_image(image).ok
+            except Exception as exc:  # an image that stays is no failure of the run
+                self.run.journal(f"warning: image {image}: not removed ({crash_line(exc)})")
+                continue
+            if removed:
+                self.run.journal(f"image {image}: removed (older than the last "
+                                 f"{self.run.settings.keep_images} revisions)")
+
+    def job_hashes(self, stack: Stack, res: Resolved) -> Resolved:
+        """The config hash each release job gets with vigo's override: what `vigo plan` and the
+        deploy compare with the job's completed container (a job runs once per change)."""
+        project = self.run.settings.project(stack.name)
+        paths = self.run.paths
+        try:
+            override = self.deployer()._override(project, stack, res)
+            hashes = self.compose.config_hashes(
+                project, [paths.runtime / stack.compose_file, override],
+                [paths.secrets / rel for rel in stack.interpolation_env])
+        except (OSError, DockerError, CommandTimeout):
+            return res  # the deploy asks compose again
+        return replace(res, job_hashes={j.service: hashes.get(j.service, "") for j in res.jobs})

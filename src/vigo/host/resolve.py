@@ -1,0 +1,284 @@
+"""Resolve the stacks that may change: `docker compose config` of each, judged by the policy
+(core/policy.py, and the text rules of `vigo check` that need no model), the hash of the files
+that reach each service, the mounts that cross a link, the release jobs' config hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vigo import config
+from vigo.adapters import fs
+from vigo.adapters.compose import Compose
+from vigo.adapters.run import CommandTimeout, Masker
+from vigo.config import Settings
+from vigo.core import render, xvigo
+from vigo.core.model import PROXY, DesiredState, Paths, Resolved, Stack
+from vigo.host import engines
+
+if TYPE_CHECKING:  # imported where a stack may change, never by an idle run
+    from vigo.core import policy
+
+
+@dataclass
+class Resolver:
+    settings: Settings
+    compose: Compose
+    masker: Masker
+    progress: Callable[[str], None]
+    emit: Callable[[str], None]
+
+    def resolve_all(self, desired: DesiredState, names: list[str], paths: Paths,
+                    failures: dict[str, str]) -> dict[str, Resolved]:
+        """The resolved model of each stack that may change and has not failed yet; a stack
+        whose model breaks a policy rule goes to `failures`."""
+        resolved: dict[str, Resolved] = {}
+        if names:  # resolve first, then judge what Docker would run (policy.py)
+            from vigo.core import lint  # ruamel.yaml: imported only when a stack may change
+
+            proxy_network = lint._proxy_network(paths.runtime)
+            for name in names:
+                if name in failures:
+                    continue
+                stack = desired.stack(name)
+                assert stack is not None
+                keys = set().union(*(lint.env_key_names(desired.env_files[rel])
+                                     for rel in stack.interpolation_env))
+                res = self.resolve(stack, paths, set(desired.files), proxy_network, keys)
+                if res.policy:
+                    failures[name] = "; ".join(res.policy)
+                else:
+                    resolved[name] = res
+        return resolved
+
+    def policy(self, desired: DesiredState, names: list[str], paths: Paths) -> dict[str, str]:
+        """The text rules of `vigo check` that need no resolved model (pinned images, Traefik
+        names, env files, includes), stack by stack: a stack with an error is not applied."""
+        if not names:
+            return {}
+        from vigo.core import lint  # ruamel.yaml: imported only when a stack may change
+
+        policy = config.policy_of(self.settings)
+        failures = {}
+        for name in names:
+            stack = desired.stack(name)
+            assert stack is not None
+            keys = set().union(*(lint.env_key_names(desired.env_files[rel])
+                                 for rel in stack.interpolation_env))
+            errors = [f for f in lint.lint_stack(paths.runtime, name, stack.compose_file, keys,
+                                                 policy, resolved=True)
+                      if f.severity == lint.ERROR]
+            if errors:
+                failures[name] = "; ".join(
+                    f"policy [{f.rule}] {f.path}" + (f":{f.line}" if f.line else "")
+                    + f": {f.message}; fix: {f.fix[:1].lower()}{f.fix[1:].rstrip('.')}"
+                    for f in errors)
+        return failures
+
+    def resolve(self, stack: Stack, paths: Paths, rendered: set[str],
+                proxy_network: str = "",
+                keys: set[str] | None = None) -> Resolved:
+        from vigo.core import policy  # only a stack that may change is resolved
+
+        proxy_network = proxy_network or policy.DEFAULT_PROXY_NETWORK
+        project = self.settings.project(stack.name)
+        try:
+            res = self.compose.config(project, [paths.runtime / stack.compose_file],
+                                      [paths.secrets / rel for rel in stack.interpolation_env])
+        except CommandTimeout as exc:  # fails this stack, not the run
+            return Resolved({}, error=str(exc))
+        if not res.ok:
+            return Resolved({}, error=f"{stack.compose_file} is not valid: {res.error(4)}")
+        try:
+            model = json.loads(res.stdout)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            return Resolved({}, error=f"docker compose config gave no JSON: {exc}")
+        scope = policy.Scope(stack.name, project, str(paths.runtime / stack.folder),
+                             proxy_network)
+        rules = config.policy_of(self.settings)
+        found = policy.judge(model, scope, rules)
+        found += self._unresolved(stack, paths, scope, rules, keys or set())
+        if found:
+            from vigo.core import lint
+
+            return Resolved({}, policy=tuple(dict.fromkeys(
+                v.line(_where(*lint.locate(paths.runtime, stack.compose_file, v.service, v.key)))
+                for v in found)))
+        from vigo.core import health, rollout  # only a stack that may change is resolved
+        services = model.get("services") or {}
+        images = {name: str(svc.get("image") or "") for name, svc in services.items()}
+        mounts = {name: h for name, svc in services.items()
+                  if (h := _mounts_hash(svc, paths.runtime, rendered, model))}
+        options, problems = xvigo.parse(model.get(xvigo.KEY), services, stack.name)
+        if problems:
+            return Resolved({}, error="; ".join(f"{stack.compose_file}: {p.line()}"
+                                                for p in problems))
+        jobs = options.job_services()
+        res = Resolved(images, mounts, model=model,
+                       rollouts={name: rollout.spec(svc) for name, svc in services.items()},
+                       health_timeout=options.health_timeout,
+                       finishes=frozenset(n for n in services
+                                          if n in jobs or health.meant_to_finish(n, services)),
+                       replicas={name: n for name, svc in services.items()
+                                 if (n := health.replicas(svc)) != 1},
+                       after=options.after, jobs=options.jobs)
+        return self._job_hashes(stack, paths, res) if jobs else res
+
+    def _job_hashes(self, stack: Stack, paths: Paths, res: Resolved) -> Resolved:
+        """The config hash each release job gets with vigo's override: what `vigo plan` and the
+        deploy compare with the job's completed container (a job runs once per change)."""
+        from vigo.host.engines.compose import ComposeEngine
+
+        return ComposeEngine(engines.Run(self.settings, self.compose, paths, self.progress,
+                                         self.emit, self.masker)).job_hashes(stack, res)
+
+    def links(self, resolved: dict[str, Resolved], paths: Paths,
+              env_files: set[str]) -> dict[str, str]:
+        """Stacks whose bind sources (or env files, config and secret files) cross a symbolic
+        link below the runtime tree or an allowed host path: refused before compose sees them,
+        since the engine follows links (docs/security.md). vigo's own env file links are fine."""
+        allowed = [Path(p) for p in self.settings.allow_host_paths]
+        own = {paths.runtime / rel for rel in env_files}
+        failures = {}
+        for name, res in resolved.items():
+            if res.error:
+                continue
+            for source in mount_sources(res.model):
+                link = fs.crossed_link(Path(source), paths.runtime, allowed)
+                if link is not None and link not in own:
+                    failures[name] = (f"mount source {source} crosses the symbolic link "
+                                      f"{link}; vigo never lets a stack mount through a link "
+                                      "(a container may have planted it): remove the link")
+                    break
+        return failures
+
+    def _unresolved(self, stack: Stack, paths: Paths, scope: policy.Scope, rules: policy.Policy,
+                    keys: set[str]) -> list[policy.Violation]:
+        """`vigo check`'s view, at apply: the model resolved with placeholders for the
+        variables of encrypted env files. A security-relevant value that depends on one is
+        refused here as it is offline (policy rule `unresolved`)."""
+        from vigo.core import policy
+
+        if not keys:
+            return []
+        reason = ""
+        for numeric in (False, True):
+            stand_ins = policy.placeholders(keys, numeric)
+            env = paths.secrets / "placeholders" / f"{scope.project}.env"
+            try:
+                fs.write_secret(env, policy.env_text(stand_ins))
+                res = self.compose.config(scope.project, [paths.runtime / stack.compose_file],
+                                          [env])
+            except (OSError, CommandTimeout) as exc:
+                reason = str(exc)
+                break
+            finally:
+                fs.remove(env)
+            if res.ok:
+                try:
+                    model = json.loads(res.stdout)
+                except (json.JSONDecodeError, RecursionError):
+                    reason = "docker compose config gave no JSON"
+                    break
+                return [v for v in policy.judge(model, scope, rules, stand_ins)
+                        if v.rule == policy.UNRESOLVED]
+            reason = res.error(2)
+        return [policy.unresolved_failure(scope, keys, reason)]
+
+
+def stack_order(desired: DesiredState, records: dict[str, Any],
+                resolved: dict[str, Resolved]) -> dict[str, tuple[str, ...]]:
+    """stack -> the stacks it comes after (x-vigo.after): from the resolved model of a stack
+    that may change, else from the record of its last apply (a removed stack's, for the
+    reverse order of removals)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, record in records.items():
+        last = record.get("after") if isinstance(record, dict) else None
+        if isinstance(last, list):
+            out[name] = tuple(str(n) for n in last)
+    for name, res in resolved.items():
+        out[name] = tuple(res.after)
+    return {name: deps for name, deps in out.items() if deps}
+
+
+def apply_order(desired: DesiredState, records: dict[str, Any], resolved: dict[str, Resolved],
+                project: Callable[[str], str]) -> dict[str, tuple[str, ...]]:
+    """stack -> the stacks it deploys after: x-vigo.after (stack_order), and the stacks that
+    create an external network or volume it uses (xvigo.implicit_after; the proxy always runs
+    first and gives no order)."""
+    after = stack_order(desired, records, resolved)
+    shares = {n: xvigo.shared(r.model, n, project(n)) for n, r in resolved.items()}
+    for name, owners in xvigo.implicit_after(shares, (PROXY,))[0].items():
+        after[name] = tuple(sorted(set(after.get(name, ())) | owners))  # it uses theirs
+    return after
+
+
+def _where(rel: str, line: int | None) -> str:
+    return rel + (f":{line}" if line else "")
+
+
+def mount_sources(model: Any) -> list[str]:
+    """The host paths the engine (or compose) opens for a resolved model: bind sources, env
+    files, and the files of top-level configs and secrets."""
+    out: list[str] = []
+    if not isinstance(model, dict):
+        return out
+    services = model.get("services")
+    for svc in services.values() if isinstance(services, dict) else ():
+        if not isinstance(svc, dict):
+            continue
+        for volume in svc.get("volumes") or []:
+            if isinstance(volume, dict) and volume.get("type") == "bind" and volume.get("source"):
+                out.append(str(volume["source"]))
+        env_file = svc.get("env_file") or []
+        for entry in [env_file] if isinstance(env_file, str | dict) else env_file:
+            path = entry.get("path") if isinstance(entry, dict) else entry
+            if isinstance(path, str) and path:
+                out.append(path)
+    for kind in ("configs", "secrets"):
+        items = model.get(kind)
+        for item in items.values() if isinstance(items, dict) else ():
+            if isinstance(item, dict) and isinstance(item.get("file"), str) and item["file"]:
+                out.append(item["file"])
+    return out
+
+
+def _mounts_hash(service: dict[str, Any], runtime: Path, rendered: set[str],
+                 model: dict[str, Any] | None = None) -> str:
+    """Digest of the rendered files that reach a service's container from the tree: its bind
+    mounts and the `file:` of the `configs` and `secrets` it uses (compose mounts those too),
+    and the text of inline `content:` configs. Compose's config hash covers none of their
+    content, so a changed file must change a label, of exactly the services that use it.
+    Files the host wrote (data folders) do not count. `env_file`, `include` and `extends` need
+    nothing here: they change the resolved service itself, which compose's hash covers."""
+    h = hashlib.sha256()
+    found = False
+    sources: list[str] = []
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict) and volume.get("type") == "bind":
+            sources.append(str(volume.get("source", "")))
+    for kind in ("configs", "secrets"):
+        declared = (model or {}).get(kind) or {}
+        for entry in service.get(kind) or []:
+            name = entry.get("source") if isinstance(entry, dict) else entry
+            decl = declared.get(str(name)) if isinstance(declared, dict) else None
+            if not isinstance(decl, dict):
+                continue
+            if decl.get("file"):
+                sources.append(str(decl["file"]))
+            elif isinstance(decl.get("content"), str):
+                h.update(f"{kind}:{name}\0{decl['content']}\n".encode())
+                found = True
+    for text in sources:
+        source = Path(text)
+        if not source.is_relative_to(runtime):
+            continue
+        rel = source.relative_to(runtime).as_posix()
+        for path in sorted(p for p in rendered if p == rel or p.startswith(rel + "/")):
+            h.update(f"{path}\0{render.digest(runtime / path)}\n".encode())
+            found = True
+    return h.hexdigest()[:16] if found else ""

@@ -1,0 +1,138 @@
+"""The source of a run: fetch, the signature check (core/trust.py decides), the checkout, the
+accepted revision, and the decision to replace a broken checkout with a fresh clone (the git
+adapter only runs git)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vigo.adapters.git import (
+    CredentialError,
+    Git,
+    SignatureSetupError,
+    SourceError,
+    signature_pins,
+)
+from vigo.adapters.run import CommandTimeout, Masker
+from vigo.config import Settings
+from vigo.core import render, trust
+from vigo.core.model import DesiredState
+from vigo.host import state
+from vigo.host.report import EXIT_FAILED, EXIT_INVALID, EXIT_SOURCE, Report
+
+
+def fetch_branch(git: Git, repo: str, branch: str, folder: Path) -> tuple[str, str]:
+    """Fetch the branch; (the fetched commit, '' or the line that says the checkout was
+    replaced). A broken checkout (stale index.lock, corrupt objects) is replaced by a fresh
+    clone when the remote answers; when it does not, the fetch's own error stands."""
+    try:
+        return git.fetch(repo, branch, folder), ""
+    except CredentialError:
+        raise
+    except SourceError as first:
+        if not git.remote_answers(repo, branch, folder.parent):
+            raise
+        git.reclone(repo, branch, folder, why=str(first))
+        return git.fetch(repo, branch, folder), recovered(folder, str(first))
+
+
+def checkout_commit(git: Git, repo: str, branch: str, folder: Path,
+                    commit: str) -> tuple[str, str]:
+    """Make the working tree exactly `commit`; a checkout that cannot (a stale index.lock after
+    a crash, a broken object) is cloned afresh. (the commit, '' or the recovery line)."""
+    try:
+        return git.checkout(folder, commit), ""
+    except SourceError as exc:
+        git.reclone(repo, branch, folder, why=str(exc))
+        git.fetch(repo, branch, folder)
+        return git.checkout(folder, commit), recovered(folder, str(exc))
+
+
+def recovered(folder: Path, why: str) -> str:
+    return f"{folder} was broken ({why}); replaced it with a fresh clone"
+
+
+@dataclass
+class Source:
+    settings: Settings
+    git: Git
+    masker: Masker
+    emit: Callable[[str], None]
+    warn: Callable[[Report, str], None]
+
+    def desired(self, report: Report, fetch: bool = True, accepted: str = "",
+                allow_rewind: bool = False) -> DesiredState | None:
+        s = self.settings
+        try:
+            if fetch:
+                fetched, recovered = fetch_branch(self.git, s.repo, s.branch, s.checkout)
+                if not self._trusted(report, fetched, accepted, allow_rewind):
+                    return None  # before the checkout moves: nothing changed
+                rev, again = checkout_commit(self.git, s.repo, s.branch, s.checkout, fetched)
+                if again or recovered:
+                    self.warn(report, again or recovered)
+            else:
+                rev = self.git.head(s.checkout)
+                if not rev:
+                    raise SourceError(f"{s.checkout} has no checkout yet: run without --no-fetch")
+        except (SourceError, CommandTimeout) as exc:
+            report.exit_code, report.error = EXIT_SOURCE, self.masker(str(exc))
+            self.emit(f"source: {report.error}; nothing changed, the next run tries again")
+            return None
+        report.revision = rev
+        desired = render.render(s.checkout, s.host, rev)
+        for w in desired.warnings:
+            self.warn(report, w)
+        if desired.error:  # stacks may be hidden: nothing is pruned, nothing changes
+            report.exit_code, report.error = EXIT_FAILED, self.masker(desired.error)
+            self.emit(f"render: {report.error}; nothing changed")
+            return None
+        return desired
+
+    def _trusted(self, report: Report, fetched: str, accepted: str,
+                 allow_rewind: bool) -> bool:
+        """Signed commits (trust.py), when a key setting is on: the fetched commit must descend
+        from the last accepted one, and every commit in between be signed by a trusted key."""
+        s = self.settings
+        if s.allowed_signers is None and s.gpg_keyring is None:
+            return True
+        try:
+            pins = signature_pins(s.allowed_signers, s.gpg_keyring)
+        except SignatureSetupError as exc:
+            report.exit_code, report.error = EXIT_INVALID, f"signed commits: {exc}"
+            self.emit(f"settings: {report.error}; nothing changed")
+            return False
+        if fetched == accepted:  # an idle run asks git nothing more
+            return True
+        decision = trust.verify(
+            accepted or self.git.read_ref(s.checkout, trust.REF), fetched,
+            trust.SSH if s.allowed_signers else trust.GPG, allow_rewind,
+            is_ancestor=lambda a, b: self.git.is_ancestor(s.checkout, a, b),
+            log=lambda revisions: self.git.signatures(s.checkout, revisions, pins))
+        if not decision.ok:
+            report.exit_code, report.error = trust.EXIT_REFUSED, decision.line
+            report.revision = fetched
+            self.emit(f"source: {decision.line}; nothing changed")  # an error in the journal
+        elif decision.line:
+            self.emit(f"signatures: {decision.line}")
+        return decision.ok
+
+    def accept(self, report: Report, st: dict[str, Any], rev: str) -> None:
+        """Remember the commit apply checked out: the base of the next signature check. Saved
+        at once, then pinned as refs/vigo/applied (gc keeps it): the state is never older."""
+        s = self.settings
+        if st.get(trust.STATE_KEY) == rev:
+            return
+        st[trust.STATE_KEY] = rev
+        if s.allowed_signers is None and s.gpg_keyring is None:
+            return
+        try:
+            state.save(s.state, st)
+        except OSError as exc:
+            self.warn(report, f"cannot save the state file: {exc}")
+        error = self.git.update_ref(s.checkout, trust.REF, rev)
+        if error:
+            self.warn(report, f"cannot pin {rev[:12]} as {trust.REF}: {error}")
