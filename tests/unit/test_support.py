@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.poll import wait_for
+from tests.support.recording import Call, RecordingRunner
 from tests.support.tree import File, GitRepo, Link, git, write_tree
 
 
@@ -76,3 +77,29 @@ def test_wait_for_stops_at_once_when_told_to_abort() -> None:
                  abort=lambda: "exit 1")
     assert calls == [1]
 
+
+def test_recording_runner_records_and_answers_from_its_table() -> None:
+    runner = (RecordingRunner().on("fetch", returncode=128, stderr="fatal: x", times=1)
+              .on("git", "rev-parse", stdout="abc\n"))
+    first = runner.run(("git", "-C", "/c", "fetch", "origin"), env={"A": "1"}, input="in",
+                       cwd="/c", timeout=7, mask_output=False, limit_data=9)
+    again = runner.run(("git", "fetch"))
+    head = runner.run(("git", "-C", "/c", "rev-parse", "HEAD"))
+    other = runner.run(("rev-parse", "git"))  # the words in another order: no match
+    assert (first.returncode, first.stderr, again.returncode) == (128, "fatal: x", 0)
+    assert (head.stdout, other.stdout) == ("abc\n", "")
+    assert runner.calls[0] == Call(("git", "-C", "/c", "fetch", "origin"), {"A": "1"}, "in",
+                                   "/c", 7, False, 9)
+    assert runner.argvs[1:] == [("git", "fetch"), ("git", "-C", "/c", "rev-parse", "HEAD"),
+                                ("rev-parse", "git")]
+
+
+def test_recording_runner_masks_like_the_real_one_and_finds_secrets_in_argv() -> None:
+    runner = RecordingRunner().on("cat", stdout="token=hunter2-secret\n")
+    runner.masker.add(["hunter2-secret"])
+    assert runner.run(("cat", "x")).stdout == "token=***\n"
+    assert runner.run(("cat", "x"), mask_output=False).stdout == "token=hunter2-secret\n"
+    runner.assert_not_in_argv("hunter2-secret")
+    runner.run(("curl", "-u", "me:hunter2-secret"))
+    with pytest.raises(AssertionError, match="is in the argv"):
+        runner.assert_not_in_argv("hunter2-secret")
