@@ -41,6 +41,7 @@ class _Answer:
     stderr: str
     times: int | None  # None: every time
     effect: Callable[[Call], None] | None = field(default=None)
+    stdin_has: str | None = None
 
 
 def _has_in_order(argv: Sequence[str], words: Sequence[str]) -> bool:
@@ -55,13 +56,14 @@ class RecordingRunner(Runner):
         self._answers: list[_Answer] = []
 
     def on(self, *words: str, returncode: int = 0, stdout: str = "", stderr: str = "",
-           times: int | None = None, effect: Callable[[Call], None] | None = None
-           ) -> RecordingRunner:
-        """Answer the commands whose argv holds `words` in this order (the first matching
-        answer wins; `times` uses it up). `effect` runs first: a command's side effect on
-        the disk (git init's folder) that the adapter then reads. Without a match: exit 0,
-        no output."""
-        self._answers.append(_Answer(words, returncode, stdout, stderr, times, effect))
+           times: int | None = None, effect: Callable[[Call], None] | None = None,
+           stdin_has: str | None = None) -> RecordingRunner:
+        """Answer the commands whose argv holds `words` in this order (and whose stdin holds
+        `stdin_has`, if given); the first matching answer wins, `times` uses it up. `effect`
+        runs first: a command's side effect on the disk (git init's folder) that the adapter
+        then reads. Without a match: exit 0, no output."""
+        self._answers.append(_Answer(words, returncode, stdout, stderr, times, effect,
+                                     stdin_has))
         return self
 
     def run(self, argv: Sequence[str], *, timeout: float = 300,
@@ -73,6 +75,8 @@ class RecordingRunner(Runner):
         self.calls.append(call)
         for answer in self._answers:
             if answer.times == 0 or not _has_in_order(call.argv, answer.words):
+                continue
+            if answer.stdin_has is not None and answer.stdin_has not in (call.stdin or ""):
                 continue
             if answer.times is not None:
                 answer.times -= 1

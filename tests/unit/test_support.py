@@ -103,3 +103,11 @@ def test_recording_runner_masks_like_the_real_one_and_finds_secrets_in_argv() ->
     runner.run(("curl", "-u", "me:hunter2-secret"))
     with pytest.raises(AssertionError, match="is in the argv"):
         runner.assert_not_in_argv("hunter2-secret")
+
+
+def test_recording_runner_can_answer_by_stdin() -> None:
+    runner = (RecordingRunner().on("ssh-keygen", stdin_has="ssh-ed25519", stdout="ED\n")
+              .on("ssh-keygen", stdout="OTHER\n"))
+    assert runner.run(("ssh-keygen", "-f", "-"), input="h ssh-ed25519 AAAA\n").stdout == "ED\n"
+    assert runner.run(("ssh-keygen", "-f", "-"), input="h ssh-rsa AAAA\n").stdout == "OTHER\n"
+    assert runner.run(("ssh-keygen", "-f", "-")).stdout == "OTHER\n"
