@@ -213,14 +213,27 @@ class Machine:
                 run.result, run.ended = msg.split("'")[1], mono
         return list(runs.values())
 
-    def next_run(self, after: float, timeout: float) -> Run:
-        """The first run that started after `after` (monotonic, see uptime()), once it ended."""
-        runs = wait_for(lambda: [r for r in self.runs() if r.started > after], timeout, 1,
-                        "a vigo run to start and end",
-                        ok=lambda runs: runs and runs[0].ended is not None,
-                        detail=lambda: self.exec("journalctl", "-u", "vigo", "--no-pager",
-                                                 check=False).stdout[-4000:])
-        return runs[0]
+    def next_run(self, after: float, timeout: float, saying: str = "") -> Run:
+        """The first run that started after `after` (monotonic, see uptime()), once it ended.
+        With `saying`: the first run that ended after `after` with a line that starts so. Read
+        `after` before the change such a run must see: a timer run may start at any moment,
+        and one that started in between and saw the change leaves the next one nothing to
+        do."""
+        def runs() -> list[Run]:
+            return [r for r in self.runs()
+                    if ((r.ended is None or r.ended > after) if saying else r.started > after)]
+
+        def pick(seen: list[Run]) -> list[Run]:
+            if not saying:
+                return seen[:1] if seen and seen[0].ended is not None else []
+            return [r for r in seen if r.ended is not None and
+                    any(msg.startswith(saying) for _, msg in r.lines)][:1]
+
+        seen = wait_for(runs, timeout, 1, "a vigo run to start and end" + (
+            f" saying {saying!r}" if saying else ""), ok=pick,
+            detail=lambda: self.exec("journalctl", "-u", "vigo", "--no-pager",
+                                     check=False).stdout[-4000:])
+        return pick(seen)[0]
 
     def wait_runs(self, count: int, timeout: float) -> list[Run]:
         """Poll the journal until `count` runs have ended (since this boot)."""
