@@ -21,6 +21,7 @@ from tests.e2e.conftest import Host
 from tests.support import light
 from tests.support.engines import load_images
 from tests.support.infra import GIT_ID, sh
+from tests.support.poll import wait_for
 
 
 def no_traceback(out: str) -> None:
@@ -36,17 +37,6 @@ def ifindex(interface: str) -> str | None:
         return Path(f"/sys/class/net/{interface}/ifindex").read_text().strip()
     except OSError:
         return None
-
-
-def wait_for(what: str, probe, timeout: float = 60, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(every)
 
 
 def start_apply(host: Host, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -101,9 +91,10 @@ class PrivateEngine:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         proc = self.proc
-        wait_for("the private engine", lambda: proc.poll() is not None or self.docker(
-            "version", check=False).returncode == 0, timeout=30, every=0.1)
-        assert proc.poll() is None, (self.root / "dockerd.log").read_text()[-2000:]
+        wait_for(lambda: self.docker("version", check=False).returncode == 0, 30, 0.1,
+                 "the private engine to answer",
+                 abort=lambda: proc.poll() is not None and f"dockerd exited {proc.poll()}",
+                 detail=lambda: (self.root / "dockerd.log").read_text()[-2000:])
 
     def stop(self) -> None:
         """SIGTERM to the dockerd this test started, and wait until it has exited."""
@@ -175,8 +166,8 @@ def test_engine_stopped_during_the_health_gate(host: Host,
     light.add(host, "slow", extra=light.SLOW)
     host.repo.commit("a stack whose health gate takes 4 s")
     run = start_apply(host, engine.env())
-    wait_for("slow's container to start its health gate",
-             lambda: any("health: starting" in s for s in status("slow")))
+    wait_for(lambda: status("slow"), 60, 0.2, "slow's container to start its health gate",
+             ok=lambda seen: any("health: starting" in s for s in seen))
     time.sleep(0.5)  # inside the gate: compose up has returned
     engine.stop()
     out, err = run.communicate(timeout=120)
@@ -434,7 +425,8 @@ def test_sigkill_during_the_health_gate_then_the_next_run_converges(steady: Host
                   ).stdout.split("\n")[:-1]
 
     run = start_apply(host)
-    wait_for("slow's health gate", lambda: any("health: starting" in s for s in slow_status()))
+    wait_for(slow_status, 60, 0.2, "slow's health gate",
+             ok=lambda seen: any("health: starting" in s for s in seen))
     time.sleep(0.5)
     run.send_signal(signal.SIGKILL)  # the process this test started, by its pid
     run.wait(timeout=30)

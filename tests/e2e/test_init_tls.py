@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import TAG_A, Host
 from tests.support.infra import SOPS_ENV, free_port, sh
+from tests.support.poll import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@vigo.invalid",
@@ -104,14 +104,11 @@ def test_init_check_apply_verified_tls_and_http_redirect(host: Host, pebble: Pat
     root = tmp_path / "root.pem"
     root.write_text(sh(str(ROOT / "scripts/pebble"), "root", str(pebble)).stdout)
     name = f"whoami.{host.prefix[:-1]}.test"
-    deadline = time.monotonic() + 60
-    while True:
-        got = sh("curl", "-sS", "--max-time", "5", "--resolve", f"{name}:{https}:127.0.0.1",
-                 "--cacert", str(root), f"https://{name}:{https}/", check=False)
-        if got.returncode == 0 and f"revision={TAG_A}" in got.stdout:
-            break
-        assert time.monotonic() < deadline, f"no verified HTTPS: {got.stderr}{got.stdout}"
-        time.sleep(1)
+    wait_for(lambda: sh("curl", "-sS", "--max-time", "5", "--resolve",
+                        f"{name}:{https}:127.0.0.1", "--cacert", str(root),
+                        f"https://{name}:{https}/", check=False), 60, 1,
+             f"verified HTTPS from whoami (revision={TAG_A})",
+             ok=lambda got: got.returncode == 0 and f"revision={TAG_A}" in got.stdout)
     issuer = sh("sh", "-c", f"echo | openssl s_client -connect 127.0.0.1:{https} "
                 f"-servername {name} 2>/dev/null | openssl x509 -noout -issuer").stdout
     assert "Pebble" in issuer
@@ -121,11 +118,8 @@ def test_init_check_apply_verified_tls_and_http_redirect(host: Host, pebble: Pat
     assert code in ("301", "302", "307", "308") and location.startswith(f"https://{name}")
     # acme.json holds the certificate and survives the next runs.
     acme = host.runtime / "proxy/acme/acme.json"
-    deadline = time.monotonic() + 20
-    while name not in acme.read_text() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    saved = acme.read_text()
-    assert name in saved
+    saved = wait_for(acme.read_text, 20, 0.5, f"{name}'s certificate in acme.json",
+                     ok=lambda text: name in text)
     host.apply()
     host.apply("--force")
     assert acme.read_text() == saved

@@ -9,11 +9,11 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.e2e.conftest import Host
 from tests.support import light
+from tests.support.poll import wait_for
 
 KEEP = '["sh", "-c", "trap \'exit 0\' TERM; while sleep 1; do :; done"]'
 
@@ -39,10 +39,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, str]]:
 
 
 def wait_for_link(path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.is_symlink():
-        assert time.monotonic() < deadline, f"the container never planted {path}"
-        time.sleep(0.2)
+    wait_for(path.is_symlink, timeout, 0.2, f"the container to plant {path}")
 
 
 def planter(plants: dict[str, Path], volumes: str = "") -> str:

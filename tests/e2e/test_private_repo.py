@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from tests.e2e.conftest import Host
 from tests.support.gitservers import HttpsGitServer, SshGitServer, keygen
 from tests.support.infra import sh
+from tests.support.poll import wait_for
 
 
 def _settings(host: Host, **values: object) -> None:
@@ -207,10 +207,8 @@ def test_https_token_file_never_in_argv_or_config(host: Host, https_git: HttpsGi
     assert git_config.stat().st_mode & 0o777 == 0o600
     assert TOKEN not in res.stdout + res.stderr
     # basic auth as the token's user: lighttpd writes its access log a moment after it answers
-    deadline = time.monotonic() + 10
-    while "deploy" not in https_git.access.read_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert "deploy" in https_git.access.read_text()
+    wait_for(https_git.access.read_text, 10, 0.1, "lighttpd's access log line of user deploy",
+             ok=lambda log: "deploy" in log)
 
     token.write_text("wrong-token-123456\n")
     res = host.vigo("-v", "apply")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from tests.e2e.conftest import TAG_A, TAG_B, Host
 from tests.e2e.test_faults import PrivateEngine, private_engine  # noqa: F401 - the fixture
 from tests.support import light
+from tests.support.poll import wait_for
 from tests.support.systemd import Machine, Run, TimerHost
 
 ERR = 3
@@ -154,10 +154,8 @@ def test_engine_restart_containers_come_back_by_restart_policy_and_nothing_is_re
     host.repo.commit("a new secret for one stack")
     eng.stop()
     eng.start(pools=False)
-    deadline = time.monotonic() + 60
-    while containers().get("always", ("", ""))[1] != "running":
-        assert time.monotonic() < deadline, containers()
-        time.sleep(0.5)
+    wait_for(containers, 60, 0.5, "the engine to restart stack always's container",
+             ok=lambda found: found.get("always", ("", ""))[1] == "running")
     after_boot = containers()
     assert after_boot["always"][0] == before["always"][0]  # restarted, not recreated
     res = apply()

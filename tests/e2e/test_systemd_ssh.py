@@ -101,9 +101,10 @@ def test_ssh_repo_under_the_hardened_unit(timer_host: TimerHost, sshd: SshGitSer
 
     # A push: a timer run under the unit fetches it over SSH and applies it.
     whoami = h.repo.work / "stacks/whoami/docker-compose.yml"
+    pushed = m.uptime()
     whoami.write_text(whoami.read_text().replace(TAG_A, TAG_B))
     h.repo.commit("promote whoami")
-    run = m.next_run(m.uptime(), 120)
+    run = m.next_run(pushed, 120, saying="whoami: updated")
     assert run.result == "success", _text(run)
     assert any(msg.startswith("whoami: updated") for _, msg in run.lines), _text(run)
     assert image_of(h, "whoami") == f"{APP_REPOSITORY}:{TAG_B}"
@@ -138,8 +139,9 @@ def test_ssh_repo_under_the_hardened_unit(timer_host: TimerHost, sshd: SshGitSer
     assert image_of(h, "whoami") == f"{APP_REPOSITORY}:{TAG_B}"
 
     # Pinned again: the next run applies what was pushed meanwhile.
+    pinned = m.uptime()
     sshd.known_hosts(known)
-    fixed = m.next_run(m.uptime(), 90)
+    fixed = m.next_run(pinned, 90, saying="whoami: updated")
     assert fixed.result == "success", _text(fixed)
     assert any(msg.startswith("whoami: updated") for _, msg in fixed.lines), _text(fixed)
     assert image_of(h, "whoami") == f"{APP_REPOSITORY}:{TAG_A}"

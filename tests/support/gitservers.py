@@ -12,21 +12,22 @@ import time
 from pathlib import Path
 
 from tests.support.infra import free_port, sh
+from tests.support.poll import wait_for
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes] | None, log: Path,
                what: str, addr: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def listens() -> bool:
         try:
             with socket.create_connection((addr, port), timeout=1):
-                return
+                return True
         except OSError:
-            if proc is not None and proc.poll() is not None:
-                break
-            time.sleep(0.05)
-    text = log.read_text() if log.exists() else ""
-    raise AssertionError(f"{what} did not listen on {addr}:{port}:\n{text}")
+            return False
+
+    wait_for(listens, 20, 0.05, f"{what} to listen on {addr}:{port}",
+             abort=lambda: proc is not None and proc.poll() is not None and
+             f"it exited {proc.poll()}",
+             detail=lambda: log.read_text() if log.exists() else "")
 
 
 def _free_port_on(addr: str) -> int:

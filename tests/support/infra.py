@@ -8,9 +8,9 @@ import socket
 import subprocess
 from pathlib import Path
 
+from tests.support.tree import GIT_ID, GitRepo
+
 SOPS_ENV = {"SOPS_DISABLE_VERSION_CHECK": "1"}
-GIT_ID = ["-c", "user.name=vigo test", "-c", "user.email=test@vigo.invalid",
-          "-c", "commit.gpgsign=false"]
 
 
 def sh(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None,
@@ -38,23 +38,14 @@ class AgeKey:
                               if line.startswith("# public key: "))
 
 
-class InfraRepo:
-    """A working clone of the infra repo plus its bare remote."""
+class InfraRepo(GitRepo):
+    """A working clone of the infra repo plus its bare remote (support/tree.py's GitRepo) whose
+    env/*.env are encrypted to `recipients`."""
 
     def __init__(self, root: Path, recipients: list[str]) -> None:
-        self.work = root / "work"
-        self.remote = root / "remote.git"
-        self.work.mkdir(parents=True)
-        sh("git", "init", "-q", "-b", "main", str(self.work))
-        sh("git", "init", "-q", "--bare", "-b", "main", str(self.remote))
-        sh("git", "-C", str(self.work), "remote", "add", "origin", str(self.remote))
+        super().__init__(root)
         self.write(".sops.yaml", "creation_rules:\n  - path_regex: (^|/)env/[^/]+\\.env$\n"
                    f"    age: [{', '.join(recipients)}]\n")
-
-    def write(self, rel: str, text: str) -> None:
-        path = self.work / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
 
     def write_env(self, rel: str, values: dict[str, str]) -> None:
         """Write a dotenv file (sops form: KEY=VALUE, newlines as \\n) and encrypt it."""
@@ -66,19 +57,10 @@ class InfraRepo:
     def remove(self, rel: str) -> None:
         sh("git", "-C", str(self.work), "rm", "-rq", rel)
 
-    def commit(self, message: str = "change") -> str:
-        sh("git", "-C", str(self.work), "add", "-A")
-        sh("git", *GIT_ID, "-C", str(self.work), "commit", "-qm", message, "--allow-empty")
-        sh("git", "-C", str(self.work), "push", "-q", "origin", "main")
-        return self.head()
-
     def revert(self, rev: str) -> str:
         sh("git", *GIT_ID, "-C", str(self.work), "revert", "--no-edit", rev)
         sh("git", "-C", str(self.work), "push", "-q", "origin", "main")
         return self.head()
-
-    def head(self) -> str:
-        return sh("git", "-C", str(self.work), "rev-parse", "HEAD").stdout.strip()
 
 
 def proxy_compose(prefix: str) -> str:

@@ -18,12 +18,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.infra import sh
+from tests.support.poll import wait_for
 
 CACHE = Path("/var/cache/vigo-test")
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -159,15 +159,11 @@ class Machine:
         return self
 
     def wait_booted(self) -> str:
-        deadline = time.monotonic() + 90
-        state = ""
-        while time.monotonic() < deadline:
-            state = self.exec("systemctl", "is-system-running", check=False).stdout.strip()
-            if state in ("running", "degraded"):
-                return state
-            time.sleep(0.3)
-        raise AssertionError(f"systemd in {self.name} did not finish booting: {state!r}\n"
-                             + self.exec("systemctl", "--failed", check=False).stdout)
+        return wait_for(
+            lambda: self.exec("systemctl", "is-system-running", check=False).stdout.strip(),
+            90, 0.3, f"systemd in {self.name} to finish booting",
+            ok=lambda state: state in ("running", "degraded"),
+            detail=lambda: self.exec("systemctl", "--failed", check=False).stdout)
 
     def reboot(self, while_down: Callable[[], object] | None = None) -> None:
         """Restart the container: systemd boots again, /run (the secrets tmpfs) is empty.
@@ -217,35 +213,36 @@ class Machine:
                 run.result, run.ended = msg.split("'")[1], mono
         return list(runs.values())
 
-    def next_run(self, after: float, timeout: float) -> Run:
-        """The first run that started after `after` (monotonic, see uptime()), once it ended."""
-        deadline = time.monotonic() + timeout
-        while True:
-            runs = [r for r in self.runs() if r.started > after]
-            if runs and runs[0].ended is not None:
-                return runs[0]
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"no vigo run started and ended within {timeout:.0f}s:\n"
-                    + self.exec("journalctl", "-u", "vigo", "--no-pager",
-                                check=False).stdout[-4000:])
-            time.sleep(1)
+    def next_run(self, after: float, timeout: float, saying: str = "") -> Run:
+        """The first run that started after `after` (monotonic, see uptime()), once it ended.
+        With `saying`: the first run that ended after `after` with a line that starts so. Read
+        `after` before the change such a run must see: a timer run may start at any moment,
+        and one that started in between and saw the change leaves the next one nothing to
+        do."""
+        def runs() -> list[Run]:
+            return [r for r in self.runs()
+                    if ((r.ended is None or r.ended > after) if saying else r.started > after)]
+
+        def pick(seen: list[Run]) -> list[Run]:
+            if not saying:
+                return seen[:1] if seen and seen[0].ended is not None else []
+            return [r for r in seen if r.ended is not None and
+                    any(msg.startswith(saying) for _, msg in r.lines)][:1]
+
+        seen = wait_for(runs, timeout, 1, "a vigo run to start and end" + (
+            f" saying {saying!r}" if saying else ""), ok=pick,
+            detail=lambda: self.exec("journalctl", "-u", "vigo", "--no-pager",
+                                     check=False).stdout[-4000:])
+        return pick(seen)[0]
 
     def wait_runs(self, count: int, timeout: float) -> list[Run]:
         """Poll the journal until `count` runs have ended (since this boot)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            runs = [r for r in self.runs() if r.ended is not None]
-            if len(runs) >= count:
-                return runs
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"only {len(runs)} of {count} vigo runs ended within {timeout:.0f}s:\n"
-                    + self.exec("journalctl", "-u", "vigo", "--no-pager",
-                                check=False).stdout[-4000:]
-                    + self.exec("systemctl", "list-timers", "--all", "--no-pager",
-                                check=False).stdout)
-            time.sleep(1)
+        return wait_for(lambda: [r for r in self.runs() if r.ended is not None], timeout, 1,
+                        f"{count} vigo runs to end", ok=lambda runs: len(runs) >= count,
+                        detail=lambda: self.exec("journalctl", "-u", "vigo", "--no-pager",
+                                                 check=False).stdout[-4000:]
+                        + self.exec("systemctl", "list-timers", "--all", "--no-pager",
+                                    check=False).stdout)
 
 
 class TimerHost:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.support.recording import RecordingRunner
 from vigo import config
-from vigo.adapters.run import Result, Runner
+from vigo.adapters.run import Runner
 from vigo.host import install
 from vigo.host.install import BootstrapOptions, settings_text
 
@@ -16,21 +17,13 @@ ED = "[git.example.org]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA"
 RSA = "[git.example.org]:2222 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ"
 
 
-class Keyscan(Runner):
+def Keyscan() -> RecordingRunner:
     """ssh-keyscan offers two keys; ssh-keygen -l prints their fingerprints."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[str, ...]] = []
-
-    def run(self, argv, *, timeout=300, env=None, cwd=None, input=None, mask_output=True):
-        argv = tuple(argv)
-        self.calls.append(argv)
-        if argv[0] == "ssh-keyscan":
-            return Result(argv, 0, f"# git.example.org:2222 SSH-2.0-OpenSSH_9.2\n{ED}\n{RSA}\n",
-                          "")
-        fp = FP if "ssh-ed25519" in (input or "") else OTHER
-        return Result(argv, 0, f"256 {fp} [git.example.org]:2222 (ED25519)\n", "")
+    return (RecordingRunner()
+            .on("ssh-keyscan", stdout=f"# git.example.org:2222 SSH-2.0-OpenSSH_9.2\n{ED}\n{RSA}\n")
+            .on("ssh-keygen", stdin_has="ssh-ed25519",
+                stdout=f"256 {FP} [git.example.org]:2222 (ED25519)\n")
+            .on("ssh-keygen", stdout=f"256 {OTHER} [git.example.org]:2222 (ED25519)\n"))
 
 
 def _opts(tmp_path: Path, **kw) -> BootstrapOptions:
@@ -65,7 +58,7 @@ def test_host_key_step_keeps_only_the_matching_key(tmp_path: Path) -> None:
     text = install._host_key_step(opts, _settings(tmp_path, opts), lambda _, t: said.append(t),
                                   runner)
     assert text == ED + "\n"
-    assert runner.calls[0] == ("ssh-keyscan", "-T", "10", "-p", "2222", "--",
+    assert runner.argvs[0] == ("ssh-keyscan", "-T", "10", "-p", "2222", "--",
                                "git.example.org")
     assert said[-1] == f"host key: git.example.org port 2222 offers {FP}: pinned"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tree import write_tree
 from vigo.core.lint import Policy
 from vigo.workstation.check import check, schema_reason
 
@@ -17,11 +18,6 @@ APP = """services:
 {extra}"""
 
 
-def write(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    return root
 
 
 def no_compose(_: Path) -> None:
@@ -44,19 +40,19 @@ def ids(findings) -> list[tuple[str, str]]:
                  [("compose-valid", "stacks/a/compose.yaml")], id="schema-fallback"),
 ])
 def test_check(tmp_path: Path, files: dict[str, str], expected) -> None:
-    repo = write(tmp_path, files)
+    repo = write_tree(tmp_path, files)
     assert ids(check(repo, Policy(), no_compose)) == expected
 
 
 def test_validator_reason_wins_over_fallback(tmp_path: Path) -> None:
-    repo = write(tmp_path, {"stacks/a/compose.yaml": APP.format(extra="")})
+    repo = write_tree(tmp_path, {"stacks/a/compose.yaml": APP.format(extra="")})
     found = check(repo, Policy(), lambda path: f"{path} is bad")
     assert ids(found) == [("compose-valid", "stacks/a/compose.yaml")]
     assert "vigo-check-" not in found[0].message  # the temp tree never shows
 
 
 def test_schema_reason_lists_unknown_service_keys(tmp_path: Path) -> None:
-    path = write(tmp_path, {"c.yaml": APP.format(extra="    x-mine: 1\n    nope: 2\n")})
+    path = write_tree(tmp_path, {"c.yaml": APP.format(extra="    x-mine: 1\n    nope: 2\n")})
     assert schema_reason(path / "c.yaml") == "unknown key(s) services.web.nope"
 
 
@@ -69,7 +65,7 @@ class _Res:
 
 
 def test_resolved_judgement_names_rule_and_line(tmp_path: Path) -> None:
-    repo = write(tmp_path, {"stacks/a/compose.yaml": APP.format(extra="    pid: host\n")})
+    repo = write_tree(tmp_path, {"stacks/a/compose.yaml": APP.format(extra="    pid: host\n")})
     model = {"services": {"web": {"image": "x", "pid": "host"}}}
     found = check(repo, Policy(), lambda _: "", resolve=lambda *_: _Res(json.dumps(model)))
     assert [(f.rule, f.path, f.line) for f in found if f.severity == "error"] == [
@@ -78,7 +74,8 @@ def test_resolved_judgement_names_rule_and_line(tmp_path: Path) -> None:
 
 def test_resolved_judgement_replaces_the_text_privilege_rules(tmp_path: Path) -> None:
     # The text says privileged; the resolved model (what Docker runs) decides.
-    repo = write(tmp_path, {"stacks/a/compose.yaml": APP.format(extra="    privileged: true\n")})
+    repo = write_tree(tmp_path,
+                      {"stacks/a/compose.yaml": APP.format(extra="    privileged: true\n")})
     model = {"services": {"web": {"image": "x", "privileged": True}}}
     found = check(repo, Policy(), lambda _: "", resolve=lambda *_: _Res(json.dumps(model)))
     assert ids(found) == [("privileged", "stacks/a/compose.yaml")]
@@ -86,8 +83,9 @@ def test_resolved_judgement_replaces_the_text_privilege_rules(tmp_path: Path) ->
 
 
 def test_placeholders_that_compose_refuses_are_unresolved(tmp_path: Path) -> None:
-    repo = write(tmp_path, {"stacks/a/compose.yaml": APP.format(extra="    ports: ['${P}:80']\n"),
-                            "env/a.env": "P=ENC[AES256_GCM,data:x]\nsops_mac=ENC[x]\n"})
+    repo = write_tree(tmp_path, {
+        "stacks/a/compose.yaml": APP.format(extra="    ports: ['${P}:80']\n"),
+        "env/a.env": "P=ENC[AES256_GCM,data:x]\nsops_mac=ENC[x]\n"})
     envs: list[str] = []
 
     def resolve(_project: str, _compose: Path, env: Path) -> _Res:
@@ -100,14 +98,15 @@ def test_placeholders_that_compose_refuses_are_unresolved(tmp_path: Path) -> Non
 
 
 def test_without_docker_compose_the_text_rules_stand_in_and_say_so(tmp_path: Path) -> None:
-    repo = write(tmp_path, {"stacks/a/compose.yaml": APP.format(extra="    privileged: true\n")})
+    repo = write_tree(tmp_path,
+                      {"stacks/a/compose.yaml": APP.format(extra="    privileged: true\n")})
     found = check(repo, Policy(), no_compose, resolve=lambda *_: None)
     assert ("privileged", "stacks/a/compose.yaml") in ids(found)
     assert "policy-resolved" in [f.rule for f in found if f.severity == "warning"]
 
 
 def test_a_climbing_bind_is_reported_once(tmp_path: Path) -> None:
-    repo = write(tmp_path, {"stacks/a/compose.yaml": APP.format(
+    repo = write_tree(tmp_path, {"stacks/a/compose.yaml": APP.format(
         extra="    volumes: ['../../../../etc:/x']\n")})
     model = {"services": {"web": {"image": "x", "volumes": [
         {"type": "bind", "source": "/etc", "target": "/x"}]}}}

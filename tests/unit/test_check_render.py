@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tree import write_tree
 from vigo.core.lint import Policy
 from vigo.core.render import MAX_FILE_SIZE
 from vigo.workstation.check import check, format_text
@@ -17,11 +18,6 @@ BOMB = ("x-bomb:\n  a0: &a0 [l, l, l, l, l, l, l, l, l]\n" + "".join(
     f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 9)) + APP)
 
 
-def write(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    return root
 
 
 def _huge(root: Path) -> None:
@@ -30,7 +26,7 @@ def _huge(root: Path) -> None:
 
 
 def _overlay_folder(root: Path) -> None:
-    write(root, {"hosts/h1/stacks/a/conf.ini/x": "x", "stacks/a/conf.ini": "x"})
+    write_tree(root, {"hosts/h1/stacks/a/conf.ini/x": "x", "stacks/a/conf.ini": "x"})
 
 
 def _odd(root: Path) -> None:
@@ -38,11 +34,11 @@ def _odd(root: Path) -> None:
 
 
 def _no_compose(root: Path) -> None:
-    write(root, {"stacks/b/README.md": "x"})
+    write_tree(root, {"stacks/b/README.md": "x"})
 
 
 def _bomb(root: Path) -> None:
-    write(root, {"stacks/a/compose.yaml": BOMB})
+    write_tree(root, {"stacks/a/compose.yaml": BOMB})
 
 
 def _fifo(root: Path) -> None:
@@ -58,7 +54,7 @@ def _fifo(root: Path) -> None:
     (_fifo, "render", "stacks/a", "is not a regular file"),
 ], ids=["huge", "overlay-file-to-folder", "odd-name", "no-compose", "bomb-under-x", "fifo"])
 def test_render_problems_are_check_errors(tmp_path: Path, make, rule, path, words) -> None:
-    repo = write(tmp_path, {"stacks/a/compose.yaml": APP})
+    repo = write_tree(tmp_path, {"stacks/a/compose.yaml": APP})
     make(repo)
     validated: list[Path] = []
 
@@ -79,8 +75,8 @@ def test_render_problems_are_check_errors(tmp_path: Path, make, rule, path, word
 
 
 def test_an_included_bomb_never_reaches_the_validator(tmp_path: Path) -> None:
-    repo = write(tmp_path, {"stacks/a/compose.yaml": "include: [../../common/x.yml]\n" + APP,
-                            "common/x.yml": BOMB, "stacks/b/compose.yaml": APP})
+    repo = write_tree(tmp_path, {"stacks/a/compose.yaml": "include: [../../common/x.yml]\n" + APP,
+                                 "common/x.yml": BOMB, "stacks/b/compose.yaml": APP})
     validated: list[str] = []
     found = check(repo, Policy(), lambda p: validated.append(p.parent.name) or "")
     assert [(f.rule, f.path) for f in found if f.severity == "error"] == [

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.poll import wait_for
 from vigo.adapters.lock import LockError, RunLock
 from vigo.cli import commands as cli
 
@@ -74,7 +75,6 @@ def test_sigterm_ends_the_command_and_records_the_run_as_failed(tmp_path):
     import signal
     import subprocess
     import sys
-    import time
 
     pid_file = tmp_path / "child.pid"
     script = f"""
@@ -89,9 +89,9 @@ sys.exit(cli.main(["--config", "{settings_file(tmp_path)}", "apply"]))
 """
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not pid_file.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_for(pid_file.exists, 60, 0.05, "the apply's command to write its pid",
+             abort=lambda: proc.poll() is not None and f"vigo exited {proc.poll()}",
+             detail=lambda: proc.stderr.read() if proc.poll() is not None else "")
     child = int(pid_file.read_text())
     proc.send_signal(signal.SIGTERM)  # the process this test started
     out, err = proc.communicate(timeout=60)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tree import write_tree
 from vigo.core.lint import Policy
 from vigo.workstation import fleet
 
@@ -132,10 +133,7 @@ def repo(tmp_path: Path) -> Path:
         "hosts/h2/stacks/app/docker-compose.yml": APP.format(tag="sha-5d6e7f8"),
         "hosts/h2/env/.gitkeep": "",
     }
-    for rel, text in files.items():
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text(text)
-    return tmp_path
+    return write_tree(tmp_path, files)
 
 
 def no_compose(_: Path) -> None:

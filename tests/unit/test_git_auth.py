@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.recording import Call, RecordingRunner
 from vigo.adapters.git import (
     CREDENTIAL_HELPER,
     GIT,
@@ -26,7 +27,6 @@ from vigo.adapters.git import (
     ssh_command,
     ssh_target,
 )
-from vigo.adapters.run import Result, Runner
 
 TOKEN = "ghp_" + "x1y2z3" * 6
 
@@ -173,17 +173,13 @@ def test_refusal_line_names_fingerprint_file_and_fix() -> None:
     assert "the server offers a key it did not show" in refusal_line(odd, "", "h", 22, None)
 
 
-class Recording(Runner):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[tuple[str, ...], dict[str, str]]] = []
+def _git_init(call: Call) -> None:  # the folder git init makes; vigo writes its config
+    Path(call.argv[call.argv.index("-C") + 1], ".git").mkdir(parents=True)
 
-    def run(self, argv, *, timeout=300, env=None, cwd=None, input=None, mask_output=True):
-        argv = tuple(str(a) for a in argv)
-        self.calls.append((argv, dict(env or {})))
-        if argv[-2:] == ("init", "-q"):  # the folder git init makes; vigo writes its config
-            Path(argv[argv.index("-C") + 1], ".git").mkdir(parents=True)
-        return Result(argv, 0, "0123abcd\n" if "rev-parse" in argv else "", "")
+
+def Recording() -> RecordingRunner:
+    return RecordingRunner().on("init", "-q", effect=_git_init).on("rev-parse",
+                                                                   stdout="0123abcd\n")
 
 
 def test_fetch_of_a_new_checkout_exact_argv_and_env(tmp_path: Path) -> None:
@@ -198,17 +194,17 @@ def test_fetch_of_a_new_checkout_exact_argv_and_env(tmp_path: Path) -> None:
     bare = "https://git.example.org/infra.git"
     helper = ("-c", f"credential.https://git.example.org.helper={CREDENTIAL_HELPER}")
     c = ("-C", str(checkout))
-    assert [argv for argv, _ in runner.calls] == [
+    assert runner.argvs == [
         (*GIT, *c, "init", "-q"),
         (*GIT, *helper, *c, "fetch", "-q", "--no-tags", "--no-recurse-submodules", "--prune",
          "origin", "+refs/heads/main:refs/remotes/origin/main"),
         (*GIT, *c, "rev-parse", "--verify", "-q", "refs/remotes/origin/main^{commit}"),
     ]
-    for argv, env in runner.calls:
-        assert TOKEN not in " ".join(argv)
-        assert {k: env[k] for k in GIT_ENV} == GIT_ENV
+    runner.assert_not_in_argv(TOKEN)
+    for call in runner.calls:
+        assert {k: call.env[k] for k in GIT_ENV} == GIT_ENV
     assert f'url = "{bare}"' in (checkout / ".git" / "config").read_text()
-    fetch_env = runner.calls[1][1]
+    fetch_env = runner.calls[1].env
     assert fetch_env["VIGO_GIT_PASSWORD"] == TOKEN and fetch_env["SSH_AUTH_SOCK"] == ""
     assert runner.masker(f"x {TOKEN} y") == "x *** y"
 
@@ -252,17 +248,15 @@ def test_known_hosts_changed_only_by_root(tmp_path: Path) -> None:
     assert runner.calls == []
 
 
-class Refusing(Recording):
-    """The server refuses the key: every fetch and ls-remote fails as ssh makes git fail."""
+REFUSED = ("root@127.0.0.1: Permission denied (publickey).\r\nfatal: Could not read from remote "
+           "repository.\n\nPlease make sure you have the correct access rights\nand the "
+           "repository exists.\n")
 
-    def run(self, argv, *, timeout=300, env=None, cwd=None, input=None, mask_output=True):
-        argv = tuple(str(a) for a in argv)
-        self.calls.append((argv, dict(env or {})))
-        if "fetch" in argv or "ls-remote" in argv:
-            return Result(argv, 128, "", "root@127.0.0.1: Permission denied (publickey).\r\n"
-                          "fatal: Could not read from remote repository.\n\nPlease make sure "
-                          "you have the correct access rights\nand the repository exists.\n")
-        return Result(argv, 0, "", "")
+
+def Refusing() -> RecordingRunner:
+    """The server refuses the key: every fetch and ls-remote fails as ssh makes git fail."""
+    return (RecordingRunner().on("fetch", returncode=128, stderr=REFUSED)
+            .on("ls-remote", returncode=128, stderr=REFUSED))
 
 
 def test_a_refused_deploy_key_names_the_public_half_to_add(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.gitsync import sync
+from tests.support.tree import File, GitRepo, Link
 from vigo.adapters import git as gitmod
 from vigo.adapters.git import Git
 from vigo.adapters.run import Runner
@@ -31,21 +32,10 @@ def sh(*argv: str, cwd: Path | None = None) -> str:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One remote for the module (the test that pushes to it copies it first)."""
-    tmp_path = tmp_path_factory.mktemp("remote")
-    work = tmp_path / "work"
-    remote = tmp_path / "remote.git"
-    sh("git", "init", "-q", "-b", "main", str(work))
-    sh("git", "init", "-q", "--bare", "-b", "main", str(remote))
-    (work / "stacks" / "a").mkdir(parents=True)
-    (work / "stacks" / "a" / "docker-compose.yml").write_text("services: {}\n")
-    (work / ".gitignore").write_text("*.log\n")
-    (work / "run.sh").write_text("#!/bin/sh\n")
-    os.chmod(work / "run.sh", 0o755)
-    os.symlink("stacks/a/docker-compose.yml", work / "link.yml")
-    sh("git", *ID, "-C", str(work), "add", "-A")
-    sh("git", *ID, "-C", str(work), "commit", "-qm", "one")
-    sh("git", "-C", str(work), "push", "-q", str(remote), "main")
-    return remote
+    return GitRepo(tmp_path_factory.mktemp("remote"), {
+        "stacks/a/docker-compose.yml": "services: {}\n", ".gitignore": "*.log\n",
+        "run.sh": File("#!/bin/sh\n", 0o755), "link.yml": Link("stacks/a/docker-compose.yml"),
+    }).remote
 
 
 class Host:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.gitsync import sync
+from tests.support.tree import GitRepo
 from vigo.adapters.git import GIT, Git, SourceError, config_text
 from vigo.adapters.run import Runner
 
@@ -20,15 +21,9 @@ def sh(*args: str, cwd: Path | None = None) -> str:
 
 
 def origin(tmp_path: Path) -> tuple[Path, Path]:
-    work, bare = tmp_path / "work", tmp_path / "origin.git"
-    work.mkdir()
-    sh("git", "init", "-q", "-b", "main", cwd=work)
-    (work / ".gitattributes").write_text("* filter=evil diff=evil\n")
-    (work / "a.txt").write_text("one\n")
-    sh("git", "add", "-A", cwd=work)
-    sh("git", *ID, "commit", "-qm", "one", cwd=work)
-    sh("git", "clone", "-q", "--bare", str(work), str(bare))
-    return work, bare
+    repo = GitRepo(tmp_path, {".gitattributes": "* filter=evil diff=evil\n", "a.txt": "one\n"},
+                   remote="origin.git")
+    return repo.work, repo.remote
 
 
 def push(work: Path, bare: Path, text: str) -> None:

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.support.tree import write_tree
 from vigo.adapters.fs import sync_tree
 from vigo.adapters.sops import key_problem
 from vigo.core.render import GITMODULES_WARNING, MAX_FILE_SIZE, OVERLAY_ROOTS, render
@@ -28,11 +29,6 @@ BASE = {
 }
 
 
-def write(root: Path, tree: dict[str, str]) -> Path:
-    for rel, content in tree.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(content)
-    return root
 
 
 def huge(path: Path, size: int = MAX_FILE_SIZE + 1) -> None:
@@ -50,7 +46,7 @@ def huge(path: Path, size: int = MAX_FILE_SIZE + 1) -> None:
 ])
 def test_a_huge_file_fails_its_stack_naming_file_and_size(tmp_path: Path, rel: str,
                                                            owner: str) -> None:
-    repo = write(tmp_path / "repo", BASE)
+    repo = write_tree(tmp_path / "repo", BASE)
     huge(repo / rel)
     desired = render(repo, HOST, "rev")
     inner = rel.removeprefix(f"hosts/{HOST}/")
@@ -63,7 +59,7 @@ def test_a_huge_file_fails_its_stack_naming_file_and_size(tmp_path: Path, rel: s
 
 
 def test_a_huge_file_outside_any_stack_is_not_copied_with_a_warning(tmp_path: Path) -> None:
-    repo = write(tmp_path / "repo", BASE)
+    repo = write_tree(tmp_path / "repo", BASE)
     huge(repo / "docs/video.mp4")
     huge(repo / f"hosts/{OTHER}/stacks/app/big.bin")  # another host's: not even a warning
     (repo / "docs/small.txt").write_bytes(b"x" * MAX_FILE_SIZE)  # the limit itself is fine
@@ -87,15 +83,15 @@ def test_a_huge_file_outside_any_stack_is_not_copied_with_a_warning(tmp_path: Pa
 ])
 def test_file_folder_clash_fails_the_stack(tmp_path: Path, base: str, mine: str,
                                            why: str) -> None:
-    repo = write(tmp_path / "repo", {**BASE, base: "base\n", f"hosts/{HOST}/{mine}": "mine\n"})
+    repo = write_tree(tmp_path / "repo", {**BASE, base: "base\n", f"hosts/{HOST}/{mine}": "mine\n"})
     desired = render(repo, HOST, "rev")
     assert {s.name: s.problems for s in desired.stacks if s.problems} == {"app": (why,)}
     assert {base, mine} <= desired.blocked and not {base, mine} & set(desired.files)
 
 
 def test_file_folder_clash_outside_a_stack_is_not_copied(tmp_path: Path) -> None:
-    repo = write(tmp_path / "repo", {**BASE, "env/notes": "base\n",
-                                     f"hosts/{HOST}/env/notes/a.txt": "mine\n"})
+    repo = write_tree(tmp_path / "repo", {**BASE, "env/notes": "base\n",
+                                          f"hosts/{HOST}/env/notes/a.txt": "mine\n"})
     desired = render(repo, HOST, "rev")
     why = "env/notes is a file in the base tree and a folder in hosts/web-1/: not copied"
     assert desired.warnings == (why,)
@@ -118,7 +114,8 @@ def test_sync_reports_a_file_where_a_folder_must_be(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["UPPER", "-x", "my app", "a.b", "_x", "é"])
 def test_odd_stack_names_fail_that_stack_only(tmp_path: Path, name: str) -> None:
-    repo = write(tmp_path / "repo", {**BASE, f"stacks/{name}/docker-compose.yml": "services: {}\n"})
+    repo = write_tree(tmp_path / "repo",
+                      {**BASE, f"stacks/{name}/docker-compose.yml": "services: {}\n"})
     desired = render(repo, HOST, "rev")
     problems = {s.name: s.problems for s in desired.stacks if s.problems}
     assert problems == {name: (f"stack name {name!r} is not a valid compose project name "
@@ -126,7 +123,7 @@ def test_odd_stack_names_fail_that_stack_only(tmp_path: Path, name: str) -> None
 
 
 def test_gitmodules_is_skipped_with_one_warning(tmp_path: Path) -> None:
-    repo = write(tmp_path / "repo", {
+    repo = write_tree(tmp_path / "repo", {
         **BASE, ".gitmodules": '[submodule "x"]\n\tpath = stacks/app/sub\n\turl = ../evil\n'})
     desired = render(repo, HOST, "rev")
     assert desired.warnings == (GITMODULES_WARNING,)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_lint import BASE, stack, write
+from tests.support.tree import write_tree
+from tests.unit.test_lint import BASE, stack
 from vigo.core import xvigo
 from vigo.core.lint import lint_tree
 from vigo.core.model import CREATE, REMOVE, UNCHANGED, UPDATE, Action, Plan, Resolved
@@ -181,7 +182,7 @@ JOB = """\
     pytest.param(stack(top="x-vigo:\n  after: [dbb]\n"), ["x-vigo-order"], id="no-such-stack"),
 ])
 def test_check_rules(tmp_path: Path, files, rules) -> None:
-    write(tmp_path, {**BASE, **files})
+    write_tree(tmp_path, {**BASE, **files})
     found = [f for f in lint_tree(tmp_path) if f.rule.startswith("x-vigo")]
     assert sorted(f.rule for f in found) == rules
     assert all(f.line for f in found)
@@ -198,8 +199,8 @@ def test_after_on_the_proxy_is_one_problem_of_the_one_parser() -> None:
 
 
 def test_cycle_finding_names_the_chain(tmp_path: Path) -> None:
-    write(tmp_path, {**BASE, **stack(top="x-vigo:\n  after: [db]\n"),
-                     **stack(name="db", top="x-vigo:\n  after: [app]\n")})
+    write_tree(tmp_path, {**BASE, **stack(top="x-vigo:\n  after: [db]\n"),
+                          **stack(name="db", top="x-vigo:\n  after: [app]\n")})
     found = [f for f in lint_tree(tmp_path) if f.rule == "x-vigo-order"]
     assert {f.path for f in found} == {"stacks/app/docker-compose.yml",
                                        "stacks/db/docker-compose.yml"}
@@ -279,9 +280,9 @@ def test_implicit_after() -> None:
 
 
 def test_check_warns_of_an_external_volume_nothing_creates(tmp_path: Path) -> None:
-    write(tmp_path, {**BASE, **stack(top="volumes:\n  d:\n    external: true\n"
-                                         "    name: vigo-db_data\n")})
+    write_tree(tmp_path, {**BASE, **stack(top="volumes:\n  d:\n    external: true\n"
+                                              "    name: vigo-db_data\n")})
     [found] = [f for f in lint_tree(tmp_path) if f.rule == "shared-resource"]
     assert found.severity == "warning" and found.line == 5 and "'vigo-db_data'" in found.message
-    write(tmp_path, stack(name="db", top="volumes:\n  data: {}\n"))
+    write_tree(tmp_path, stack(name="db", top="volumes:\n  data: {}\n"))
     assert [f for f in lint_tree(tmp_path) if f.rule == "shared-resource"] == []

@@ -8,6 +8,7 @@ from textwrap import dedent, indent
 
 import pytest
 
+from tests.support.tree import write_tree
 from vigo.core.lint import (
     RULES,
     Finding,
@@ -110,11 +111,6 @@ def case(name: str, files: dict, *expected: str, policy: Policy = STRICT):
     return pytest.param(files, sorted(expected), policy, id=name)
 
 
-def write(root: Path, files: dict[str, str]) -> None:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
 
 
 def ids(findings: list[Finding]) -> list[str]:
@@ -609,7 +605,7 @@ TREE_CASES = [
 
 @pytest.mark.parametrize(("files", "expected", "policy"), TREE_CASES)
 def test_tree_rules(tmp_path: Path, files: dict, expected: list[str], policy: Policy) -> None:
-    write(tmp_path, {**BASE, **files})
+    write_tree(tmp_path, {**BASE, **files})
     found = lint_tree(tmp_path, policy)
     assert ids(found) == expected, [f.message for f in found]
     assert {f.rule for f in found} <= set(RULES)
@@ -684,7 +680,7 @@ REPO_CASES = [
 
 @pytest.mark.parametrize(("files", "expected", "policy"), REPO_CASES)
 def test_repo_rules(tmp_path: Path, files: dict, expected: list[str], policy: Policy) -> None:
-    write(tmp_path, files)
+    write_tree(tmp_path, files)
     found = lint_repo_files(tmp_path)
     assert ids(found) == expected, [f.message for f in found]
     assert {f.rule for f in found} <= set(RULES)
@@ -699,7 +695,7 @@ def test_repo_rules(tmp_path: Path, files: dict, expected: list[str], policy: Po
     ],
 )
 def test_symlinks(tmp_path: Path, link: str, target: str, expected_path: str) -> None:
-    write(tmp_path, {".sops.yaml": SOPS, "env/global.env": enc("A"), "stacks/app/x": ""})
+    write_tree(tmp_path, {".sops.yaml": SOPS, "env/global.env": enc("A"), "stacks/app/x": ""})
     (tmp_path / link).parent.mkdir(parents=True, exist_ok=True)
     os.symlink(target, tmp_path / link)
     found = lint_repo_files(tmp_path)
@@ -722,7 +718,7 @@ def test_findings_never_show_env_values(tmp_path: Path) -> None:
         f"{secrets[3]}Bgkq=\n"
         "-----END PRIVATE KEY-----\n"
     )
-    write(
+    write_tree(
         tmp_path,
         {
             **BASE,
@@ -752,7 +748,7 @@ def test_env_key_names(tmp_path: Path) -> None:
 
 
 def test_finding_fields(tmp_path: Path) -> None:
-    write(tmp_path, {**BASE, **stack(image="ghcr.io/org/app:latest")})
+    write_tree(tmp_path, {**BASE, **stack(image="ghcr.io/org/app:latest")})
     [finding] = lint_tree(tmp_path)
     assert finding == Finding(
         rule="image-pinned",
@@ -767,7 +763,7 @@ def test_finding_fields(tmp_path: Path) -> None:
 
 
 def test_lint_stack_relative_and_absolute_path(tmp_path: Path) -> None:
-    write(tmp_path, {**BASE, **stack("labels: ['a=${APP_HOST}', 'b=${NOPE}']\n")})
+    write_tree(tmp_path, {**BASE, **stack("labels: ['a=${APP_HOST}', 'b=${NOPE}']\n")})
     rel = Path("stacks/app/docker-compose.yml")
     by_rel = lint_stack(tmp_path, "app", rel, {"APP_HOST"}, Policy())
     by_abs = lint_stack(tmp_path, "app", tmp_path / rel, {"APP_HOST"}, Policy())
@@ -778,7 +774,7 @@ def test_lint_stack_relative_and_absolute_path(tmp_path: Path) -> None:
 
 
 def test_lint_stack_proxy_may_mount_the_socket(tmp_path: Path) -> None:
-    write(tmp_path, BASE)
+    write_tree(tmp_path, BASE)
     compose = Path("proxy/docker-compose.yml")
     assert lint_stack(tmp_path, "proxy", compose, set(), Policy()) == []
     as_app = lint_stack(tmp_path, "app", compose, set(), Policy())
@@ -786,7 +782,7 @@ def test_lint_stack_proxy_may_mount_the_socket(tmp_path: Path) -> None:
 
 
 def test_parse_error_has_line(tmp_path: Path) -> None:
-    write(tmp_path, {**BASE, "stacks/app/docker-compose.yml": "services:\n  web:\n   - [\n"})
+    write_tree(tmp_path, {**BASE, "stacks/app/docker-compose.yml": "services:\n  web:\n   - [\n"})
     [finding] = lint_tree(tmp_path)
     assert finding.rule == "compose-parse" and finding.line is not None
 
@@ -801,8 +797,8 @@ def test_example_infra_repo_is_clean() -> None:
 
 
 def test_dotenv_findings_name_lines_never_keys_or_values(tmp_path: Path) -> None:
-    write(tmp_path, {**BASE, **stack("env_file: .env\n"),
-                     "stacks/app/.env": "GREETING=hi\nDB_PASSWORD=hunter2\n"})
+    write_tree(tmp_path, {**BASE, **stack("env_file: .env\n"),
+                          "stacks/app/.env": "GREETING=hi\nDB_PASSWORD=hunter2\n"})
     (found,) = [f for f in lint_tree(tmp_path) if f.rule == "stack-dotenv"]
     assert (found.path, found.line) == ("stacks/app/.env", 2)
     assert "hunter2" not in found.message + found.fix
@@ -810,7 +806,7 @@ def test_dotenv_findings_name_lines_never_keys_or_values(tmp_path: Path) -> None
 
 
 def test_dotenv_is_refused_by_the_per_stack_rules_apply_runs(tmp_path: Path) -> None:
-    write(tmp_path, {**BASE, **stack(), "stacks/app/.env": "GREETING=hi\n"})
+    write_tree(tmp_path, {**BASE, **stack(), "stacks/app/.env": "GREETING=hi\n"})
     found = lint_stack(tmp_path, "app", Path("stacks/app/docker-compose.yml"), set(), STRICT)
     (dotenv,) = [f for f in found if f.rule == "stack-dotenv"]
     assert dotenv.severity == "error" and "env/app.env" in dotenv.fix

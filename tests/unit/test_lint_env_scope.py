@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tree import write_tree
 from vigo.core.lint import lint_tree
 
 SHA = "ghcr.io/org/app:sha-1234567"
@@ -43,10 +44,8 @@ def app(service_extra: str = "", top: str = "") -> dict[str, str]:
                  ["env-file"], id="include-env-file"),
 ])
 def test_env_file_scope(tmp_path: Path, files: dict[str, str], expected: list[str]) -> None:
-    for rel, text in {**files, "stacks/app/part.yml": "services: {}\n",
-                      "stacks/app/local.env": "A=1\n"}.items():
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text(text)
+    write_tree(tmp_path, {**files, "stacks/app/part.yml": "services: {}\n",
+                          "stacks/app/local.env": "A=1\n"})
     found = [f for f in lint_tree(tmp_path) if f.rule == "env-file" and
              f.path.startswith("stacks/app/")]
     assert [f.rule for f in found] == expected, [f.message for f in found]

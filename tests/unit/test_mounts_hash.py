@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tree import write_tree
 from vigo.host.resolve import _mounts_hash
 
 FILES = {"stacks/app/app.conf": "a=1\n", "stacks/app/pw.txt": "s3cret\n",
@@ -46,9 +47,7 @@ def hashes(runtime: Path) -> dict[str, str]:
 ])
 def test_a_change_reaches_exactly_its_services(tmp_path: Path, changed: str,
                                                recreated: set[str]) -> None:
-    for rel, text in FILES.items():
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text(text)
+    write_tree(tmp_path, FILES)
     before = hashes(tmp_path)
     assert before["plain"] == "" and before["host"] == ""
     assert all(before[s] for s in ("web", "short", "api", "bind", "inline"))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tree import write_tree
 from vigo.core.lint import Policy
 from vigo.workstation.check import check
 
@@ -231,9 +232,7 @@ def test_check_finds_what_a_reviewer_would(tmp_path: Path, shape: Shape) -> None
              **materialise(shape)}
     if shape.env:
         files[f"env/{shape.name}.env"] = enc(*shape.env)
-    for rel, text in files.items():
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text(text)
+    write_tree(tmp_path, files)
     found = check(tmp_path, Policy(), no_compose)
     mine = [f for f in found if f.path.startswith(f"stacks/{shape.name}/")]
     assert sorted(f.rule + (" (warning)" if f.severity == "warning" else "") for f in mine) == \

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tree import Link, write_tree
 from vigo.core.render import render
 
 HOST = "web-1"
@@ -21,27 +22,12 @@ BASE = {
 }
 
 
-class Link(str):
-    """A tree entry that is a symlink to this (relative or absolute) target."""
-
-
-def write(root: Path, entries: dict[str, str]) -> Path:
-    for rel, content in entries.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink() or path.exists():
-            path.unlink()
-        if isinstance(content, Link):
-            path.symlink_to(content)
-        else:
-            path.write_text(content)
-    return root
 
 
 def checkout(tmp_path: Path, extra: dict[str, str], base: dict[str, str] = BASE) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "outside.txt").write_text("not in the repo\n")
-    return write(tmp_path / "repo", {**base, **extra})
+    return write_tree(tmp_path / "repo", {**base, **extra})
 
 
 @pytest.mark.parametrize("extra, expected, warnings", [
@@ -151,13 +137,14 @@ COMPOSE = "services: {}\n"
                   ("b", "stacks/b/compose.yaml", ())], id="proxy-first-then-by-name"),
 ])
 def test_stack_discovery(tmp_path, tree, expected):
-    desired = render(write(tmp_path, tree), HOST, "rev")
+    desired = render(write_tree(tmp_path, tree), HOST, "rev")
     assert [(s.name, s.compose_file, s.problems) for s in desired.stacks] == expected
 
 
 def test_stack_called_proxy_next_to_the_proxy(tmp_path):
-    desired = render(write(tmp_path, {"proxy/docker-compose.yml": COMPOSE,
-                                      "stacks/proxy/docker-compose.yml": COMPOSE}), HOST, "rev")
+    repo = write_tree(tmp_path, {"proxy/docker-compose.yml": COMPOSE,
+                                 "stacks/proxy/docker-compose.yml": COMPOSE})
+    desired = render(repo, HOST, "rev")
     proxy = desired.stack("proxy")
     assert proxy.compose_file == "proxy/docker-compose.yml"
     assert proxy.problems
@@ -185,7 +172,7 @@ ENV = {"env/global.env": "G=1\n", "env/app.env": "A=1\n", "env/shared.env": "S=1
                  ("env/mywebapp.env",), id="name-inside-a-longer-name-is-no-mention"),
 ])
 def test_env_files(tmp_path, compose, env, interpolation, env_files):
-    desired = render(write(tmp_path, {"stacks/app/docker-compose.yml": compose, **env}), HOST,
+    desired = render(write_tree(tmp_path, {"stacks/app/docker-compose.yml": compose, **env}), HOST,
                      "rev")
     app = desired.stack("app")
     assert (app.interpolation_env, app.env_files) == (interpolation, env_files)

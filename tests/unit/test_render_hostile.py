@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.tree import write_tree
 from vigo.core import render as render_module
 from vigo.core.render import MAX_DEPTH, compose_problems, render, shown
 
@@ -19,12 +20,6 @@ GOOD = "services: {web: {image: app}}\n"
 BASE = {"stacks/good/compose.yaml": GOOD, "stacks/app/docker-compose.yml": GOOD}
 
 
-def write(root: Path, tree: dict[str, str]) -> Path:
-    for rel, content in tree.items():
-        path = root / os.fsdecode(rel.encode("utf-8", "surrogateescape"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-    return root
 
 
 def problems(root: Path) -> dict[str, tuple[str, ...]]:
@@ -114,7 +109,7 @@ def _overlay_file_becomes_folder(root: Path) -> None:
                   f"hosts/{HOST}/"], id="overlay-turns-file-into-folder"),
 ])
 def test_hostile_paths_fail_their_stack_only(tmp_path: Path, make, expected) -> None:
-    root = write(tmp_path, BASE)
+    root = write_tree(tmp_path, BASE)
     make(root)
     found = problems(root)
     assert list(found) == ["app"]
@@ -126,7 +121,7 @@ def test_hostile_paths_fail_their_stack_only(tmp_path: Path, make, expected) -> 
 
 
 def test_an_unreadable_stack_folder_fails_the_stack(tmp_path: Path, monkeypatch) -> None:
-    root = write(tmp_path, {**BASE, "stacks/app/conf/x.ini": "x"})
+    root = write_tree(tmp_path, {**BASE, "stacks/app/conf/x.ini": "x"})
     real = os.scandir
 
     def scandir(path):
@@ -140,7 +135,7 @@ def test_an_unreadable_stack_folder_fails_the_stack(tmp_path: Path, monkeypatch)
 
 
 def test_an_unreadable_stack_root_keeps_the_stack(tmp_path: Path, monkeypatch) -> None:
-    root = write(tmp_path, BASE)
+    root = write_tree(tmp_path, BASE)
     real = os.scandir
     monkeypatch.setattr(render_module.os, "scandir", lambda p: (
         (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
@@ -151,7 +146,7 @@ def test_an_unreadable_stack_root_keeps_the_stack(tmp_path: Path, monkeypatch) -
 
 
 def test_an_unreadable_file_fails_its_stack(tmp_path: Path, monkeypatch) -> None:
-    root = write(tmp_path, {**BASE, "stacks/app/key.pem": "x"})
+    root = write_tree(tmp_path, {**BASE, "stacks/app/key.pem": "x"})
     real = render_module.digest
 
     def digest(path: Path) -> str:
@@ -168,8 +163,8 @@ def test_an_unreadable_file_fails_its_stack(tmp_path: Path, monkeypatch) -> None
                                     f"hosts/{HOST}/stacks"])
 def test_an_unreadable_folder_outside_a_stack_is_a_run_error(tmp_path: Path, monkeypatch,
                                                               folder: str) -> None:
-    root = write(tmp_path, {**BASE, f"hosts/{HOST}/stacks/x/compose.yaml": GOOD,
-                            "env/app.env": "A=1\n"})
+    root = write_tree(tmp_path, {**BASE, f"hosts/{HOST}/stacks/x/compose.yaml": GOOD,
+                                 "env/app.env": "A=1\n"})
     real = os.scandir
     target = str(root / folder) if folder else str(root)
     monkeypatch.setattr(render_module.os, "scandir", lambda p: (
@@ -183,7 +178,7 @@ def test_an_unreadable_folder_outside_a_stack_is_a_run_error(tmp_path: Path, mon
 
 def test_another_hosts_unreadable_overlay_is_not_our_business(tmp_path: Path,
                                                               monkeypatch) -> None:
-    root = write(tmp_path, {**BASE, "hosts/other/stacks/x/compose.yaml": GOOD})
+    root = write_tree(tmp_path, {**BASE, "hosts/other/stacks/x/compose.yaml": GOOD})
     real = os.scandir
     monkeypatch.setattr(render_module.os, "scandir", lambda p: (
         (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
@@ -215,8 +210,8 @@ def test_another_hosts_unreadable_overlay_is_not_our_business(tmp_path: Path,
       "overlay"]),
 ])
 def test_every_compose_file_name(tmp_path: Path, names, compose_file, expected) -> None:
-    root = write(tmp_path, {"stacks/good/compose.yaml": GOOD,
-                            **{f"stacks/app/{n}": GOOD for n in names}})
+    root = write_tree(tmp_path, {"stacks/good/compose.yaml": GOOD,
+                                 **{f"stacks/app/{n}": GOOD for n in names}})
     app = render(root, HOST, "rev").stack("app")
     assert app is not None
     assert (app.compose_file, list(app.problems)) == (f"stacks/app/{compose_file}", expected)
@@ -231,8 +226,8 @@ def test_compose_problems_is_the_one_discovery() -> None:
 
 
 def test_overlay_only_stacks_are_named(tmp_path: Path) -> None:
-    root = write(tmp_path, {**BASE, f"hosts/{HOST}/stacks/mine/compose.yaml": GOOD,
-                            f"hosts/{HOST}/stacks/app/docker-compose.yml": GOOD})
+    root = write_tree(tmp_path, {**BASE, f"hosts/{HOST}/stacks/mine/compose.yaml": GOOD,
+                                 f"hosts/{HOST}/stacks/app/docker-compose.yml": GOOD})
     desired = render(root, HOST, "rev")
     assert desired.has_overlay and desired.overlay_stacks == {"mine"}
     assert not render(root, "elsewhere", "rev").has_overlay
