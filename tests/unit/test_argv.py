@@ -16,6 +16,7 @@ from vigo.adapters.git import CREDENTIAL_HELPER, GIT, GIT_ENV, Clone, Git, GitAu
 from vigo.adapters.run import UNTRUSTED_DATA_LIMIT
 from vigo.adapters.sops import Sops
 from vigo.adapters.systemd import Systemd
+from vigo.host.source import fetch_branch
 
 # -- git (host side) --------------------------------------------------------------------------
 
@@ -117,8 +118,8 @@ def test_git_fetch_of_another_branch_fetches_only_that_branch(tmp_path: Path) ->
 
 
 def test_git_broken_checkout_is_recloned_exact_argv(tmp_path: Path) -> None:
-    """A fetch that fails while the remote answers: ls-remote, then a fresh clone beside the
-    checkout (credentials only in the environment), then the fetch again."""
+    """A fetch that fails while the remote answers (host/source.py decides): ls-remote, then
+    a fresh clone beside the checkout (credentials only in the environment), then the fetch again."""
     token = private(tmp_path / "token", FILE_TOKEN + "\n")
     checkout = tmp_path / "checkout"
     fresh = tmp_path / ".checkout.fresh"
@@ -128,8 +129,8 @@ def test_git_broken_checkout_is_recloned_exact_argv(tmp_path: Path) -> None:
               .on("clone", effect=lambda call: (Path(call.argv[-1]) / ".git").mkdir(
                   parents=True)))
     (checkout / ".git").mkdir(parents=True)
-    Git(runner, 30, GitAuth(token_file=token)).fetch("https://git.example.org/i.git", "main",
-                                                     checkout)
+    fetch_branch(Git(runner, 30, GitAuth(token_file=token)), "https://git.example.org/i.git",
+                 "main", checkout)  # the decision is host/source.py's; git builds the argv
     helper = ("-c", f"credential.https://git.example.org.helper={CREDENTIAL_HELPER}")
     c = ("-C", str(checkout))
     fetch = ("fetch", "-q", "--no-tags", "--no-recurse-submodules", "--prune", "origin",
@@ -155,7 +156,7 @@ def test_git_checkout_reset_and_clean(tmp_path: Path) -> None:
     checkout = tmp_path / "c"
     (checkout / ".git").mkdir(parents=True)
     commit = "89ab" * 10
-    assert Git(runner, 30).checkout("/srv/i.git", "main", checkout, commit) == commit
+    assert Git(runner, 30).checkout(checkout, commit) == commit
     c = ("-C", str(checkout))
     assert runner.argvs == [(*GIT, *c, "reset", "-q", "--hard", commit),
                             (*GIT, *c, "clean", "-ffdxq")]
