@@ -119,7 +119,8 @@ def test_git_fetch_of_another_branch_fetches_only_that_branch(tmp_path: Path) ->
 
 def test_git_broken_checkout_is_recloned_exact_argv(tmp_path: Path) -> None:
     """A fetch that fails while the remote answers (host/source.py decides): ls-remote, then
-    a fresh clone beside the checkout (credentials only in the environment), then the fetch again."""
+    a fresh clone beside the checkout (credentials only in the environment), then the fetch
+    again."""
     token = private(tmp_path / "token", FILE_TOKEN + "\n")
     checkout = tmp_path / "checkout"
     fresh = tmp_path / ".checkout.fresh"
