@@ -265,7 +265,7 @@ def cmd_plan_fleet(args: argparse.Namespace, settings: config.Settings | None) -
     from vigo.adapters.compose import Compose
     from vigo.adapters.git import Clone, CloneError
     from vigo.adapters.run import Runner
-    from vigo.workstation import check, fleet
+    from vigo.workstation import fleet
 
     repo = (args.repo or Path(".")).resolve()
     if not (args.host or args.all_hosts) or args.no_fetch:
@@ -278,7 +278,7 @@ def cmd_plan_fleet(args: argparse.Namespace, settings: config.Settings | None) -
         return 2
     runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
                     verbose=args.verbose)
-    compose, policy = Compose(runner), check.policy_of(settings)
+    compose, policy = Compose(runner), config.policy_of(settings)
     validate, resolve = compose.validate, compose.resolve_offline
     with fleet.diff_base(Clone(runner, repo), args.diff_base) as before:
         if isinstance(before, CloneError):
@@ -328,7 +328,7 @@ def cmd_check(args: argparse.Namespace, settings: config.Settings | None) -> int
         print(f"vigo: {args.dir} is not a folder", file=sys.stderr)
         return 2
     compose = Compose(Runner())
-    findings = check.check(repo, check.policy_of(settings), compose.validate,
+    findings = check.check(repo, config.policy_of(settings), compose.validate,
                            resolve=compose.resolve_offline)
     if args.json:
         print(json.dumps(check.to_json(findings), indent=2))
@@ -431,7 +431,7 @@ def _promoter(args: argparse.Namespace, settings: config.Settings | None):
         repo, Clone(runner, repo),
         lambda root, policy, hosts: check.check(root, policy, compose.validate, hosts,
                                                 resolve=compose.resolve_offline),
-        check.policy_of(settings), args.host)
+        config.policy_of(settings), args.host)
 
 
 def _promotion(args: argparse.Namespace, settings: config.Settings | None, verb: str) -> int:
@@ -460,8 +460,7 @@ def _promotion(args: argparse.Namespace, settings: config.Settings | None, verb:
     else:
         print(outcome.line())
     for f in outcome.findings:
-        where = f.path + (f":{f.line}" if f.line else "")
-        print(f"warning: {where} [{f.rule}] {f.message}", file=sys.stderr)
+        print(f"warning: {f.where} [{f.rule}] {f.message}", file=sys.stderr)
     for line in outcome.warnings:
         print(f"warning: {line}", file=sys.stderr)
     return 0

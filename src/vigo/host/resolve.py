@@ -17,7 +17,7 @@ from vigo.adapters.compose import Compose
 from vigo.adapters.run import CommandTimeout, Masker
 from vigo.config import Settings
 from vigo.core import render, xvigo
-from vigo.core.model import PROXY, DesiredState, Paths, Resolved, Stack
+from vigo.core.model import PROXY, DesiredState, Paths, Resolved, Stack, located
 from vigo.host import engines
 
 if TYPE_CHECKING:  # imported where a stack may change, never by an idle run
@@ -40,7 +40,7 @@ class Resolver:
         if names:  # resolve first, then judge what Docker would run (policy.py)
             from vigo.core import lint  # ruamel.yaml: imported only when a stack may change
 
-            proxy_network = lint._proxy_network(paths.runtime)
+            proxy_network = lint.proxy_network_of(paths.runtime)
             for name in names:
                 if name in failures:
                     continue
@@ -106,7 +106,7 @@ class Resolver:
             from vigo.core import lint
 
             return Resolved({}, policy=tuple(dict.fromkeys(
-                v.line(_where(*lint.locate(paths.runtime, stack.compose_file, v.service, v.key)))
+                v.line(located(*lint.locate(paths.runtime, stack.compose_file, v.service, v.key)))
                 for v in found)))
         from vigo.core import health, rollout  # only a stack that may change is resolved
         services = model.get("services") or {}
@@ -215,10 +215,6 @@ def apply_order(desired: DesiredState, records: dict[str, Any], resolved: dict[s
     for name, owners in xvigo.implicit_after(shares, (PROXY,))[0].items():
         after[name] = tuple(sorted(set(after.get(name, ())) | owners))  # it uses theirs
     return after
-
-
-def _where(rel: str, line: int | None) -> str:
-    return rel + (f":{line}" if line else "")
 
 
 def mount_sources(model: Any) -> list[str]:

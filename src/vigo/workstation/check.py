@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from vigo.adapters import fs
-from vigo.config import policy_of  # noqa: F401  (the one builder; the cli still calls check.policy_of)
 from vigo.core import lint, policy, render
 from vigo.core.lint import ERROR, WARNING, Finding
 from vigo.core.model import DesiredState

@@ -55,7 +55,6 @@ for _family in FAMILIES:
 __all__ = ["ERROR", "RESOLVED_RULES", "RULES", "WARNING", "ComposeFile", "Finding", "Policy",
            "env_key_names", "lint_repo_files", "lint_stack", "lint_tree", "locate",
            "proxy_network_of", "resolve", "sort_findings", "who"]
-_proxy_network = proxy_network_of  # the name host/reconcile.py still calls (switch at merge)
 
 
 def lint_tree(root: Path, policy: Policy = STRICT, resolved: bool = False) -> list[Finding]:
