@@ -128,7 +128,10 @@ def test_api_follows_the_pages(server: str) -> None:
         "servers": [{"url": "http://172.20.0.9:8080"}]}}]
     _Handler.pages = {page(1): (200, {"X-Next-Page": "2"}, json.dumps(first).encode()),
                       page(2): (200, {"X-Next-Page": "1"}, json.dumps(second).encode())}
-    got = traefik.Api(server).services()
+    api = traefik.Api(server)
+    assert api.slowest == 0.0
+    got = api.services()
+    assert api.slowest > 0.0  # how long Traefik took to answer: the rollout's grace grows with it
     assert got == {"whoami@docker": frozenset({"172.20.0.3:80", "172.20.0.4:80"}),
                    "echo@docker": frozenset({"172.20.0.9:8080"})}
     assert _Handler.seen == [page(1), page(2)]

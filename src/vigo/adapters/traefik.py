@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
@@ -159,12 +160,15 @@ class Api:
     def __init__(self, base: str, timeout: float = 2.0) -> None:
         self.base = base.rstrip("/")
         self.timeout = timeout
+        self.slowest = 0.0  # the longest an answer took, in seconds: how starved Traefik is
 
     def services(self) -> dict[str, frozenset[str]]:
         out: dict[str, frozenset[str]] = {}
         page = 1
         while page:
+            start = time.monotonic()
             code, headers, body = self._get(f"/api/http/services?per_page={PER_PAGE}&page={page}")
+            self.slowest = max(self.slowest, time.monotonic() - start)
             if code != 200:
                 raise TraefikError(f"the Traefik API at {self.base} answered {code}")
             out.update(parse_services(body))

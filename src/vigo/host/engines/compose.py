@@ -38,6 +38,11 @@ ROUTE_DELAY = 3.0  # Traefik routes a container ~1 s after it is healthy; events
 DRAIN_SETTLE = 5.0  # after the old container turns unhealthy, until Traefik has dropped it
 POLL = 1.0
 PROBE = 0.2  # how often a rollout asks Traefik's API, and the engine for the new one's health
+# Once Traefik's API has dropped the old container, requests it sent there before may still be
+# under way: the old one stops GRACE s later, or SLOW_FACTOR x the slowest answer of the API (a
+# starved Traefik is slow to answer everything), at most DRAIN_SETTLE.
+GRACE = 1.0
+SLOW_FACTOR = 10.0
 
 
 def image_ref(image: str) -> str:
@@ -301,8 +306,11 @@ class Deployer:
         self.log(f"{project}: {service}: the new container is healthy")
         new_ips = frozenset().union(*(traefik.addresses(d) for d in self.compose.inspect(
             sorted(new)))) if held else frozenset()
-        how = self._await(api if held and new_ips else None, ROUTE_DELAY, lambda svcs: all(
-            traefik.holding({name: svcs.get(name, frozenset())}, new_ips) for name in held))
+        def routed(svcs: dict[str, frozenset[str]]) -> bool:  # the new one, everywhere
+            return bool(held) and all(traefik.holding({name: svcs.get(name, frozenset())},
+                                                      new_ips) for name in held)
+
+        how = self._await(api if held and new_ips else None, ROUTE_DELAY, routed)
         self.log(f"{project}: {service}: routed ({how})")
         drainable = rollout.DRAIN_FILE in " ".join(
             ((old_doc.get("Config") or {}).get("Healthcheck") or {}).get("Test") or [])
@@ -310,8 +318,12 @@ class Deployer:
             self.log(f"{project}: {service}: draining {old.name}")
             bound = rollout.drain_seconds(spec) + 5
             if held:  # Traefik drops the old server once its health turns unhealthy
-                how = self._await(api, bound + DRAIN_SETTLE,
-                                  lambda svcs: not traefik.holding(svcs, old_ips))
+                how = self._await(api, bound + DRAIN_SETTLE,  # and the new one still routed
+                                  lambda svcs: routed(svcs) and not traefik.holding(svcs, old_ips))
+                if how.startswith("traefik") and api is not None:
+                    grace = min(DRAIN_SETTLE, max(GRACE, SLOW_FACTOR * api.slowest))
+                    self.sleep(grace)
+                    how += f", then {grace:.1f}s for requests under way"
             else:
                 self._unhealthy(old.id, time.monotonic() + bound)
                 self.sleep(DRAIN_SETTLE)  # Traefik reacts to the health event, throttled
