@@ -8,6 +8,8 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 from tests.e2e.conftest import TAG_A, Host
 from tests.support.images import ensure_app_image
 
@@ -120,14 +122,30 @@ def test_missing_image_leaves_the_old_container_running(host: Host) -> None:
     assert host.containers("whoami")[0]["State"]["Running"]
 
 
-def test_zero_downtime_promotion_under_load(host: Host) -> None:
+def without_api(text: str) -> str:
+    """A proxy compose file without Traefik's API (a proxy of before the rollout asked it)."""
+    keep = [line for line in text.splitlines(keepends=True)
+            if "--api" not in line and "entrypoints.vigo" not in line and "vigo-api" not in line
+            and "traefik.enable" not in line]
+    return "".join(keep).replace("    labels:\n    volumes:", "    volumes:")
+
+
+@pytest.mark.parametrize("api", [True, False], ids=["traefik-api", "fixed-waits"])
+def test_zero_downtime_promotion_under_load(host: Host, api: bool) -> None:
+    """No request lost, whether the rollout asks Traefik's API when the new container is routed
+    and the old one dropped, or (a proxy without the API) waits its fixed times."""
     host.seed()
     set_stack(host, TAG_A, extra=HEALTHCHECK)
+    if not api:
+        proxy = host.repo.work / "proxy/docker-compose.yml"
+        host.repo.write("proxy/docker-compose.yml", without_api(proxy.read_text()))
+        assert "--api" not in (host.repo.work / "proxy/docker-compose.yml").read_text()
     host.repo.commit("healthcheck")
     host.apply()
     assert f"revision={TAG_A}" in host.get("whoami", TAG_A)
     stop = threading.Event()
     results: list[str] = []
+    progress: list[str] = []
 
     def load() -> None:
         while not stop.is_set():
@@ -148,8 +166,9 @@ def test_zero_downtime_promotion_under_load(host: Host) -> None:
             ensure_app_image(tag)
             set_stack(host, tag, extra=HEALTHCHECK)
             host.repo.commit(f"promote {tag}")
-            res = host.apply()
+            res = host.apply("-v")
             assert "web replaced without downtime" in res.stdout, res.stdout
+            progress.append(res.stderr)
             time.sleep(1)
     finally:
         stop.set()
@@ -160,6 +179,13 @@ def test_zero_downtime_promotion_under_load(host: Host) -> None:
     assert errors == [], f"{len(errors)} of {len(results)} requests failed: {errors[:3]}"
     assert results[-1] == "sha-2e11002"
     assert len(host.containers("whoami")) == 1
+    for text in progress:  # how each wait ended
+        if api:
+            assert "web: routed (traefik, " in text, text
+            assert "web: drained (traefik, " in text, text
+        else:
+            assert "web: routed (after 3s)" in text, text
+            assert "web: drained (5s after unhealthy)" in text, text
 
 
 def test_failed_zero_downtime_rollout_keeps_the_old_container(host: Host) -> None:

@@ -76,8 +76,16 @@ services:
       - --providers.docker.constraints=Label(`io.vigo.instance`,`{prefix}`)
       - --entrypoints.web.address=:80
       - --ping=true
+      - --api=true
+      - --api.dashboard=false
+      - --entrypoints.vigo.address=:8082
     ports:
       - "127.0.0.1:${{HTTP_PORT}}:80"
+    labels:
+      - traefik.enable=true
+      - traefik.http.routers.{prefix}vigo-api.rule=PathPrefix(`/api`)
+      - traefik.http.routers.{prefix}vigo-api.entrypoints=vigo
+      - traefik.http.routers.{prefix}vigo-api.service=api@internal
     volumes:
       - /var/run/docker.sock:/var/run/docker.sock:ro
       - ./acme/acme.json:/letsencrypt/acme.json

@@ -10,13 +10,14 @@ sequences the adapter calls and waits.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
-from vigo.adapters import fs
+from vigo.adapters import fs, traefik
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.run import CommandTimeout, pause
 from vigo.core import health, plan, registries, rollout, xvigo
@@ -25,6 +26,7 @@ from vigo.core.model import (
     LABEL_INSTANCE,
     LABEL_MOUNTS,
     LABEL_STACK,
+    PROXY,
     REMOVE,
     Action,
     Container,
@@ -37,9 +39,17 @@ from vigo.core.model import (
 from vigo.host import engines
 from vigo.host.crash import crash_line
 
+# A rollout asks Traefik's API (adapters/traefik.py) when it routes the new container and has
+# dropped the old one; these are the most it waits, and all it waits when the API cannot tell.
 ROUTE_DELAY = 3.0  # Traefik routes a container ~1 s after it is healthy; events throttle 2 s
 DRAIN_SETTLE = 5.0  # after the old container turns unhealthy, until Traefik has dropped it
 POLL = 1.0
+PROBE = 0.2  # how often a rollout asks Traefik's API, and the engine for the new one's health
+# Once Traefik's API has dropped the old container, requests it sent there before may still be
+# under way: the old one stops GRACE s later, or SLOW_FACTOR x the slowest answer of the API (a
+# starved Traefik is slow to answer everything), at most DRAIN_SETTLE.
+GRACE = 1.0
+SLOW_FACTOR = 10.0
 
 
 def image_ref(image: str) -> str:
@@ -277,38 +287,132 @@ class Deployer:
     def _roll(self, project: str, files: list[Path], envs: list[Path], service: str,
               spec, old: Container, timeout: int) -> str:
         """Start the new container beside the old one, wait until it is healthy and routed,
-        drain the old one, stop it. On failure the new container goes, the old one stays."""
+        drain the old one, stop it. On failure the new container goes, the old one stays.
+
+        "Routed" and "drained" are what Traefik's API says (the new container's server is in
+        every load balancer the old one is in; the old one is in none), asked every PROBE
+        seconds; ROUTE_DELAY and DRAIN_SETTLE bound the waits, and are the waits when the API
+        cannot tell (no API, unreachable, slow, or the old server is in no load balancer)."""
         self.log(f"{project}: {service}: starting the new container beside {old.name}")
+        # Where Traefik's API is and which of its services hold the old container: asked while
+        # the new one starts (it waits at least one healthcheck interval), off the critical path.
+        found: dict[str, object] = {}
+        finder = threading.Thread(target=self._find_traefik, args=(project, old.id, found),
+                                  daemon=True)
+        finder.start()
         up = self.compose.up_service(project, files, envs, service, scale=2)
         new = {c.id for c in self.compose.containers(project)
                if c.service == service and c.id != old.id}
-        verdict = (self.gate(project, [service], timeout, only=new) if up.ok and new
+        poll = min(POLL, max(PROBE, spec.interval / 4))
+        verdict = (self.gate(project, [service], timeout, only=new, poll=poll) if up.ok and new
                    else health.Verdict(health.FAIL, f"docker compose up: {up.error(3)}"))
+        finder.join()
+        old_doc = found.get("old") or next(iter(self.compose.inspect([old.id])), {})
+        api = found.get("api")
+        assert isinstance(old_doc, dict) and (api is None or isinstance(api, traefik.Api))
+        old_ips = traefik.addresses(old_doc)
+        held = found.get("held") or frozenset()
+        assert isinstance(held, frozenset)
         if verdict.status != health.OK:
             reason = self._explain(verdict)
             for cid in new:
                 self.compose.remove(cid, stop_timeout=5)
             return f"{service}: {reason}"
-        self.sleep(ROUTE_DELAY)
-        drainable = any(rollout.DRAIN_FILE in " ".join(
-            ((doc.get("Config") or {}).get("Healthcheck") or {}).get("Test") or [])
-            for doc in self.compose.inspect([old.id]))
+        self.log(f"{project}: {service}: the new container is healthy")
+        new_ips = frozenset().union(*(traefik.addresses(d) for d in self.compose.inspect(
+            sorted(new)))) if held else frozenset()
+        def routed(svcs: dict[str, frozenset[str]]) -> bool:  # the new one, everywhere
+            return bool(held) and all(traefik.holding({name: svcs.get(name, frozenset())},
+                                                      new_ips) for name in held)
+
+        how = self._await(api if held and new_ips else None, ROUTE_DELAY, routed)
+        self.log(f"{project}: {service}: routed ({how})")
+        drainable = rollout.DRAIN_FILE in " ".join(
+            ((old_doc.get("Config") or {}).get("Healthcheck") or {}).get("Test") or [])
         if drainable and self.compose.exec(old.id, "touch", rollout.DRAIN_FILE).ok:
-            deadline = time.monotonic() + rollout.drain_seconds(spec) + 5
-            while time.monotonic() < deadline:
-                probes = [health.probe(d) for d in self.compose.inspect([old.id])]
-                if not probes or probes[0].health == "unhealthy":
-                    break
-                self.sleep(0.5)
-            self.sleep(DRAIN_SETTLE)  # Traefik reacts to the health event, throttled
+            self.log(f"{project}: {service}: draining {old.name}")
+            bound = rollout.drain_seconds(spec) + 5
+            if held:  # Traefik drops the old server once its health turns unhealthy
+                how = self._await(api, bound + DRAIN_SETTLE,  # and the new one still routed
+                                  lambda svcs: routed(svcs) and not traefik.holding(svcs, old_ips))
+                if how.startswith("traefik") and api is not None:
+                    grace = min(DRAIN_SETTLE, max(GRACE, SLOW_FACTOR * api.slowest))
+                    self.sleep(grace)
+                    how += f", then {grace:.1f}s for requests under way"
+            else:
+                self._unhealthy(old.id, time.monotonic() + bound)
+                self.sleep(DRAIN_SETTLE)  # Traefik reacts to the health event, throttled
+                how = f"{DRAIN_SETTLE:g}s after unhealthy"
+            self.log(f"{project}: {service}: drained ({how}); stopping {old.name}")
         self.compose.remove(old.id)
         return ""
+
+    def _find_traefik(self, project: str, old: str, found: dict[str, object]) -> None:
+        """found["old"]: the old container's inspect document; found["api"]: the API of the
+        host's Traefik (absent when the proxy serves none vigo can reach); found["held"]: the
+        services of Traefik that hold the old container now. One `docker inspect`, one GET."""
+        proxy = self.project_prefix + PROXY
+        try:
+            ids = [] if project == proxy else [c.id for c in self.compose.containers(proxy)
+                                               if c.state == "running"]
+            docs = {str(d.get("Id") or ""): d for d in self.compose.inspect([old, *ids])}
+        except (DockerError, CommandTimeout, ValueError) as exc:
+            self.log(f"{project}: cannot inspect {old[:12]} and the proxy ({exc}); the rollout "
+                     "waits its fixed times")
+            return
+        old_doc = next((d for i, d in docs.items() if old and i.startswith(old)), None)
+        if old_doc is None:
+            return
+        found["old"] = old_doc
+        old_ips = traefik.addresses(old_doc)
+        for doc in (d for d in docs.values() if d is not old_doc):
+            base = traefik.endpoint(doc)
+            if base:
+                found["api"] = api = traefik.Api(base, timeout=max(PROBE, 1.0))
+                found["held"] = self._ask(api, lambda svcs: traefik.holding(svcs, old_ips))
+                return
+
+    def _ask(self, api: traefik.Api | None,
+             judge: Callable[[dict[str, frozenset[str]]], object]) -> object | None:
+        """judge(Traefik's services now), None when the API does not answer."""
+        if api is None:
+            return None
+        try:
+            return judge(api.services())
+        except traefik.TraefikError as exc:
+            self.log(f"Traefik's API: {exc}; the rollout waits its fixed times")
+            return None
+
+    def _await(self, api: traefik.Api | None, bound: float,
+               done: Callable[[dict[str, frozenset[str]]], bool]) -> str:
+        """Wait until done(Traefik's services) or `bound` seconds; how it ended."""
+        start = time.monotonic()
+        deadline = start + bound
+        while api is not None:
+            answer = self._ask(api, done)
+            if answer is None:  # no answer: the rest of the bound
+                break
+            if answer:
+                return f"traefik, {time.monotonic() - start:.1f}s"
+            if time.monotonic() + PROBE >= deadline:
+                return f"not seen in Traefik's API within {bound:g}s"
+            self.sleep(PROBE)
+        self.sleep(max(0.0, deadline - time.monotonic()))
+        return f"after {bound:g}s"
+
+    def _unhealthy(self, cid: str, deadline: float) -> None:
+        """Wait until a drained container reports unhealthy (or is gone), or the deadline."""
+        while time.monotonic() < deadline:
+            probes = [health.probe(d) for d in self.compose.inspect([cid])]
+            if not probes or probes[0].health == "unhealthy":
+                return
+            self.sleep(0.5)
 
     # -- the health gate ------------------------------------------------------------------------
 
     def gate(self, project: str, services: Collection[str], timeout: float,
              only: set[str] | None = None,
-             counts: Mapping[str, int] | None = None) -> health.Verdict:
+             counts: Mapping[str, int] | None = None, poll: float = POLL) -> health.Verdict:
         """Wait until every container of the project (or the `only` ones) is healthy, or one
         fails, or the timeout passes."""
         start = time.monotonic()
@@ -330,7 +434,7 @@ class Deployer:
                 told = now
                 self.log(f"{project}: waiting for health: {verdict.reason} "
                          f"({now - start:.0f}s of {timeout:.0f}s)")
-            self.sleep(POLL)
+            self.sleep(poll)
 
     def _explain(self, verdict: health.Verdict) -> str:
         if not verdict.container:
