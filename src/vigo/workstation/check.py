@@ -24,7 +24,7 @@ from typing import Any
 
 from vigo.adapters.run import PASS_ENV
 from vigo.config import policy_of  # noqa: F401  (the CLI builds the policy here)
-from vigo.core import lint, policy, render
+from vigo.core import lint, policy, render, yamlsafe
 from vigo.core.lint import ERROR, WARNING, Finding, Policy
 from vigo.core.model import DesiredState
 from vigo.workstation import cache as _cache
@@ -148,15 +148,10 @@ def check_trees(repo: Path, hosts: list[str], policy: Policy, validate: Validato
     salt = cache.salt
     rules_key = _policy_json(policy)
     try:
-        for host in hosts:
-            desired = render.render(repo, host, "")
-            tree = _Tree(host, desired, _digests(desired, sums))
-            trees.append(tree)
-            tree.rules, tree.proxy_network = _lint(tree, policy, resolve is not None, cache,
-                                                   salt, rules_key)
-            for stack in desired.stacks:
-                tree.stacks.append(_stack_job(tree, stack, cache, salt, rules_key,
-                                              resolve is not None, sums))
+        with yamlsafe.remembered():  # the trees share most files: each is parsed once
+            for host in hosts:
+                _add_tree(trees, repo, host, policy, resolve is not None, cache, rules_key,
+                          sums)
         outcomes = _run_jobs(trees, policy, validate, resolve, cache, jobs)
         return [_assemble(repo, tree, policy, resolve, cache, salt, rules_key,
                           [outcomes[s[1]] if s else None for s in tree.stacks])
@@ -165,6 +160,17 @@ def check_trees(repo: Path, hosts: list[str], policy: Policy, validate: Validato
         for tree in trees:
             if tree.scratch is not None:
                 shutil.rmtree(tree.scratch, ignore_errors=True)
+
+
+def _add_tree(trees: list[_Tree], repo: Path, host: str, policy: Policy, judge: bool,
+              cache: Cache, rules_key: str, sums: dict[Path, str]) -> None:
+    """Render one host's tree, lint it and key its stacks' compose work."""
+    desired = render.render(repo, host, "")
+    tree = _Tree(host, desired, _digests(desired, sums))
+    trees.append(tree)  # before anything is materialised: removed at the end whatever happens
+    tree.rules, tree.proxy_network = _lint(tree, policy, judge, cache, cache.salt, rules_key)
+    for stack in desired.stacks:
+        tree.stacks.append(_stack_job(tree, stack, cache, cache.salt, rules_key, judge, sums))
 
 
 def _lint(tree: _Tree, policy: Policy, resolved: bool, cache: Cache, salt: str,
@@ -338,8 +344,6 @@ def _refs(data: bytes, sha: str, cache: Cache) -> list[list[str]] | None:
                 isinstance(r, list) and len(r) == 2 and r[0] in ("include", "extends", "read")
                 and isinstance(r[1], str) for r in refs)):
             return refs
-    from vigo.core import yamlsafe
-
     try:
         refs = _path_refs(yamlsafe.load_bytes(data))
     except (yamlsafe.YamlRefused, _Unkeyable, RecursionError):
