@@ -287,6 +287,13 @@ def test_the_file_is_private_atomic_and_bounded(tmp_path: Path, monkeypatch) -> 
     again.put("new", 1)
     again.save()
     assert set(json.loads(path.read_text())["entries"]) == {"new"}  # this run's, then none
+    monkeypatch.setattr(cache_mod, "MAX_ENTRIES", 100)
+    monkeypatch.setattr(cache_mod, "MAX_RUNS", 2)
+    for i in range(3):
+        later = Cache(path)
+        later.put(f"run{i}", i)
+        later.save()
+    assert set(json.loads(path.read_text())["entries"]) == {"run1", "run2"}  # "new": too old
 
 
 def test_a_cache_that_is_a_link_is_not_read(tmp_path: Path) -> None:
@@ -335,3 +342,29 @@ def test_the_policy_digest_does_not_depend_on_set_order() -> None:
     a = Policy(allow_caps=frozenset(["CHOWN", "KILL", "SETUID", "SETGID"]))
     b = Policy(allow_caps=frozenset(["SETGID", "SETUID", "KILL", "CHOWN"]))
     assert cache_mod.digest(asdict(a)) == cache_mod.digest(asdict(b))
+
+
+def test_remembered_parses_once_and_hands_out_copies(monkeypatch) -> None:
+    from vigo.core import yamlsafe
+
+    calls: list[bytes] = []
+    real = yamlsafe._load_bytes
+
+    def counting(data: bytes):
+        calls.append(data)
+        return real(data)
+
+    monkeypatch.setattr(yamlsafe, "_load_bytes", counting)
+    with yamlsafe.remembered():
+        one = yamlsafe.load_bytes(b"services:\n  web:\n    image: x\n")
+        one["services"]["web"]["image"] = "changed"  # a caller's change stays its own
+        two = yamlsafe.load_bytes(b"services:\n  web:\n    image: x\n")
+        for _ in range(2):
+            with pytest.raises(yamlsafe.YamlRefused) as refused:
+                yamlsafe.load_bytes(b"a: [")
+    assert two["services"]["web"]["image"] == "x"
+    assert two["services"].lc.line == 1  # line numbers survive the copy
+    assert "not valid YAML" in refused.value.what
+    assert len(calls) == 2
+    yamlsafe.load_bytes(b"a: 1\n")
+    assert len(calls) == 3  # outside it, nothing is remembered

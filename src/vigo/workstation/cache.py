@@ -10,7 +10,8 @@ The file is JSON, written atomically (a temp file and a rename, mode 0600); an e
 checksum over its key and value, so a corrupt or hand-edited entry is dropped, not believed. A
 file that is unreadable, too large, not JSON, of another format or another vigo version is
 ignored as a whole (and replaced at the end of the run). The size is bounded: the entries of
-the last run are kept, then older ones, newest first, up to MAX_ENTRIES.
+the last run are kept, then older ones used in the last MAX_RUNS runs, newest first, up to
+MAX_ENTRIES, and the file to MAX_BYTES.
 
 Where: `<repo>/.git/vigo-check-cache` when the repo has a `.git` folder (it goes with the
 clone), else `$XDG_CACHE_HOME/vigo/check-<hash of the repo's path>.json` (~/.cache by default).
@@ -31,7 +32,8 @@ from vigo.adapters import fs
 
 FORMAT = 1
 MAX_ENTRIES = 20_000
-MAX_BYTES = 64 << 20  # a larger file is not read (and is replaced)
+MAX_RUNS = 20  # an entry no run used in this many runs is dropped
+MAX_BYTES = 32 << 20  # a larger file is not read (and is replaced)
 
 
 def default_path(repo: Path) -> Path:
@@ -120,7 +122,8 @@ class Cache:
         if self.path is None:
             return ""
         keep = dict(self._used)
-        rest = sorted(((k, e) for k, e in self._old.items() if k not in keep),
+        rest = sorted(((k, e) for k, e in self._old.items()
+                       if k not in keep and e["t"] > self._run + 1 - MAX_RUNS),
                       key=lambda item: -item[1]["t"])
         for k, e in rest[:max(0, MAX_ENTRIES - len(keep))]:
             keep[k] = e
