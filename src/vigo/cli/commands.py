@@ -456,7 +456,8 @@ def _promoter(args: argparse.Namespace, settings: config.Settings | None):
     return promote.Promoter(
         repo, Clone(runner, repo),
         lambda root, policy, hosts: check.check(root, policy, compose.validate, hosts,
-                                                resolve=compose.resolve_offline),
+                                                resolve=compose.resolve_offline,
+                                                jobs=check.default_jobs()),
         check.policy_of(settings), args.host)
 
 
