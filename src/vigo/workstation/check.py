@@ -170,7 +170,7 @@ def _add_tree(trees: list[_Tree], repo: Path, host: str, policy: Policy, judge: 
     trees.append(tree)  # before anything is materialised: removed at the end whatever happens
     tree.rules, tree.proxy_network = _lint(tree, policy, judge, cache, cache.salt, rules_key)
     for stack in desired.stacks:
-        tree.stacks.append(_stack_job(tree, stack, cache, cache.salt, rules_key, judge, sums))
+        tree.stacks.append(_stack_job(tree, stack, cache, cache.salt, rules_key, judge))
 
 
 def _lint(tree: _Tree, policy: Policy, resolved: bool, cache: Cache, salt: str,
@@ -191,7 +191,7 @@ def _lint(tree: _Tree, policy: Policy, resolved: bool, cache: Cache, salt: str,
 
 
 def _stack_job(tree: _Tree, stack: Any, cache: Cache, salt: str, rules_key: str,
-               judge: bool, sums: dict[Path, str]) -> tuple[Any, str, str] | None:
+               judge: bool) -> tuple[Any, str, str] | None:
     """(stack, job key, cache key) of the compose work for one stack, None when the stack is
     never handed to compose (no compose file, over a YAML cap). Stacks with the same cache key
     share one job; a stack that cannot be keyed (_stack_key) gets a job of its own."""
@@ -327,7 +327,7 @@ def _capped(src: Path, sha: str, cache: Cache) -> bool:
     return ok
 
 
-# Where compose reads another file from: (section, key) pairs whose values are paths.
+# The kinds of reference (_refs) whose file becomes part of the model: followed in turn.
 _INCLUDE = ("include", "extends")
 
 
