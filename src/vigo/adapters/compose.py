@@ -82,6 +82,16 @@ class Compose:
             return None
         return "" if res.ok else res.error(3)
 
+    def version(self) -> str:
+        """`docker compose version --short` ('' when docker compose is not installed or does
+        not answer): part of the cache keys of `vigo check`."""
+        try:
+            res = self.runner.run(("docker", "compose", "version", "--short"), env=COMPOSE_ENV,
+                                  timeout=60)
+        except FileNotFoundError:
+            return ""
+        return res.stdout.strip() if res.ok else ""
+
     def resolve_offline(self, project: str, compose_file: Path, env_file: Path) -> Result | None:
         """The resolved model of one file with the placeholder env file of `vigo check`; None
         when docker compose is not installed."""

@@ -148,6 +148,12 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                     "env/, no symlinks. Exit 1 on any error, 0 with warnings only.")
     check.add_argument("dir", nargs="?", type=Path, default=Path("."), metavar="DIR",
                        help="the infra repo (default: the current folder)")
+    check.add_argument("--no-cache", action="store_true",
+                       help="neither read nor write the cache of earlier checks (by default "
+                            "work whose inputs did not change is skipped: .git/vigo-check-cache "
+                            "or $XDG_CACHE_HOME/vigo; docs/performance.md)")
+    check.add_argument("--jobs", type=_jobs, default=0, metavar="N",
+                       help="docker compose processes at once (default: one per CPU)")
     check.set_defaults(func=cmd_check)
     retry = sub.add_parser(
         "retry", parents=[common], help="try a failed, rolled-back revision of a stack again",
@@ -199,6 +205,13 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     host_add.set_defaults(func=cmd_host_add)
     cli_ops.add_parsers(sub, common)  # install, bootstrap, status, suspend, resume
     return p
+
+
+def _jobs(text: str) -> int:
+    """--jobs: a whole number from 1 to 64."""
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to 64")
+    return int(text)
 
 
 def _reconciler(args: argparse.Namespace, settings: config.Settings):
@@ -327,9 +340,22 @@ def cmd_check(args: argparse.Namespace, settings: config.Settings | None) -> int
     if not repo.is_dir():
         print(f"vigo: {args.dir} is not a folder", file=sys.stderr)
         return 2
+    from vigo.workstation.cache import Cache, default_path
+
     compose = Compose(Runner())
+    # Keys hold compose's version: without docker compose there is nothing worth caching.
+    version = "" if args.no_cache else compose.version()
+    cache = Cache(default_path(repo), salt=f"compose {version}") if version else None
+    if cache is not None and cache.note and args.verbose:
+        print(f"vigo check: {cache.note}", file=sys.stderr)
     findings = check.check(repo, config.policy_of(settings), compose.validate,
-                           resolve=compose.resolve_offline)
+                           resolve=compose.resolve_offline, cache=cache,
+                           jobs=args.jobs or check.default_jobs())
+    if cache is not None:
+        problem = cache.save()
+        if args.verbose:
+            print(f"vigo check: cache {cache.hits} hit(s), {cache.misses} miss(es)"
+                  + (f"; {problem}" if problem else ""), file=sys.stderr)
     if args.json:
         print(json.dumps(check.to_json(findings), indent=2))
     else:
@@ -430,7 +456,8 @@ def _promoter(args: argparse.Namespace, settings: config.Settings | None):
     return promote.Promoter(
         repo, Clone(runner, repo),
         lambda root, policy, hosts: check.check(root, policy, compose.validate, hosts,
-                                                resolve=compose.resolve_offline),
+                                                resolve=compose.resolve_offline,
+                                                jobs=check.default_jobs()),
         config.policy_of(settings), args.host)
 
 

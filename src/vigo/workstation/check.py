@@ -10,19 +10,25 @@ in for the policy, with a warning that says so.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import posixpath
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from vigo.adapters import fs
-from vigo.core import lint, policy, render
+from vigo.adapters.run import PASS_ENV
+from vigo.core import lint, policy, render, yamlsafe
 from vigo.core.lint import ERROR, WARNING, Finding
 from vigo.core.model import DesiredState
 from vigo.core.policy import Policy
+from vigo.workstation import cache as _cache
+from vigo.workstation.cache import Cache
 
 # Validates one compose file; returns '' when valid, the reason otherwise, None when no validator
 # is installed.
@@ -55,14 +61,18 @@ def hosts_of(repo: Path) -> list[str]:
 
 
 def check(repo: Path, policy: Policy, validate: Validator,
-          hosts: list[str] | None = None, resolve: Resolver | None = None) -> list[Finding]:
+          hosts: list[str] | None = None, resolve: Resolver | None = None,
+          cache: Cache | None = None, jobs: int = 1) -> list[Finding]:
     """Every finding of the repo, for the base tree and every host overlay, deduplicated.
-    With `resolve`, the privilege rules judge each stack's resolved model (policy.py)."""
+    With `resolve`, the privilege rules judge each stack's resolved model (policy.py). With
+    `cache`, work whose inputs did not change is taken from it (workstation/cache.py); `jobs`
+    compose processes run at once."""
     findings: dict[tuple, Finding] = {}
     for f in lint.lint_repo_files(repo):
         findings[_key(f)] = f
-    for host in ["", *hosts_of(repo)] if hosts is None else hosts:
-        for f in check_rendered(repo, host, policy, validate, resolve):
+    trees = ["", *hosts_of(repo)] if hosts is None else hosts
+    for found in check_trees(repo, trees, policy, validate, resolve, cache, jobs):
+        for f in found:
             findings.setdefault(_key(f), f)
     return lint.sort_findings(findings.values())
 
@@ -75,59 +85,429 @@ NO_COMPOSE = Finding(
 
 
 def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator,
-                   resolve: Resolver | None = None) -> list[Finding]:
+                   resolve: Resolver | None = None, cache: Cache | None = None,
+                   jobs: int = 1) -> list[Finding]:
     """The lint rules and compose validation over the tree one host would render."""
-    desired = render.render(repo, host, "")
-    scratch = Path(tempfile.mkdtemp(prefix="vigo-check-"))
-    tmp = scratch / "tree"
+    return check_trees(repo, [host], policy, validate, resolve, cache, jobs)[0]
+
+
+def default_jobs() -> int:
+    """How many `docker compose config` processes run at once: one per CPU vigo may use (each
+    is a short CPU-bound Go process; more than the CPUs only queue)."""
     try:
-        # The same materialisation apply uses for the runtime tree (adapters/fs.py).
-        fs.sync_tree(tmp, {**desired.files, **desired.env_files}, {}, (),
-                     scratch / "manifest.json")
-        judged: list[Finding] | None = [] if resolve is not None else None
-        proxy_network = lint.proxy_network_of(tmp)
-        rules = lint.lint_tree(tmp, policy, resolved=judged is not None)
-        out: list[Finding] = []
-        said = [_origin(f, desired, repo, host) for f in rules]
-        out += render_findings(desired, said, host)
-        for stack in desired.stacks:
-            compose = tmp / stack.compose_file
-            if not compose.is_file() or not yaml_capped(compose) or any(
-                    f.rule == "yaml-caps" and f.message.startswith(lint.who(stack.name) + ":")
-                    for f in rules):
-                continue  # over a YAML cap (also an included file): never handed to compose
-            found = None
-            if judged is not None and resolve is not None:
-                found = judge_offline(tmp, scratch, stack, desired, policy, proxy_network,
-                                      resolve)
-                if found is None:  # docker compose is not installed: the text rules stand in
-                    judged = None
-                    out.append(NO_COMPOSE)
-                elif found[1]:  # compose resolved it: it is valid Compose
-                    judged += found[0]
-                    continue
-            reason = validate(compose)
-            if reason is None:
-                reason = schema_reason(compose)
-            if reason:
-                out.append(_origin(Finding(
-                    "compose-valid", ERROR, stack.compose_file, None,
-                    f"stack {stack.name}: not valid Compose: {reason.replace(str(tmp) + '/', '')}",
-                    "fix the file until `docker compose config` accepts it"), desired, repo, host))
-            elif found is not None and judged is not None:
-                judged += found[0]
-        if judged is None and resolve is not None:  # compose missing: the text rules stand in
-            rules = lint.lint_tree(tmp, policy, resolved=False)
-        # A bind that climbs out of the tree is already a text error (path-escape, with its
-        # item's line): the resolved host-path of the same service says nothing more.
-        escapes = {(f.path, f.message.split(": ", 1)[0]) for f in rules
-                   if f.rule == "path-escape" and f.severity == ERROR}
-        judged = [f for f in judged or [] if not (
-            f.rule == "host-path" and (f.path, f.message.split(": ", 1)[0]) in escapes)]
-        out += [_origin(f, desired, repo, host) for f in [*rules, *judged]]
-        return out
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class _Outcome:
+    """What compose said about one stack: the resolved model's findings, or why the file is
+    not valid Compose; `nocompose` when docker compose is not installed (never cached)."""
+
+    found: list[Finding]
+    invalid: Finding | None
+    nocompose: bool = False
+
+
+@dataclass
+class _Tree:
+    """One rendered tree (the base or a host's), materialised in a temp folder when some of
+    its work is not in the cache."""
+
+    host: str
+    desired: DesiredState
+    digests: dict[str, str]
+    scratch: Path | None = None
+    rules: list[Finding] = field(default_factory=list)
+    proxy_network: str = ""
+    # per stack, in order: None (never handed to compose) or (job key, cache key or '')
+    stacks: list[tuple[Any, str, str] | None] = field(default_factory=list)
+
+    @property
+    def tmp(self) -> Path:
+        assert self.scratch is not None
+        return self.scratch / "tree"
+
+    def materialise(self) -> Path:
+        if self.scratch is None:
+            self.scratch = Path(tempfile.mkdtemp(prefix="vigo-check-"))
+            _write_tree(self.tmp, {**self.desired.files, **self.desired.env_files})
+        return self.tmp
+
+
+def check_trees(repo: Path, hosts: list[str], policy: Policy, validate: Validator,
+                resolve: Resolver | None = None, cache: Cache | None = None,
+                jobs: int = 1) -> list[list[Finding]]:
+    """check_rendered for each host ('' : the base tree), in order. A stack whose inputs are
+    the same on several hosts (the overlay does not touch it) is handed to compose once; with
+    `cache`, not at all when a run before saw the same inputs (the key: _stack_key)."""
+    trees: list[_Tree] = []
+    sums: dict[Path, str] = {}
+    cache = cache if cache is not None else Cache(None)  # in memory: shared by the trees
+    salt = cache.salt
+    rules_key = _policy_json(policy)
+    try:
+        with yamlsafe.remembered():  # the trees share most files: each is parsed once
+            for host in hosts:
+                _add_tree(trees, repo, host, policy, resolve is not None, cache, rules_key,
+                          sums)
+        outcomes = _run_jobs(trees, policy, validate, resolve, cache, jobs)
+        return [_assemble(repo, tree, policy, resolve, cache, salt, rules_key,
+                          [outcomes[s[1]] if s else None for s in tree.stacks])
+                for tree in trees]
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        for tree in trees:
+            if tree.scratch is not None:
+                shutil.rmtree(tree.scratch, ignore_errors=True)
+
+
+def _add_tree(trees: list[_Tree], repo: Path, host: str, policy: Policy, judge: bool,
+              cache: Cache, rules_key: str, sums: dict[Path, str]) -> None:
+    """Render one host's tree, lint it and key its stacks' compose work."""
+    desired = render.render(repo, host, "")
+    tree = _Tree(host, desired, _digests(desired, sums))
+    trees.append(tree)  # before anything is materialised: removed at the end whatever happens
+    tree.rules, tree.proxy_network = _lint(tree, policy, judge, cache, cache.salt, rules_key)
+    for stack in desired.stacks:
+        tree.stacks.append(_stack_job(tree, stack, cache, cache.salt, rules_key, judge))
+
+
+def _lint(tree: _Tree, policy: Policy, resolved: bool, cache: Cache, salt: str,
+          rules_key: str) -> tuple[list[Finding], str]:
+    """lint.lint_tree over the tree and the proxy's network name: from the cache when the
+    whole tree (every file's digest) is the same as in a run before."""
+    key = _cache.digest("lint", salt, rules_key, resolved, sorted(tree.digests.items()))
+    got = cache.get(key)
+    if isinstance(got, dict) and isinstance(got.get("proxy"), str):
+        rules = _findings(got.get("rules"))
+        if rules is not None:
+            return rules, got["proxy"]
+    tmp = tree.materialise()
+    rules = lint.lint_tree(tmp, policy, resolved=resolved)
+    proxy_network = lint.proxy_network_of(tmp)
+    cache.put(key, {"rules": [asdict(f) for f in rules], "proxy": proxy_network})
+    return rules, proxy_network
+
+
+def _stack_job(tree: _Tree, stack: Any, cache: Cache, salt: str, rules_key: str,
+               judge: bool) -> tuple[Any, str, str] | None:
+    """(stack, job key, cache key) of the compose work for one stack, None when the stack is
+    never handed to compose (no compose file, over a YAML cap). Stacks with the same cache key
+    share one job; a stack that cannot be keyed (_stack_key) gets a job of its own."""
+    src = tree.desired.files.get(stack.compose_file)
+    if src is None or not _capped(src, tree.digests.get(stack.compose_file, ""), cache):
+        return None
+    if any(f.rule == "yaml-caps" and f.message.startswith(lint.who(stack.name) + ":")
+           for f in tree.rules):
+        return None  # an included file over a cap: never handed to compose
+    key = _stack_key(tree, stack, cache, salt, rules_key, judge)
+    return stack, key or f"{tree.host}/{stack.name} (not keyed)", key
+
+
+def _run_jobs(trees: list[_Tree], policy: Policy, validate: Validator,
+              resolve: Resolver | None, cache: Cache,
+              jobs: int) -> dict[str, _Outcome]:
+    """The outcome of every job: from the cache, or compose run for it, `jobs` at a time."""
+    outcomes: dict[str, _Outcome] = {}
+    todo: dict[str, tuple[_Tree, Any, str]] = {}
+    for tree in trees:
+        for item in tree.stacks:
+            if item is None or item[1] in outcomes or item[1] in todo:
+                continue
+            stack, job, key = item
+            got = _outcome(cache.get(key)) if key else None
+            if got is not None:
+                outcomes[job] = got
+            else:
+                todo[job] = (tree, stack, key)
+    for tree, _stack, _key in todo.values():
+        tree.materialise()  # before any thread starts
+
+    def one(job: str) -> tuple[str, _Outcome]:
+        tree, stack, _key = todo[job]
+        return job, _compose_stack(tree, stack, policy, validate, resolve)
+
+    if jobs > 1 and len(todo) > 1:
+        with ThreadPoolExecutor(max_workers=min(jobs, len(todo))) as pool:
+            done = list(pool.map(one, todo))
+    else:
+        done = [one(job) for job in todo]
+    for job, outcome in done:
+        outcomes[job] = outcome
+        if todo[job][2] and not outcome.nocompose:
+            cache.put(job, {"found": [asdict(f) for f in outcome.found],
+                            "invalid": asdict(outcome.invalid) if outcome.invalid else None})
+    return outcomes
+
+
+def _compose_stack(tree: _Tree, stack: Any, policy: Policy, validate: Validator,
+                   resolve: Resolver | None) -> _Outcome:
+    """judge_offline, and compose's validation when compose did not resolve the model."""
+    tmp, scratch = tree.tmp, tree.scratch
+    assert scratch is not None
+    compose = tmp / stack.compose_file
+    found = None
+    if resolve is not None:
+        found = judge_offline(tmp, scratch, stack, tree.desired, policy, tree.proxy_network,
+                              resolve)
+        if found is not None and found[1]:  # compose resolved it: it is valid Compose
+            return _Outcome(found[0], None)
+    reason = validate(compose)
+    if reason is None:
+        reason = schema_reason(compose)
+    invalid = Finding(
+        "compose-valid", ERROR, stack.compose_file, None,
+        f"stack {stack.name}: not valid Compose: {reason.replace(str(tmp) + '/', '')}",
+        "fix the file until `docker compose config` accepts it") if reason else None
+    return _Outcome(found[0] if found else [], invalid, resolve is not None and found is None)
+
+
+def _assemble(repo: Path, tree: _Tree, policy: Policy, resolve: Resolver | None,
+              cache: Cache, salt: str, rules_key: str,
+              outcomes: list[_Outcome | None]) -> list[Finding]:
+    """The findings of one tree, as the sequential check made them."""
+    desired, host, rules = tree.desired, tree.host, tree.rules
+    judged: list[Finding] | None = [] if resolve is not None else None
+    out: list[Finding] = []
+    said = [_origin(f, desired, repo, host) for f in rules]
+    out += render_findings(desired, said, host)
+    for outcome in outcomes:
+        if outcome is None:
+            continue
+        if judged is not None and outcome.nocompose:  # the text rules stand in
+            judged = None
+            out.append(NO_COMPOSE)
+        if outcome.invalid is not None:
+            out.append(_origin(outcome.invalid, desired, repo, host))
+        elif judged is not None:
+            judged += outcome.found
+    if judged is None and resolve is not None:  # compose missing: the text rules stand in
+        rules, _ = _lint(tree, policy, False, cache, salt, rules_key)
+    # A bind that climbs out of the tree is already a text error (path-escape, with its
+    # item's line): the resolved host-path of the same service says nothing more.
+    escapes = {(f.path, f.message.split(": ", 1)[0]) for f in rules
+               if f.rule == "path-escape" and f.severity == ERROR}
+    judged = [f for f in judged or [] if not (
+        f.rule == "host-path" and (f.path, f.message.split(": ", 1)[0]) in escapes)]
+    out += [_origin(f, desired, repo, host) for f in [*rules, *judged]]
+    return out
+
+
+# --- keys: what a piece of work read ----------------------------------------------------------
+
+
+def _policy_json(policy: Policy) -> str:
+    return _cache.digest("policy", asdict(policy))
+
+
+def _digests(desired: DesiredState, sums: dict[Path, str]) -> dict[str, str]:
+    """rendered path -> sha256 of its bytes ('' when unreadable: materialising skips it too)."""
+    out = {}
+    for rel, src in {**desired.files, **desired.env_files}.items():
+        if src not in sums:
+            try:
+                sums[src] = hashlib.sha256(src.read_bytes()).hexdigest()
+            except OSError:
+                sums[src] = ""
+        out[rel] = sums[src]
+    return out
+
+
+def _capped(src: Path, sha: str, cache: Cache) -> bool:
+    """yaml_capped, remembered by the file's digest."""
+    key = _cache.digest("capped", sha)
+    if sha:
+        got = cache.get(key)
+        if isinstance(got, bool):
+            return got
+    ok = yaml_capped(src)
+    if sha:
+        cache.put(key, ok)
+    return ok
+
+
+# The kinds of reference (_refs) whose file becomes part of the model: followed in turn.
+_INCLUDE = ("include", "extends")
+
+
+def _refs(data: bytes, sha: str, cache: Cache) -> list[list[str]] | None:
+    """[kind, raw path] of every path compose may read while resolving this compose file
+    (kind 'include' or 'extends': a file that becomes part of the model; 'read': an env,
+    label, secret or config file), None when the file cannot be read that way (then the stack
+    is never cached). Remembered by the file's digest."""
+    key = _cache.digest("refs", sha)
+    got = cache.get(key) if sha else None
+    if isinstance(got, dict) and set(got) == {"refs"}:
+        refs = got["refs"]
+        if refs is None or (isinstance(refs, list) and all(
+                isinstance(r, list) and len(r) == 2 and r[0] in ("include", "extends", "read")
+                and isinstance(r[1], str) for r in refs)):
+            return refs
+    try:
+        refs = _path_refs(yamlsafe.load_bytes(data))
+    except (yamlsafe.YamlRefused, _Unkeyable, RecursionError):
+        refs = None
+    if sha:
+        cache.put(key, {"refs": refs})
+    return refs
+
+
+class _Unkeyable(Exception):
+    """A path compose reads that vigo does not understand: the stack is not cached."""
+
+
+def _strings(value: object, *, dict_key: str = "") -> list[str]:
+    """The path strings of a value that is a string, a list of them, or (dict_key) mappings
+    holding them; anything else is _Unkeyable."""
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(item)
+        elif dict_key and isinstance(item, dict):
+            out += _strings(item.get(dict_key, []))
+        elif item is not None:
+            raise _Unkeyable()
+    return out
+
+
+def _path_refs(doc: object) -> list[list[str]]:
+    if not isinstance(doc, dict):
+        return []
+    refs: list[list[str]] = []
+    include = doc.get("include")
+    for item in include if isinstance(include, list) else [] if include is None else [include]:
+        if isinstance(item, dict):
+            if "project_directory" in item:
+                raise _Unkeyable()
+            refs += [["include", p] for p in _strings(item.get("path", []))]
+            refs += [["read", p] for p in _strings(item.get("env_file", []))]
+        else:
+            refs += [["include", p] for p in _strings(item)]
+    for section in ("secrets", "configs"):
+        for spec in (doc.get(section) or {}).values() if isinstance(
+                doc.get(section), dict) else []:
+            if isinstance(spec, dict) and "file" in spec:
+                refs += [["read", p] for p in _strings(spec["file"])]
+    services = doc.get("services")
+    for svc in services.values() if isinstance(services, dict) else []:
+        if not isinstance(svc, dict):
+            continue
+        for key in ("env_file", "label_file"):
+            if key in svc:
+                refs += [["read", p] for p in _strings(svc[key], dict_key="path")]
+        extends = svc.get("extends")
+        if isinstance(extends, dict) and "file" in extends:
+            refs += [["extends", p] for p in _strings(extends["file"])]
+    return refs
+
+
+_ENV_NAMES = tuple(dict.fromkeys((*PASS_ENV, "LC_ALL")))
+
+
+def _stack_key(tree: _Tree, stack: Any, cache: Cache, salt: str, rules_key: str,
+               judge: bool) -> str:
+    """The cache key of one stack's compose work: a digest of everything it reads. The files
+    of the stack's folder, the env files given to interpolation, every file its compose files
+    include, extend or name as env, label, secret or config files (followed through includes),
+    the values of the environment variables compose would see whose names the files mention,
+    the proxy network, the policy, vigo's and compose's versions (the cache's salt). '' when a
+    path cannot be followed (absolute, outside the tree, a variable, a remote, a project
+    directory): that stack is resolved every run."""
+    digests, files = tree.digests, tree.desired.files
+    folder = stack.folder + "/"
+    own = sorted((rel, sha) for rel, sha in digests.items() if rel.startswith(folder))
+    read: dict[str, str] = {}
+    queue, seen = [stack.compose_file], set()
+    while queue:
+        rel = queue.pop()
+        if rel in seen:
+            continue
+        seen.add(rel)
+        src = files.get(rel)
+        try:
+            data = src.read_bytes() if src is not None else b""
+        except OSError:
+            return ""
+        read[rel] = digests.get(rel, "")
+        refs = _refs(data, read[rel], cache)
+        if refs is None:
+            return ""
+        base = posixpath.dirname(rel)
+        for kind, raw in refs:
+            if not raw or "$" in raw or ":" in raw or raw.startswith(("/", "~")):
+                return ""
+            target = posixpath.normpath(posixpath.join(base, raw))
+            if target == ".." or target.startswith("../"):
+                return ""
+            if target in digests:
+                read[target] = digests[target]
+                if kind in _INCLUDE and target in files:
+                    queue.append(target)
+            else:  # compose sees a folder or nothing there
+                is_dir = any(r.startswith(target + "/") for r in digests)
+                read[target] = "folder" if is_dir else "absent"
+    interpolation = [(rel, digests.get(rel, "")) for rel in stack.interpolation_env]
+    texts = b"".join(Path(files[rel]).read_bytes() for rel in read if digests.get(rel)
+                     and rel in files)
+    env = sorted((name, os.environ.get(name)) for name in _ENV_NAMES
+                 if name.encode() in texts)
+    return _cache.digest("stack", salt, rules_key, judge, stack.name, stack.compose_file,
+                         list(stack.interpolation_env), tree.proxy_network, own,
+                         sorted(read.items()), interpolation, env)
+
+
+def _findings(value: object) -> list[Finding] | None:
+    """Findings read back from the cache, None when any is not one."""
+    if not isinstance(value, list):
+        return None
+    out = []
+    for item in value:
+        f = _finding(item)
+        if f is None:
+            return None
+        out.append(f)
+    return out
+
+
+def _finding(item: object) -> Finding | None:
+    if not isinstance(item, dict) or set(item) != _FIELDS:
+        return None
+    if not all(isinstance(item[k], str) for k in _FIELDS - {"line"}):
+        return None
+    line = item["line"]
+    if line is not None and (not isinstance(line, int) or isinstance(line, bool)):
+        return None
+    return Finding(**item)
+
+
+_FIELDS = frozenset(f.name for f in fields(Finding))
+
+
+def _outcome(value: object) -> _Outcome | None:
+    if not isinstance(value, dict) or set(value) != {"found", "invalid"}:
+        return None
+    found = _findings(value["found"])
+    invalid = None if value["invalid"] is None else _finding(value["invalid"])
+    if found is None or (value["invalid"] is not None and invalid is None):
+        return None
+    return _Outcome(found, invalid)
+
+
+def _write_tree(tmp: Path, files: dict[str, Path]) -> None:
+    """Copy the rendered files into tmp (a fresh temp folder nobody else writes: plain writes,
+    no fsync; executables 0755 as apply writes them). A file that cannot be copied is left
+    out, as the runtime tree would miss it."""
+    for rel, src in files.items():
+        dst = tmp / rel
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(src.read_bytes())
+            if os.access(src, os.X_OK):
+                dst.chmod(0o755)
+        except OSError:
+            continue
 
 
 def judge_offline(tmp: Path, scratch: Path, stack: Any, desired: DesiredState, rules: Policy,
