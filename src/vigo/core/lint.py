@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vigo.core import render, rollout, xvigo, yamlsafe
+from vigo.core import render, rollout, swarm, xvigo, yamlsafe
 from vigo.core.model import COMPOSE_NAMES, PROXY
 from vigo.core.policy import Policy
 
@@ -90,7 +90,7 @@ RULES: dict[str, str] = {
     "folder; include/extends files are in its own folder",
     "rollout": "routed services with a healthcheck can run two containers at once (warning)",
     "registries": "env/registries.env holds complete NAME_REGISTRY/_USERNAME/_PASSWORD groups",
-    "x-vigo": "a compose file's x-vigo block holds only health_timeout, after and jobs, of "
+    "x-vigo": "a compose file's x-vigo block holds only health_timeout, after, jobs and engine, of "
     "the right types; every job is a service of it that nothing depends on",
     "x-vigo-order": "x-vigo.after names stacks of the host and makes no cycle",
     "shared-resource": "an external network or volume is created by a stack of the host; "
@@ -1388,3 +1388,6 @@ def _env_file_scope(cf: ComposeFile) -> Iterator[Finding]:
                        f"env/global.env, env/{cf.stack}.env and files of {folder}/ only")
             fix = f"Move the file into {folder}/ or its variables into env/{cf.stack}.env."
         yield _finding(cf, "env-file", line, service, problem, fix)
+
+
+RULES.update(swarm.register(STACK_RULES))  # the Swarm rules live in core/swarm.py
