@@ -66,6 +66,7 @@ from vigo.core.plan import (
     plan,
 )
 from vigo.host import state
+from vigo.host.engines import swarm
 
 if TYPE_CHECKING:  # imported where a stack may change, never by an idle run
     from vigo.core import policy, registries
@@ -345,7 +346,7 @@ class Reconciler:
         """Secrets, runtime tree, observe, resolve, plan. Only vigo's own folders change."""
         records = st["stacks"]
         try:
-            observed = self._observe()
+            observed = self._observe(records)
         except (DockerError, CommandTimeout) as exc:
             report.exit_code, report.error = EXIT_FAILED, str(exc)
             self.emit(f"docker: {exc}")
@@ -414,10 +415,13 @@ class Reconciler:
                     for f in errors)
         return failures
 
-    def _observe(self) -> Observed:
+    def _observe(self, records: dict[str, Any] | None = None) -> Observed:
         prefix = self.settings.project_prefix
-        return Observed(tuple(c for c in self.compose.containers(instance=prefix)
-                              if c.instance == prefix and c.project == prefix + c.stack))
+        found = tuple(c for c in self.compose.containers(instance=prefix)
+                      if c.instance == prefix and c.project == prefix + c.stack)
+        if swarm.observes(self.settings, records or {}):  # swarm: dispatch (engines/swarm.py)
+            found += swarm.of(self).observe().containers
+        return Observed(found)
 
     def _parallel(self, stacks: int) -> int:
         """How many stacks deploy at once: parallelism(), from the engine's CPUs, ours and the
@@ -649,6 +653,10 @@ class Reconciler:
                 assert stack is not None
                 before = (self.compose.containers(self.settings.project(stack.name)) if again
                           else observed.stack(stack.name))  # a retry starts from what runs now
+                if swarm.wanted(resolved[stack.name], self.settings, records.get(stack.name)):
+                    return swarm.deploy_on_leader(
+                        self, stack, action, resolved[stack.name], before,
+                        records.setdefault(stack.name, {}), desired.revision, paths)
                 return deployer.deploy(stack, action, resolved[stack.name], before,
                                        records.get(stack.name) or {}, desired.revision)
             except Exception as exc:  # whatever one deploy raises fails that stack only
@@ -673,7 +681,9 @@ class Reconciler:
         for phase in phases(the_plan, after):  # frees before it takes, in x-vigo.after order
             if phase[0].kind == REMOVE:
                 for action in phase:
-                    publish(self._down(action.stack, paths))
+                    publish(swarm.remove_on_leader(self, action.stack, paths) if swarm.wanted(
+                        None, self.settings, records.get(action.stack)) else
+                        self._down(action.stack, paths))
                 continue
             skipped = [a for a in phase if blocked(a.stack, after, converged, failed)]
             for action in skipped:  # not attempted: nothing of it changes, nothing is held
