@@ -141,7 +141,9 @@ def test_services_parse_and_status_lines() -> None:
     assert (s.service, s.image, s.config_hash, s.running, s.desired) == (
         "web", "ghcr.io/x/web:sha-1a2b3c4", "abc", 2, 3)
     assert swarm.status_lines([s], {"s1": ["n2", "n1"]}) == [
-        "  web/web (swarm): 2/3 running on n1, n2, update updating"]
+        "  web/web (swarm): 2/3 running, update updating, on n1, n2"]
+    assert swarm.status_lines([s], {"s1": ["n1"]}, {"s1": ["n4"]}) == [
+        "  web/web (swarm): 1/3 running, update updating, on n1; node(s) down: n4"]
 
 
 def test_xvigo_engine() -> None:

@@ -446,15 +446,20 @@ def parse_services(rows: Iterable[Mapping[str, Any]]) -> tuple[Service, ...]:
     return tuple(out)
 
 
-def status_lines(services: Sequence[Service], nodes: Mapping[str, Sequence[str]] | None = None
-                 ) -> list[str]:
+def status_lines(services: Sequence[Service], nodes: Mapping[str, Sequence[str]] | None = None,
+                 lost: Mapping[str, Sequence[str]] | None = None) -> list[str]:
     """`vigo status` lines of the swarm stacks: per service, running/desired replicas, the
-    nodes its tasks run on, and the state of its last update."""
-    nodes = nodes or {}
+    nodes its tasks run on, and the state of its last update. `nodes`: service id -> the
+    nodes of its running tasks (when given, they are the running count); `lost`: service id ->
+    nodes that are down but still hold a task of it."""
     lines = []
     for s in sorted(services, key=lambda s: (s.stack, s.name)):
-        where = ", ".join(sorted(set(nodes.get(s.id, ())))) or "no node"
+        on = list((nodes or {}).get(s.id, ()))
+        running = len(on) if nodes is not None else s.running
+        where = ", ".join(sorted(set(on))) or "no node"
         update = f", update {s.update}" if s.update else ""
-        lines.append(f"  {s.stack}/{s.service} (swarm): {s.running}/{s.desired} running on "
-                     f"{where}{update}")
+        down = sorted(set((lost or {}).get(s.id, ())))
+        gone = f"; node(s) down: {', '.join(down)}" if down else ""
+        lines.append(f"  {s.stack}/{s.service} (swarm): {running}/{s.desired} running"
+                     f"{update}, on {where}{gone}")
     return lines

@@ -106,17 +106,27 @@ class SwarmEngine:
         return Observed(containers(self.services()))
 
     def status_lines(self) -> list[str]:
+        """Per service: its tasks running on nodes that are up (a task of a node that is
+        down still reads `running` in the swarm's count until Swarm gives up on it), the
+        nodes, the state of its last update, and the nodes that are down with a task."""
         services = self.services()
         tasks = self.api.tasks([s.id for s in services])
-        names = {str(n.get("ID")): str((n.get("Description") or {}).get("Hostname") or "")
-                 for n in self.api.nodes()}
+        nodes = {str(n.get("ID")): n for n in self.api.nodes()}
+
+        def name(node_id: str) -> str:
+            node = nodes.get(node_id) or {}
+            return str((node.get("Description") or {}).get("Hostname") or node_id[:12])
         where: dict[str, list[str]] = {}
+        lost: dict[str, list[str]] = {}
         for t in tasks:
-            if t.get("DesiredState") == "running" and (t.get("Status") or {}).get(
-                    "State") == "running":
-                where.setdefault(str(t.get("ServiceID")), []).append(
-                    names.get(str(t.get("NodeID")), str(t.get("NodeID"))[:12]))
-        return core.status_lines(services, where)
+            if t.get("DesiredState") != "running" or (t.get("Status") or {}).get(
+                    "State") != "running":
+                continue
+            node_id = str(t.get("NodeID"))
+            up = ((nodes.get(node_id) or {}).get("Status") or {}).get("State") == "ready"
+            (where if up else lost).setdefault(str(t.get("ServiceID")), []).append(
+                name(node_id))
+        return core.status_lines(services, where, lost)
 
     # -- deploy --------------------------------------------------------------------------------
 
@@ -333,11 +343,16 @@ def observes(settings: Any, records: dict[str, Any]) -> bool:
 
 def of(rec: Any, paths: Paths | None = None) -> SwarmEngine:
     """The Swarm engine of a reconciler (its settings, runner, compose endpoint, progress)."""
-    s = rec.settings
+    return engine(rec.settings, rec.compose, rec._progress, paths)
+
+
+def engine(settings: Any, compose: Any, log: Callable[[str], None] = lambda _: None,
+           paths: Paths | None = None) -> SwarmEngine:
+    s = settings
     paths = paths or Paths(s.runtime, s.secrets, s.state / "overrides",
                            s.state / "rendered.json")
-    return SwarmEngine(Swarm(rec.runner, rec.compose, timeout=s.compose_timeout),
-                       s.project_prefix, paths, s.health_timeout, rec._progress)
+    return SwarmEngine(Swarm(compose.runner, compose, timeout=s.compose_timeout),
+                       s.project_prefix, paths, s.health_timeout, log)
 
 
 def deploy_on_leader(rec: Any, stack: Stack, action: Action, res: Resolved,
@@ -394,10 +409,24 @@ def leader_state(api: Swarm) -> tuple[str, bool]:
     return why, why.startswith("not the leader")
 
 
-def status_lines(rec: Any) -> list[str]:
-    """`vigo status`: the swarm stacks' services, replicas, nodes and update state ([] when
-    the host runs no swarm stack); one line saying why when the swarm cannot be asked."""
+def status_containers(settings: Any, compose: Any, records: dict[str, Any]) -> list[Container]:
+    """`vigo status`'s rows of the swarm stacks (one per service); [] on a Compose-only host
+    or when the swarm cannot be asked (`status_lines` says why)."""
+    if not observes(settings, records):
+        return []
     try:
-        return of(rec).status_lines()
+        return list(engine(settings, compose).observe().containers)
+    except (DockerError, CommandTimeout):
+        return []
+
+
+def status_lines(settings: Any, compose: Any, records: dict[str, Any]) -> list[str]:
+    """`vigo status`: per swarm service, replicas running/desired, the nodes its tasks run on
+    and the state of its last update ([] on a Compose-only host)."""
+    if not observes(settings, records):
+        return []
+    try:
+        lines = engine(settings, compose).status_lines()
     except (DockerError, CommandTimeout) as exc:
-        return [f"  swarm: cannot be asked ({exc})"]
+        return ["", f"swarm: cannot be asked ({exc})"]
+    return ["", "swarm services:", *lines] if lines else []
