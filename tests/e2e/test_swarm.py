@@ -125,6 +125,11 @@ def test_deploy_idle_and_update_on_a_one_node_swarm(shost: SwarmHost) -> None:
 
     idle = shost.apply()
     assert "nothing to do" in idle.stdout, idle.stdout
+    status = shost.vigo("status")
+    assert "web/web (swarm): 1/1 running, update" not in status.stdout  # no update ran yet
+    assert f"web/web (swarm): 1/1 running, on {shost.node.name}" in status.stdout, (
+        status.stdout)
+    assert "missing" not in status.stdout, status.stdout
     assert shost.services()[f"{shost.prefix}web_web"]["Version"]["Index"] == version
 
     seed(shost, TAG_B)
@@ -196,3 +201,235 @@ def test_prune_removes_owned_stacks_with_the_empty_tree_guard(shost: SwarmHost) 
         assert other in names
     finally:
         shost.node.docker("service", "rm", other, check=False)
+
+
+# -- three managers and a worker ----------------------------------------------------------------
+# Raft needs three managers to survive the loss of one (the leader test); the fourth node is a
+# worker, killed in its test. Traefik (its Swarm provider, task IPs: no IPVS needed) runs on n1.
+
+TRAEFIK = "traefik:v3.7"
+EDGE = "proxy_default"  # the network vigo lets stacks share with the proxy
+
+
+def routed_compose(tag: str, replicas: int = 3) -> str:
+    # Swarm has no drain hook: a task keeps serving for 4 s after SIGTERM (lame duck), longer
+    # than Traefik needs to drop it (refreshSeconds=1). docs/swarm.md says why.
+    return f"""x-vigo: {{engine: swarm, health_timeout: 90}}
+services:
+  web:
+    image: {APP}:{tag}
+    command:
+      - /bin/sh
+      - -c
+      - "/bin/start & p=$$!; trap 'sleep 4; kill -TERM $$p' TERM; wait $$p; wait $$p"
+    healthcheck: {{test: ["CMD", "/bin/healthy"], interval: 1s, timeout: 3s, retries: 2}}
+    environment:
+      GREETING: ${{GREETING}}
+    networks: [{EDGE}]
+    deploy:
+      replicas: {replicas}
+      placement: {{max_replicas_per_node: 1}}
+      update_config: {{monitor: 3s}}
+      labels:
+        traefik.enable: "true"
+        traefik.swarm.network: {EDGE}
+        traefik.http.routers.app.rule: Host(`app.test`)
+        traefik.http.routers.app.entrypoints: web
+        traefik.http.services.app.loadbalancer.server.port: "80"
+networks:
+  {EDGE}: {{external: true, name: {EDGE}}}
+"""
+
+
+def traefik_stack(node: swarms.Node) -> str:
+    return f"""services:
+  traefik:
+    image: {TRAEFIK}
+    command:
+      - --providers.swarm.endpoint=unix:///var/run/docker.sock
+      - --providers.swarm.exposedByDefault=false
+      - --providers.swarm.refreshSeconds=1
+      - --entrypoints.web.address=:80
+      - --ping=true
+    ports: [{{target: 80, published: 8080, mode: host}}]
+    volumes: ["{node.sock}:/var/run/docker.sock:ro"]
+    networks: [{EDGE}]
+    deploy:
+      placement: {{constraints: [node.hostname == {node.name}]}}
+networks:
+  {EDGE}: {{external: true, name: {EDGE}}}
+"""
+
+
+LOAD = r"""
+import sys, time, urllib.request, pathlib
+stop, ok, failed, errors = pathlib.Path(sys.argv[2]), 0, 0, {}
+while not stop.exists():
+    req = urllib.request.Request(sys.argv[1], headers={"Host": "app.test", "Connection": "close"})
+    try:
+        with urllib.request.urlopen(req, timeout=3) as r:
+            r.read(); ok += 1
+    except Exception as exc:
+        failed += 1; errors[str(exc)[:60]] = errors.get(str(exc)[:60], 0) + 1
+print(ok, failed, errors)
+"""
+
+
+@pytest.fixture(scope="module")
+def four() -> Iterator[swarms.Swarm]:
+    ensure_app_image(TAG_A)
+    ensure_app_image(TAG_B)
+    with swarms.running(4, [*IMAGES, TRAEFIK], managers=3) as s:
+        n1 = s.manager
+        n1.docker("network", "create", "--driver", "overlay", "--attachable", EDGE)
+        f = n1.root / "traefik.yml"
+        f.write_text(traefik_stack(n1))
+        n1.docker("stack", "deploy", "--resolve-image", "never", "-c", str(f), "edge")
+        swarms.wait_for("Traefik answering on n1", lambda: n1.nx(
+            "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://{n1.ip}:8080/"
+        ).stdout == "404", 60)
+        yield s
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, four: swarms.Swarm
+            ) -> Iterator[tuple[SwarmHost, SwarmHost]]:
+    """vigo on n1 (the leader) and on n2 (another manager): the same repo, key and prefix,
+    each its own folders."""
+    lead = SwarmHost(tmp_path_factory.mktemp("n1"), four.nodes[0])
+    other = SwarmHost(tmp_path_factory.mktemp("n2"), four.nodes[1])
+    other.prefix, other.repo = lead.prefix, lead.repo
+    other.secrets = Path("/dev/shm") / f"vigo-test-{lead.prefix[:-1]}-n2"
+    other.config.write_text(
+        f'repo = "{lead.repo.remote}"\ncheckout = "{other.checkout}"\n'
+        f'runtime = "{other.runtime}"\nsecrets = "{other.secrets}"\nstate = "{other.state}"\n'
+        f'age_key_file = "{lead.key.path}"\nhost = "n2"\nproject_prefix = "{lead.prefix}"\n')
+    lead.repo.write("stacks/app/compose.yml", routed_compose(TAG_A))
+    lead.repo.write_env("env/app.env", {"GREETING": "hello"})
+    lead.repo.commit("app on the swarm")
+    yield lead, other
+    other.cleanup()
+    lead.cleanup()
+
+
+def routed(node: swarms.Node, expect: str = "revision=", timeout: float = 30) -> str:
+    """GET / through Traefik on n1 (Host: app.test), polled until `expect` shows."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = node.nx("curl", "-sS", "-m", "3", "-H", "Host: app.test", f"http://{node.ip}:8080/")
+        got = out.stdout + out.stderr
+        if expect in got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.5)
+
+
+def tasks_by_node(h: SwarmHost, service: str) -> dict[str, str]:
+    out = h.node.docker("service", "ps", "--filter", "desired-state=running", "--format",
+                        "{{.Node}} {{.CurrentState}}", service).stdout
+    return {line.split()[0]: line.split(" ", 1)[1] for line in out.splitlines()
+            if line and line.split()[1] == "Running"}
+
+
+def test_three_managers_first_deploy_spreads_and_idle_asks_the_swarm_once(
+        cluster: tuple[SwarmHost, SwarmHost], four: swarms.Swarm) -> None:
+    lead, other = cluster
+    first = lead.apply()
+    assert "app: created on the swarm" in first.stdout, first.stdout
+    service = f"{lead.prefix}app_web"
+    running = tasks_by_node(lead, service)
+    assert len(running) == 3 and set(running) <= {n.name for n in four.nodes}, running
+    assert all(state.startswith("Running") for state in running.values()), running
+    assert "revision=" + TAG_A in routed(four.manager, TAG_A)
+
+    follower = other.apply()  # another manager: observes, reports, changes nothing
+    assert "app: not applied (not the leader (the swarm leader n1-" in follower.stdout, (
+        follower.stdout)
+
+    idle = lead.apply("-v")
+    questions = [line for line in idle.stdout.splitlines() + idle.stderr.splitlines()
+                 if line.startswith("$ ") and ("GET unix://" in line or "docker" in line)]
+    swarm_questions = [q for q in questions if "/services?" in q or "docker stack" in q
+                       or "docker service" in q]
+    assert "nothing to do" in idle.stdout, idle.stdout
+    assert len(swarm_questions) == 1 and "/services?status=true" in swarm_questions[0], (
+        questions)
+    print(f"idle run on the swarm leader: {len(questions)} engine question(s): {questions}")
+
+
+def test_promotion_through_traefik_loses_no_request(cluster: tuple[SwarmHost, SwarmHost],
+                                                    four: swarms.Swarm, tmp_path: Path) -> None:
+    lead, _ = cluster
+    n1 = four.manager
+    stop = tmp_path / "stop"
+    load = subprocess.Popen(["nsenter", "-t", str(n1.holder.pid), "-n", "--", sys.executable,
+                             "-c", LOAD, f"http://{n1.ip}:8080/", str(stop)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)
+        lead.repo.write("stacks/app/compose.yml", routed_compose(TAG_B))
+        lead.repo.commit("promote app")
+        out = lead.apply()
+        assert "app: updated on the swarm" in out.stdout, out.stdout
+        assert TAG_B in routed(n1, TAG_B), "Traefik never routed the new revision"
+        time.sleep(6)  # the last old task's lame duck ends
+    finally:
+        stop.touch()
+        stdout, stderr = load.communicate(timeout=30)
+    ok, failed, errors = stdout.split(" ", 2)
+    print(f"promotion through Traefik's Swarm provider: {failed} failed of "
+          f"{int(ok) + int(failed)} requests ({errors.strip()})")
+    assert int(ok) > 100, (stdout, stderr)
+    assert int(failed) == 0, (stdout, stderr)
+
+
+def test_drained_node_and_killed_worker_keep_it_serving(cluster: tuple[SwarmHost, SwarmHost],
+                                                        four: swarms.Swarm) -> None:
+    lead, _ = cluster
+    n1, n4 = four.nodes[0], four.nodes[3]
+    service = f"{lead.prefix}app_web"
+    drained = next(n for n in four.nodes[1:] if n.name in tasks_by_node(lead, service))
+    n1.docker("node", "update", "--availability", "drain", drained.name)
+    try:
+        swarms.wait_for("the drained node's task moved", lambda: drained.name not in (
+            tasks_by_node(lead, service)) and len(tasks_by_node(lead, service)) == 3, 60)
+        assert "revision=" in routed(n1)
+        status = lead.vigo("status")
+        assert "app/web (swarm): 3/3 running, update completed, on " in status.stdout, (
+            status.stdout)
+        assert drained.name not in status.stdout, status.stdout
+        idle = lead.apply()  # Swarm keeps the replicas: nothing for vigo to redo
+        assert "nothing to do" in idle.stdout, idle.stdout
+    finally:
+        n1.docker("node", "update", "--availability", "active", drained.name)
+    n4.kill()  # the worker's machine dies: the swarm marks it down, the stack serves on
+
+    def down() -> bool:
+        nodes = n1.docker("node", "ls", "--format", "{{.Hostname}} {{.Status}}").stdout
+        return f"{n4.name} Down" in nodes
+    swarms.wait_for("the killed worker marked down", down, 60)
+    assert "revision=" in routed(n1)
+    swarms.wait_for("3 tasks running again", lambda: len(tasks_by_node(lead, service)) == 3
+                    and n4.name not in tasks_by_node(lead, service), 90)
+    status = lead.vigo("status")
+    assert "app/web (swarm): 3/3 running, update completed, on " in status.stdout, (
+        status.stdout)
+    assert n4.name not in status.stdout.split("swarm services:")[1].split("down")[0], (
+        status.stdout)
+    idle = lead.apply()
+    assert "nothing to do" in idle.stdout, idle.stdout
+
+
+def test_leader_stopped_another_manager_takes_over(cluster: tuple[SwarmHost, SwarmHost],
+                                                   four: swarms.Swarm) -> None:
+    lead, other = cluster
+    n1 = four.nodes[0]
+    n1.stop()
+    swarms.wait_for("a new leader", lambda: four.leader() is not n1, 60, every=1)
+    other.node = four.leader()  # vigo of the manager that leads now
+    lead.repo.write("stacks/app/compose.yml", routed_compose(TAG_A, replicas=2))
+    lead.repo.commit("after the leader went")
+    out = other.apply()
+    assert "app: created on the swarm" in out.stdout, out.stdout  # its first apply of it
+    replicas = other.node.docker("service", "inspect", "--format",
+                                 "{{.Spec.Mode.Replicated.Replicas}}", f"{lead.prefix}app_web")
+    assert replicas.stdout.strip() == "2"

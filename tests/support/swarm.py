@@ -191,13 +191,13 @@ class Node:
                 self.dockerd.wait(5)
         self.stopped = True
 
-    def stop(self) -> None:
-        """Stop dockerd (TERM, then KILL), then whatever of the node is left, then the
-        holder, then its cgroups and data."""
+    def stop(self, graceful: bool = True) -> None:
+        """Stop dockerd (TERM, then KILL; only KILL unless `graceful`), then whatever of the
+        node is left, then the holder, then its cgroups."""
         pid = 0
         with contextlib.suppress(OSError, ValueError):
             pid = int((self.root / "docker.pid").read_text().strip())
-        if pid and not self.stopped:
+        if pid and not self.stopped and graceful:
             _kill([pid], signal.SIGTERM)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and \
@@ -245,7 +245,7 @@ class Swarm:
 
     def stop(self) -> None:
         with ThreadPoolExecutor(max_workers=len(self.nodes) or 1) as pool:
-            list(pool.map(lambda n: n.stop(), self.nodes))
+            list(pool.map(lambda n: n.stop(graceful=False), self.nodes))  # data goes too
         if self.switch.poll() is None:
             self.switch.kill()
             self.switch.wait(5)
