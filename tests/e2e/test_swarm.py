@@ -31,8 +31,9 @@ PORT = 8081
 
 
 def web_compose(tag: str, extra_env: str = "", replicas: int = 1, secrets: str = "",
-                port: int = PORT) -> str:
-    return f"""x-vigo: {{engine: swarm, health_timeout: 60}}
+                port: int = PORT, order: str = "", timeout: int = 60) -> str:
+    order = f", order: {order}" if order else ""
+    return f"""x-vigo: {{engine: swarm, health_timeout: {timeout}}}
 services:
   web:
     image: {APP}:{tag}
@@ -43,7 +44,7 @@ services:
     deploy:
       replicas: {replicas}
       placement: {{max_replicas_per_node: 1}}
-      update_config: {{monitor: 3s}}
+      update_config: {{monitor: 3s{order}}}
 {secrets}"""
 
 
@@ -147,13 +148,30 @@ def test_a_crashing_revision_is_rolled_back_and_held(shost: SwarmHost) -> None:
     seed(shost, TAG_B, extra_env="\n      APP_FAIL: exit")
     bad = shost.apply(expect=1)
     assert "web: rolled back to" in bad.stdout, bad.stdout
+    print(bad.stdout)
     assert f"revision={TAG_A}" in shost.wait_serving(shost.node, TAG_A)
     image = shost.services()[f"{shost.prefix}web_web"]["Spec"]["TaskTemplate"][
         "ContainerSpec"]["Image"]
     assert image.endswith(TAG_A)
     held = shost.apply(expect=1)
     assert "web: held" in held.stdout, held.stdout
+    print(held.stdout)
     assert "docker stack deploy" not in held.stdout
+
+
+def test_an_update_that_never_ends_is_a_failed_gate(shost: SwarmHost) -> None:
+    # start-first with a host-mode port on one node: the new task waits for a free port forever
+    seed(shost, order="start-first", timeout=15)
+    shost.apply()
+    seed(shost, TAG_B, order="start-first", timeout=15)
+    out = shost.apply(expect=1)
+    assert "web: rolled back to" in out.stdout and "not converged after 15s" in out.stdout, (
+        out.stdout)
+    svc = shost.services()[f"{shost.prefix}web_web"]
+    assert svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].endswith(TAG_A)
+    assert f"revision={TAG_A}" in shost.wait_serving(shost.node, TAG_A)
+    check = shost.vigo("check", str(shost.repo.work))
+    assert "start-first with a host-mode port" in check.stdout + check.stderr, check.stdout
 
 
 def test_env_values_as_secrets_rotate_and_the_old_one_goes(shost: SwarmHost) -> None:
@@ -424,7 +442,12 @@ def test_leader_stopped_another_manager_takes_over(cluster: tuple[SwarmHost, Swa
     lead, other = cluster
     n1 = four.nodes[0]
     n1.stop()
-    swarms.wait_for("a new leader", lambda: four.leader() is not n1, 60, every=1)
+    def elected() -> bool:
+        try:
+            return four.leader() is not n1
+        except swarms.SwarmError:  # no leader yet
+            return False
+    swarms.wait_for("a new leader", elected, 90, every=1)
     other.node = four.leader()  # vigo of the manager that leads now
     lead.repo.write("stacks/app/compose.yml", routed_compose(TAG_A, replicas=2))
     lead.repo.commit("after the leader went")

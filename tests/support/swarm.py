@@ -233,8 +233,11 @@ class Swarm:
         for node in self.nodes:
             if node.stopped:
                 continue
-            out = node.docker("node", "ls", "--format", "{{.Self}} {{.ManagerStatus}}",
-                              check=False, timeout=10).stdout
+            try:  # during an election a manager may not answer for a while
+                out = node.docker("node", "ls", "--format", "{{.Self}} {{.ManagerStatus}}",
+                                  check=False, timeout=5).stdout
+            except subprocess.TimeoutExpired:
+                continue
             if any(line.split()[:2] == ["true", "Leader"] for line in out.splitlines()):
                 return node
         raise SwarmError("no node of the swarm is the leader")

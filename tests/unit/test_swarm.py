@@ -123,9 +123,28 @@ def test_verdict(services, tasks, marks, want) -> None:
     assert swarm.verdict(services, tasks, marks, SINCE).status == want
 
 
+def test_an_update_that_has_not_started_is_waited_for() -> None:
+    # right after `docker stack deploy` the old task still runs and no UpdateStatus is new
+    old = [task("a", "running")]
+    assert swarm.verdict([svc("a")], old, {"a": ""}, SINCE, updating={"a"}).status == swarm.WAIT
+    assert swarm.verdict([svc("a", "updating", "t1")], old, {"a": ""}, SINCE,
+                         updating={"a"}).status == swarm.WAIT
+    assert swarm.verdict([svc("a", "completed", "t1")], old, {"a": ""}, SINCE,
+                         updating={"a"}).status == swarm.OK
+    assert swarm.verdict([svc("a", "rollback_started", "t1")], old, {"a": ""}, SINCE
+                         ).status == swarm.WAIT
+    a = {"Spec": {"TaskTemplate": {"ContainerSpec": {"Image": "x:1"}}, "Labels": {"l": "1"}}}
+    b = {"Spec": {"TaskTemplate": {"ContainerSpec": {"Image": "x:2"}}, "Labels": {"l": "1"}}}
+    c = {"Spec": {"TaskTemplate": {"ContainerSpec": {"Image": "x:1"}}, "Labels": {"l": "2"}}}
+    assert swarm.changed(a, b) and not swarm.changed(a, c)
+
+
 def test_verdict_reasons_name_the_service() -> None:
     v = swarm.verdict([svc("a", "rollback_completed", "t1")], [], {"a": "t0"}, SINCE)
     assert v.reason == "a: Swarm stopped the update (rollback_completed: update rolled back)"
+    v = swarm.verdict([svc("a", "rollback_completed", "t1")],
+                      [task("a", "failed", "shutdown", err="boom")], {"a": "t0"}, SINCE)
+    assert v.reason.endswith("update rolled back); last failed task: boom, exit code 1")
     v = swarm.verdict([svc("a")], [task("a", "failed", "shutdown", err="boom")] * 3, {}, SINCE)
     assert v.reason.startswith("a: 3 tasks failed since the deploy (last: boom, exit code 1")
 

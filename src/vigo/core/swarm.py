@@ -18,7 +18,7 @@ import contextlib
 import copy
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -325,8 +325,7 @@ def secret_sources(model: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
 
 OK, WAIT, FAIL = "ok", "wait", "fail"
 FAILED_STATES = frozenset({"failed", "rejected", "orphaned"})
-STOPPED_UPDATES = frozenset({"rollback_completed", "paused", "rollback_paused",
-                             "rollback_started"})
+STOPPED_UPDATES = frozenset({"rollback_completed", "paused", "rollback_paused"})
 
 
 @dataclass(frozen=True)
@@ -348,14 +347,25 @@ def desired_count(service: Mapping[str, Any]) -> int | None:
     return None
 
 
+def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Whether a deploy changed what a service's tasks run (its TaskTemplate): Swarm then
+    rolls an update, which `verdict` waits to see start; a change of service labels alone
+    (Traefik's, vigo's) updates no task."""
+    spec = lambda row: (row.get("Spec") or {}).get("TaskTemplate") or {}  # noqa: E731
+    return spec(before) != spec(after)
+
+
 def verdict(services: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, Any]],
-            marks: Mapping[str, str], since: str, nodes: int = 1) -> Verdict:
+            marks: Mapping[str, str], since: str, nodes: int = 1,
+            updating: Collection[str] = ()) -> Verdict:
     """Whether a deploy is done: every service's update `completed` (or no update started:
     a new or unchanged service), and every one of its tasks wanted running is running (its
     healthcheck passed: Swarm keeps a task `starting` until then). FAIL when Swarm rolled an
     update back or paused it, or a service's tasks keep failing since the deploy (`since`,
     an RFC 3339 time). `marks`: service name -> `mark()` before the deploy. `nodes`: how many
-    tasks a global service wants."""
+    tasks a global service wants. `updating`: the services whose tasks the deploy changed
+    (`changed`): until their update shows (Swarm starts it a moment after the deploy), the
+    old tasks still running say nothing."""
     waiting = []
     for svc in services:
         name = str((svc.get("Spec") or {}).get("Name") or "")
@@ -363,19 +373,25 @@ def verdict(services: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, 
         status = svc.get("UpdateStatus") or {}
         state = str(status.get("State") or "")
         new = mark(svc) != marks.get(name, "")
-        if new and state in STOPPED_UPDATES:
-            message = str(status.get("Message") or "").strip()
-            return Verdict(FAIL, f"{name}: Swarm stopped the update ({state}"
-                           + (f": {message}" if message else "") + ")")
         own = [t for t in tasks if str(t.get("ServiceID") or "") == sid]
         failed = [t for t in own if _task_state(t) in FAILED_STATES
                   and str((t.get("Status") or {}).get("Timestamp") or "") >= since]
+        if new and state in STOPPED_UPDATES:
+            message = str(status.get("Message") or "").strip()
+            last = max(failed, key=lambda t: str((t.get("Status") or {}).get("Timestamp")),
+                       default=None)
+            return Verdict(FAIL, f"{name}: Swarm stopped the update ({state}"
+                           + (f": {message}" if message else "") + ")"
+                           + (f"; last failed task: {_task_error(last)}" if last else ""))
         if len(failed) >= FAILED_TASKS:
             last = max(failed, key=lambda t: str((t.get("Status") or {}).get("Timestamp")))
             return Verdict(FAIL, f"{name}: {len(failed)} tasks failed since the deploy "
                            f"(last: {_task_error(last)})")
-        if new and state == "updating":
-            waiting.append(f"{name}: updating")
+        if new and state in ("updating", "rollback_started"):
+            waiting.append(f"{name}: {state.replace('_', ' ')}")
+            continue
+        if name in updating and not new:
+            waiting.append(f"{name}: the update has not started yet")
             continue
         want = desired_count(svc)
         want = nodes if want is None else want

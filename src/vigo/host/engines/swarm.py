@@ -229,18 +229,18 @@ class SwarmEngine:
 
     def _apply(self, namespace: str, path: Path, doc: dict[str, Any], timeout: float) -> str:
         """Deploy a stack file and wait for it: '' when every service converged healthy."""
-        marks = {s.name: core.mark(row) for row in self.api.services(
-            [f"{core.SWARM_NAMESPACE}={namespace}"])
-            for s in core.parse_services([row])}
+        before = {str((row.get("Spec") or {}).get("Name")): row for row in self.api.services(
+            [f"{core.SWARM_NAMESPACE}={namespace}"])}
+        marks = {name: core.mark(row) for name, row in before.items()}
         since = _now()
         images = [str(s.get("image") or "") for s in doc["services"].values()]
         out = self.api.deploy(namespace, path, self.pulls.for_images(images))
         if not out.ok:
             return f"docker stack deploy: {out.error(3)}"
-        return self._wait(namespace, doc, marks, since, timeout)
+        return self._wait(namespace, doc, marks, since, timeout, before)
 
     def _wait(self, namespace: str, doc: dict[str, Any], marks: dict[str, str], since: str,
-              timeout: float) -> str:
+              timeout: float, before: dict[str, Any] | None = None) -> str:
         start = time.monotonic()
         told = start
         names = [f"{namespace}_{svc}" for svc in doc["services"]]
@@ -252,8 +252,10 @@ class SwarmEngine:
                 nodes = nodes or sum(1 for n in self.api.nodes() if (n.get("Spec") or {}).get(
                     "Availability") == "active" and (n.get("Status") or {}).get(
                     "State") == "ready")
+            updating = {name for r in rows if (name := str(r["Spec"]["Name"])) in (
+                before or {}) and core.changed(before[name], r)} if before else set()
             verdict = core.verdict(rows, self.api.tasks([str(r.get("ID")) for r in rows]),
-                                   marks, since, nodes or 1)
+                                   marks, since, nodes or 1, updating)
             if len(rows) < len(names):
                 verdict = core.Verdict(core.WAIT, "services are being created")
             if verdict.status == core.OK:
