@@ -200,6 +200,27 @@ def test_env_values_as_secrets_rotate_and_the_old_one_goes(shost: SwarmHost) -> 
                              ).stdout == "s3cr3t-two"
 
 
+def test_switching_a_running_stack_to_swarm_is_refused(shost: SwarmHost) -> None:
+    # the node's engine runs the stack with Compose first (no x-vigo.engine, host default)
+    shost.repo.write("stacks/web/compose.yml", web_compose(TAG_A).replace(
+        "x-vigo: {engine: swarm, health_timeout: 60}", "x-vigo: {health_timeout: 60}"))
+    shost.repo.write_env("env/web.env", {"GREETING": "hello", "DB_PASSWORD": "x"})
+    shost.repo.commit("web on compose")
+    out = shost.apply()
+    assert "web: created" in out.stdout and "swarm" not in out.stdout, out.stdout
+    seed(shost, TAG_B)
+    moved = shost.apply(expect=1)
+    assert "runs on Compose on this host and now names engine swarm" in moved.stdout, (
+        moved.stdout)
+    assert "docs/swarm.md#moving" in moved.stdout
+    assert shost.services() == {}
+    running = shost.node.docker("ps", "--filter", f"label=io.vigo.instance={shost.prefix}",
+                                "--format", "{{.Image}}").stdout
+    assert TAG_A in running, running
+    shost.node.docker("rm", "-f", *shost.node.docker(
+        "ps", "-aq", "--filter", f"label=io.vigo.instance={shost.prefix}").stdout.split())
+
+
 def test_prune_removes_owned_stacks_with_the_empty_tree_guard(shost: SwarmHost) -> None:
     seed(shost)
     shost.apply()
