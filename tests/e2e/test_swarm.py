@@ -101,6 +101,9 @@ def shost(tmp_path: Path, one: swarms.Swarm) -> Iterator[SwarmHost]:
     for name in h.services():  # this test's stacks only (its prefix)
         ns = name.rsplit("_", 1)[0]
         one.manager.docker("stack", "rm", ns, check=False)
+    # `stack rm` returns before the tasks' containers are gone (they hold the host port)
+    swarms.wait_for("this test's task containers gone", lambda: not one.manager.docker(
+        "ps", "-aq", "--filter", f"name={h.prefix}").stdout.split(), 60)
     h.cleanup()
 
 
