@@ -74,6 +74,9 @@ class Settings:
     ssh_known_hosts: Path | None = None
     git_token_file: Path | None = None
     git_ca_file: Path | None = None
+    # The engine of the stacks that name none in `x-vigo.engine`: compose or swarm
+    # (docs/swarm.md; on a swarm, vigo runs on every manager and only the leader applies).
+    engine: str = "compose"
 
     def project(self, stack: str) -> str:
         return self.project_prefix + stack
@@ -201,6 +204,9 @@ def _validate(values: dict[str, object], sources: dict[str, str], path: str) -> 
     if not is_host_name(host):
         raise ConfigError(f"host {host!r} is not a valid host name")
     out["host"] = host
+    if out.get("engine", "compose") not in ("compose", "swarm"):
+        raise ConfigError(f"{sources['engine']}: engine must be compose or swarm, got "
+                          f"{out['engine']!r:.40} (docs/swarm.md)")
     if not str(out.get("branch", "main")) or str(out.get("branch", "main")).startswith("-"):
         raise ConfigError("branch must be a branch name")
     return Settings(**out)  # type: ignore[arg-type]

@@ -145,7 +145,9 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                     "paths inside the repo, no name: or container_name, "
                     "unique Traefik routers, services and hosts, routed services on the proxy "
                     "network, label variables defined, overlays holding only proxy/, stacks/, "
-                    "env/, no symlinks. Exit 1 on any error, 0 with warnings only.")
+                    "env/, no symlinks; for stacks on Swarm (x-vigo.engine), the Compose "
+                    "keys Swarm ignores (warnings, docs/swarm.md). Exit 1 on any error, 0 "
+                    "with warnings only.")
     check.add_argument("dir", nargs="?", type=Path, default=Path("."), metavar="DIR",
                        help="the infra repo (default: the current folder)")
     check.add_argument("--no-cache", action="store_true",

@@ -6,6 +6,7 @@
       jobs:                        # services that run once per revision that changes them
         migrate: {when: before, timeout: 300}   # before any container is replaced
         warm: {when: after}                     # once the new revision passed its gate
+      engine: swarm                # compose (the default) or swarm (docs/swarm.md)
 
 `vigo check` (core/lint/xvigo.py) and apply read it through `parse`, the one parser; a stack
 whose block has a problem is not applied.
@@ -23,7 +24,8 @@ KEY = "x-vigo"
 BEFORE, AFTER = "before", "after"
 JOB_TIMEOUT = 300  # seconds a job may run when it names no timeout
 MAX_TIMEOUT = 3600
-TOP_KEYS = ("health_timeout", "after", "jobs")
+TOP_KEYS = ("health_timeout", "after", "jobs", "engine")
+ENGINES = ("compose", "swarm")  # the values of x-vigo.engine (host/engines: COMPOSE, SWARM)
 JOB_KEYS = ("when", "timeout")
 
 
@@ -39,6 +41,7 @@ class Options:
     health_timeout: int | None = None
     after: tuple[str, ...] = ()
     jobs: tuple[Job, ...] = ()
+    engine: str = ""  # '' when the block names none: the host's setting decides
 
     def job_services(self) -> frozenset[str]:
         return frozenset(j.service for j in self.jobs)
@@ -109,8 +112,14 @@ def parse(block: object, services: Mapping[str, Any] | None = None,
         found = _job(where, str(service), spec, services, problems)
         if found is not None:
             jobs.append(found)
+    engine = block.get("engine") or ""
+    if engine and engine not in ENGINES:
+        problems.append(Problem(f"{KEY}.engine", f"is {engine!r}",
+                                f"one of {', '.join(ENGINES)} (docs/swarm.md)"))
+        engine = ""
     # in name order, as compose's resolved model gives them (it sorts the keys)
-    return Options(timeout, tuple(after), tuple(sorted(jobs, key=lambda j: j.service))), problems
+    return Options(timeout, tuple(after), tuple(sorted(jobs, key=lambda j: j.service)),
+                   str(engine)), problems
 
 
 def _job(where: str, service: str, spec: object, services: Mapping[str, Any] | None,

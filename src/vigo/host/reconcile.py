@@ -241,7 +241,7 @@ class Reconciler:
         """Secrets, runtime tree, observe, resolve, plan. Only vigo's own folders change."""
         records = st["stacks"]
         try:
-            observed = self._observe()
+            observed = self._observe(records)
         except (DockerError, CommandTimeout) as exc:
             report.exit_code, report.error = EXIT_FAILED, str(exc)
             self.emit(f"docker: {exc}")
@@ -270,8 +270,23 @@ class Reconciler:
                                  desired, st.get("overlay"), options)
         return the_plan, observed, resolved
 
-    def _observe(self) -> Observed:
-        return engines.observe(self.compose, self.settings.project_prefix)
+    def _observe(self, records: dict[str, Any] | None = None) -> Observed:
+        observed = engines.observe(self.compose, self.settings.project_prefix)
+        if engines.swarm_in_use(self.settings, records or {}):  # Compose-only hosts ask no swarm
+            from vigo.host.engines import swarm
+
+            observed = Observed(observed.containers + swarm.of(self).observe().containers)
+        return observed
+
+    def _remove(self, engine: engines.Engines, desired: DesiredState, name: str,
+                records: dict[str, Any], paths: Paths) -> StackResult:
+        """A stack that left the repo, removed by the engine it last ran on."""
+        if engines.swarm_in_use(self.settings, {name: records.get(name)}):
+            from vigo.host.engines import swarm
+
+            if swarm.wanted(None, self.settings, records.get(name)):
+                return swarm.remove_on_leader(self, name, paths)
+        return engine(desired.stack(name)).remove(name)
 
     def _parallel(self, stacks: int) -> int:
         """How many stacks deploy at once: parallelism(), from the engine's CPUs, ours and the
@@ -307,6 +322,12 @@ class Reconciler:
                 res = resolved[stack.name]
                 before = (engine(res).observe(stack.name).stack(stack.name) if again
                           else observed.stack(stack.name))  # a retry starts from what runs now
+                from vigo.host.engines import swarm  # a changing stack: imported here only
+
+                if swarm.wanted(res, self.settings, records.get(stack.name)):
+                    return swarm.deploy_on_leader(
+                        self, stack, action, res, before, records.setdefault(stack.name, {}),
+                        desired.revision, paths)
                 return engine(res).deploy(stack, action, res, before,
                                           records.get(stack.name) or {}, desired.revision)
             except Exception as exc:  # whatever one deploy raises fails that stack only
@@ -331,7 +352,7 @@ class Reconciler:
         for phase in phases(the_plan, after):  # frees before it takes, in x-vigo.after order
             if phase[0].kind == REMOVE:
                 for action in phase:
-                    publish(engine(desired.stack(action.stack)).remove(action.stack))
+                    publish(self._remove(engine, desired, action.stack, records, paths))
                 continue
             skipped = [a for a in phase if blocked(a.stack, after, converged, failed)]
             for action in skipped:  # not attempted: nothing of it changes, nothing is held

@@ -21,6 +21,7 @@ from vigo.config import Settings
 from vigo.core.model import Container
 from vigo.core.plan import is_completed
 from vigo.host import engines, state, suspend
+from vigo.host.engines import swarm
 
 WIDTH = 80
 _STATUS = re.compile(r"^(?P<word>Up|Exited \((?P<code>-?\d+)\)|Restarting \(-?\d+\)|Created|"
@@ -72,6 +73,7 @@ def gather(settings: Settings, config_path: Path | None, compose: Compose, git: 
     except (DockerError, CommandTimeout) as exc:
         containers, docker_error = [], str(exc)
     records: dict[str, Any] = st.get("stacks", {})
+    containers += swarm.status_containers(s, compose, records)  # stacks on the swarm
     names = sorted(set(records) | {c.stack for c in containers},
                    key=lambda n: (n != "proxy", n))
     stacks = []
@@ -115,6 +117,7 @@ def gather(settings: Settings, config_path: Path | None, compose: Compose, git: 
         "revision": {"applied": st.get("revision_applied", ""), "fetched": fetched,
                      "attempted": st.get("revision_attempted", "")},
         "stacks": stacks,
+        "swarm": swarm.status_lines(s, compose, records),
         "docker_error": docker_error,
         "warning": warning,
     }
@@ -246,4 +249,5 @@ def to_text(data: dict[str, Any], now: datetime | None = None) -> list[str]:
                           else ("  last failure", failure.get("at")))
             out.append(_fit(f"{head} {ago(str(when or ''), now)} at "
                             f"{_rev(str(failure.get('revision', '')))}: {reason}", WIDTH))
+    out += [_fit(line, WIDTH) for line in data.get("swarm") or []]
     return out

@@ -48,7 +48,8 @@ from vigo.core.lint.layout import discover, load, proxy_network_of, stack_env_ke
 from vigo.core.policy import DEFAULT_PROXY_NETWORK, Policy
 
 # The rule families, each a module of this package; importing one registers its rules.
-FAMILIES = ("layout", "compose", "images", "privileges", "paths", "proxy", "env", "repo", "xvigo")
+FAMILIES = ("layout", "compose", "images", "privileges", "paths", "proxy", "env", "repo", "xvigo",
+            "swarm")
 for _family in FAMILIES:
     importlib.import_module(f"{__name__}.{_family}")
 

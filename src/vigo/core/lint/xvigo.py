@@ -18,7 +18,7 @@ from vigo.core.lint.doc import as_mapping, key_line, path_line
 from vigo.core.model import PROXY
 
 IDS = describe({
-    "x-vigo": "a compose file's x-vigo block holds only health_timeout, after and jobs, of "
+    "x-vigo": "a compose file's x-vigo block holds only health_timeout, after, jobs and engine, of "
     "the right types; every job is a service of it that nothing depends on",
     "x-vigo-order": "x-vigo.after names stacks of the host and makes no cycle",
     "shared-resource": "an external network or volume is created by a stack of the host; "

@@ -79,6 +79,14 @@ def of(stack: Stack | Resolved | None, settings: Settings) -> type[Engine]:
     return ComposeEngine
 
 
+def swarm_in_use(settings: Settings, records: dict[str, Any]) -> bool:
+    """Whether a run asks the swarm too: the host's default engine is swarm, or a stack of it
+    last ran there (its record says so). Cheap, and imports nothing: Compose-only hosts ask the
+    swarm nothing and an idle run imports no Swarm engine."""
+    return getattr(settings, "engine", "") == SWARM or any(
+        isinstance(r, dict) and r.get("engine") == SWARM for r in records.values())
+
+
 def mine(containers: Iterable[Container], prefix: str) -> tuple[Container, ...]:
     """The one rule of which containers are this vigo instance's: its instance label is the
     host's `project_prefix` and its compose project is that prefix and its stack label."""

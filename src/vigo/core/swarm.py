@@ -1,0 +1,475 @@
+"""Stacks on Docker Swarm: what vigo deploys and how it judges the result. Pure.
+
+- `stack_file`: the resolved compose model (`docker compose config`, env files already in the
+  services' environment) -> the stack file `docker stack deploy` gets: the keys Swarm refuses
+  left out (and said so by `check`), `restart` mapped to `deploy.restart_policy`, vigo's safe
+  update defaults under what the stack sets, vigo's labels (owner, stack hash, the service's own
+  hash) on every service, and the stack's secrets as external Swarm secrets named by content.
+- `secret_name`: `<stack>_<key>_<hash8>`: immutable, so a new value is a new secret and a
+  rolling update of the services that use it; an old one is removed once nothing uses it.
+- `check`: the Compose keys Swarm ignores or refuses, per service, with the fix.
+- `verdict`: from each service's UpdateStatus (against a marker taken before the deploy) and
+  its tasks: done, still going, or failed (rolled back, paused, tasks that keep failing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vigo.core.model import LABEL_INSTANCE, LABEL_STACK
+
+LABEL_HASH = "io.vigo.stack-hash"  # the whole stack file's digest, on every service
+LABEL_SERVICE_HASH = "io.vigo.config-hash"  # the service's own part of it
+LABEL_SECRET = "io.vigo.secret"  # the key a secret holds (its value never leaves the engine)
+SWARM_NAMESPACE = "com.docker.stack.namespace"  # the label `docker stack` puts on what it makes
+
+# vigo's defaults under `deploy:` of every service; whatever the stack writes wins, key by key.
+UPDATE_DEFAULTS = {"parallelism": 1, "order": "start-first", "failure_action": "rollback",
+                   "monitor": "15s", "delay": "0s", "max_failure_ratio": 0}
+ROLLBACK_DEFAULTS = {"parallelism": 1, "order": "start-first", "failure_action": "pause",
+                     "monitor": "10s"}
+RESTART_POLICY = {"always": "any", "unless-stopped": "any", "on-failure": "on-failure",
+                  "no": "none"}
+FAILED_TASKS = 3  # tasks of one service that failed since the deploy: it keeps failing
+
+# Keys of a service that Swarm refuses or ignores: (what happens, the fix). `build`,
+# `container_name` and the rest are left out of the stack file; `check` says so per stack.
+IGNORED: dict[str, tuple[str, str]] = {
+    "build": ("Swarm does not build images: `docker stack deploy` ignores `build`",
+              "push the image to a registry and name it in `image:`"),
+    "container_name": ("Swarm names task containers itself: `container_name` is ignored",
+                       "drop it; reach the service by its name"),
+    "depends_on": ("Swarm starts services in no order: `depends_on` (and its conditions) is "
+                   "ignored", "make the service wait for what it needs (retry on start), or "
+                   "put the dependency in a stack that comes first (`x-vigo.after`)"),
+    "links": ("Swarm ignores `links`", "use the service name on a shared network"),
+    "external_links": ("Swarm ignores `external_links`", "use an external network"),
+    "network_mode": ("Swarm ignores `network_mode`", "attach the service to networks"),
+    "privileged": ("Swarm services cannot be privileged: `privileged` is ignored",
+                   "drop it, or run this service with the Compose engine"),
+    "devices": ("Swarm ignores `devices`", "run this service with the Compose engine"),
+    "cgroup_parent": ("Swarm ignores `cgroup_parent`", "drop it"),
+    "userns_mode": ("Swarm ignores `userns_mode`", "drop it"),
+    "security_opt": ("Swarm ignores `security_opt`", "drop it, or use the Compose engine"),
+    "pid": ("Swarm ignores `pid`", "drop it"),
+    "ipc": ("Swarm ignores `ipc`", "drop it"),
+    "uts": ("Swarm ignores `uts`", "drop it"),
+    "cpu_shares": ("Swarm ignores `cpu_shares`", "use `deploy.resources`"),
+    "cpus": ("Swarm ignores `cpus`", "use `deploy.resources.limits.cpus`"),
+    "mem_limit": ("Swarm ignores `mem_limit`", "use `deploy.resources.limits.memory`"),
+    "mem_reservation": ("Swarm ignores `mem_reservation`",
+                        "use `deploy.resources.reservations.memory`"),
+    "pull_policy": ("Swarm ignores `pull_policy`", "drop it (vigo loads pinned images)"),
+    "profiles": ("Swarm ignores `profiles`: the service is always deployed", "drop it"),
+    "scale": ("Swarm ignores `scale`", "use `deploy.replicas`"),
+    "domainname": ("Swarm ignores `domainname`", "drop it"),
+    "mac_address": ("Swarm ignores `mac_address`", "drop it"),
+    "oom_score_adj": ("Swarm ignores `oom_score_adj`", "drop it"),
+    "oom_kill_disable": ("Swarm ignores `oom_kill_disable`", "drop it"),
+    "storage_opt": ("Swarm ignores `storage_opt`", "drop it"),
+    "volumes_from": ("Swarm ignores `volumes_from`", "share a named volume"),
+    "runtime": ("Swarm ignores `runtime`", "drop it"),
+    "annotations": ("Swarm ignores `annotations`", "use `labels`"),
+    "attach": ("Swarm ignores `attach`", "drop it"),
+    "develop": ("Swarm ignores `develop`", "drop it"),
+    "post_start": ("Swarm ignores `post_start`", "drop it"),
+    "pre_stop": ("Swarm ignores `pre_stop`", "drop it"),
+    "models": ("Swarm ignores `models`", "drop it"),
+    "provider": ("Swarm ignores `provider`", "drop it"),
+    "label_file": ("Swarm ignores `label_file`", "write the labels"),
+    "gpus": ("Swarm ignores `gpus`", "use `deploy.resources.reservations.generic_resources`"),
+}
+# Keys compose's resolved model carries that mean nothing to Swarm (never reported).
+_QUIET = frozenset({"env_file", "restart"})
+# Service keys `docker stack deploy` (compose file format 3.x) accepts: anything else is dropped.
+ACCEPTED = frozenset({
+    "cap_add", "cap_drop", "command", "configs", "credential_spec", "deploy", "dns",
+    "dns_search", "entrypoint", "environment", "expose", "extra_hosts", "healthcheck",
+    "hostname", "image", "init", "isolation", "labels", "logging", "networks", "ports",
+    "read_only", "secrets", "stop_grace_period", "stop_signal", "sysctls", "tmpfs", "tty",
+    "ulimits", "user", "volumes", "working_dir", "stdin_open",
+})
+TOP_ACCEPTED = frozenset({"services", "networks", "volumes", "secrets", "configs"})
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A key of a stack's compose file Swarm refuses or ignores."""
+
+    service: str
+    key: str
+    message: str
+    fix: str
+
+    def line(self) -> str:
+        return f"service {self.service}: {self.message}; fix: {self.fix}"
+
+
+def check(services: Mapping[str, Any]) -> list[Issue]:
+    """What Swarm will not do of these services (a compose file's `services`), in order."""
+    out = []
+    for name, svc in services.items():
+        if not isinstance(svc, Mapping):
+            continue
+        for key in svc:
+            if key in IGNORED and not (key == "build" and svc.get("image")):
+                what, fix = IGNORED[key]
+                out.append(Issue(str(name), str(key), what, fix))
+            elif key == "build":
+                out.append(Issue(str(name), "build", "Swarm does not build images; the "
+                                 "image named beside `build` is deployed as it is",
+                                 "drop `build` (vigo deploys `image:`)"))
+        restart = svc.get("restart")
+        deploy = svc.get("deploy") if isinstance(svc.get("deploy"), Mapping) else {}
+        if restart is not None and (deploy or {}).get("restart_policy"):
+            out.append(Issue(str(name), "restart", "`restart` is ignored where "
+                             "`deploy.restart_policy` is set", "drop `restart`"))
+        for port in svc.get("ports") or ():
+            if isinstance(port, Mapping) and port.get("mode") == "host" and (
+                    (deploy or {}).get("update_config") or {}).get("order") == "start-first":
+                out.append(Issue(str(name), "deploy.update_config.order", "start-first with "
+                                 "a host-mode port waits for a node where the port is free "
+                                 "(an update on one node never ends)",
+                                 "use `order: stop-first`, or let Traefik publish it"))
+    return out
+
+
+RULE = "swarm-keys"
+RULES = {RULE: "a stack on Swarm (x-vigo.engine: swarm) uses no Compose key Swarm refuses or "
+         "ignores (build, container_name, depends_on, privileged, ...) (warning)"}
+
+
+def lint_rule(cf: Any) -> Iterable[Any]:
+    """`vigo check`'s rule over one compose file (a lint.ComposeFile) of a stack that names
+    engine swarm: a warning per key Swarm will not honour. (A host whose `engine` setting is
+    swarm gets them at apply, in the stack's output.)"""
+    from vigo.core.lint import WARNING, Finding  # lint registers this rule: no cycle at import
+
+    doc = cf.doc if isinstance(cf.doc, Mapping) else {}
+    block = doc.get("x-vigo")
+    if not isinstance(block, Mapping) or block.get("engine") != "swarm":
+        return []
+    services = doc.get("services") if isinstance(doc.get("services"), Mapping) else {}
+    out = []
+    for issue in check(services):
+        svc = services.get(issue.service)
+        line = None
+        with contextlib.suppress(AttributeError, KeyError, TypeError):
+            line = svc.lc.key(issue.key.split(".")[0])[0] + 1  # ruamel's line of the key
+        out.append(Finding(RULE, WARNING, cf.rel, line, f"stack '{cf.stack}', service "
+                           f"'{issue.service}': {issue.message}", issue.fix[:1].upper()
+                           + issue.fix[1:] + "."))
+    return out
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"),
+                                     default=str).encode()).hexdigest()
+
+
+def secret_name(namespace: str, key: str, value: bytes) -> str:
+    """The Swarm secret that holds `value`: `<stack>_<key>_<hash8>` (at most 64 characters)."""
+    h = hashlib.sha256(value).hexdigest()[:8]
+    return f"{namespace}_{key}"[:54] + f"_{h}"
+
+
+def _int_port(value: Any) -> Any:
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value
+
+
+def _port(port: Any) -> Any:
+    if not isinstance(port, Mapping):
+        return port
+    out = {k: v for k, v in port.items() if k in ("target", "published", "protocol", "mode")}
+    if "published" in out:
+        published = _int_port(out["published"])
+        if isinstance(published, str) and "-" not in published:
+            published = _int_port(published)
+        out["published"] = published
+    if out.get("published") in ("", None):
+        out.pop("published", None)
+    return out
+
+
+def _merge(defaults: Mapping[str, Any], given: Any) -> dict[str, Any]:
+    return {**defaults, **(given if isinstance(given, Mapping) else {})}
+
+
+def _service(name: str, svc: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in svc.items():
+        if key not in ACCEPTED or value is None:
+            continue
+        out[key] = copy.deepcopy(value)
+    if "ports" in out:
+        out["ports"] = [_port(p) for p in out["ports"]]
+    nets = out.get("networks")
+    if isinstance(nets, Mapping):
+        out["networks"] = {k: ({kk: vv for kk, vv in v.items() if kk in ("aliases",)} or None
+                               if isinstance(v, Mapping) else None) for k, v in nets.items()}
+    for vol in out.get("volumes") or ():
+        if isinstance(vol, dict):
+            for key in ("bind", "volume"):
+                if vol.get(key) == {}:
+                    vol.pop(key)
+            if isinstance(vol.get("bind"), dict):
+                vol["bind"] = {k: v for k, v in vol["bind"].items() if k == "propagation"}
+                if not vol["bind"]:
+                    vol.pop("bind")
+    if isinstance(out.get("healthcheck"), dict):
+        out["healthcheck"] = {k: v for k, v in out["healthcheck"].items() if k in (
+            "test", "interval", "timeout", "retries", "start_period", "disable")}
+    deploy = dict(svc.get("deploy") or {}) if isinstance(svc.get("deploy"), Mapping) else {}
+    deploy = {k: copy.deepcopy(v) for k, v in deploy.items() if v is not None}
+    publishes_host = any(isinstance(p, Mapping) and p.get("mode") == "host"
+                         for p in out.get("ports") or ())
+    # start-first with a host-mode port waits forever for a node where the port is free
+    update = {**UPDATE_DEFAULTS, **({"order": "stop-first"} if publishes_host else {})}
+    rollback = {**ROLLBACK_DEFAULTS, **({"order": "stop-first"} if publishes_host else {})}
+    deploy["update_config"] = _merge(update, deploy.get("update_config"))
+    deploy["rollback_config"] = _merge(rollback, deploy.get("rollback_config"))
+    restart = svc.get("restart")
+    if "restart_policy" not in deploy and restart in RESTART_POLICY:
+        deploy["restart_policy"] = {"condition": RESTART_POLICY[str(restart)]}
+    if isinstance(deploy.get("replicas"), str) and str(deploy["replicas"]).isdigit():
+        deploy["replicas"] = int(deploy["replicas"])
+    deploy["labels"] = {**(deploy.get("labels") or {}), **labels}
+    out["deploy"] = deploy
+    return out
+
+
+def stack_file(model: Mapping[str, Any], namespace: str, stack: str, instance: str,
+               secrets: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The stack file for `docker stack deploy` from a resolved model. `secrets`: each of the
+    model's top-level secrets -> the Swarm secret that holds its value (`secret_name`); they
+    are deployed as external secrets. The labels carry the stack's hash and each service's."""
+    secrets = secrets or {}
+    services = model.get("services") or {}
+    out: dict[str, Any] = {"services": {}}
+    owner = {LABEL_STACK: stack, LABEL_INSTANCE: instance}
+    for name, svc in sorted(services.items()):
+        if isinstance(svc, Mapping):
+            out["services"][name] = _service(name, svc, owner)
+    nets = {}
+    for name, net in (model.get("networks") or {}).items():
+        net = dict(net or {})
+        if net.get("external"):
+            nets[name] = {"external": True, "name": net.get("name") or name}
+            continue
+        nets[name] = {"driver": net.get("driver") or "overlay",
+                      **({"attachable": True} if net.get("attachable") else {}),
+                      **({"labels": net["labels"]} if net.get("labels") else {})}
+    if nets:
+        out["networks"] = nets
+    vols = {}
+    for name, vol in (model.get("volumes") or {}).items():
+        vol = dict(vol or {})
+        if vol.get("external"):
+            vols[name] = {"external": True, "name": vol.get("name") or name}
+        else:
+            vols[name] = {k: v for k, v in vol.items() if k in ("driver", "driver_opts",
+                                                                "labels")} or None
+    if vols:
+        out["volumes"] = vols
+    if secrets:
+        out["secrets"] = {key: {"external": True, "name": real}
+                          for key, real in sorted(secrets.items())}
+    for svc in out["services"].values():
+        svc["deploy"]["labels"][LABEL_SERVICE_HASH] = digest(
+            {"service": svc, "secrets": {k: v for k, v in secrets.items()
+                                         if k in _secret_refs(svc)}})[:16]
+    whole = digest(out)[:16]
+    for svc in out["services"].values():
+        svc["deploy"]["labels"][LABEL_HASH] = whole
+    return out
+
+
+def _secret_refs(svc: Mapping[str, Any]) -> set[str]:
+    refs = set()
+    for ref in svc.get("secrets") or ():
+        refs.add(str(ref.get("source") if isinstance(ref, Mapping) else ref))
+    return refs
+
+
+def secret_sources(model: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """The model's top-level secrets that services use: key -> ("environment", VAR) or
+    ("file", path); secrets marked external stay as they are (not in the result)."""
+    used = set().union(*(_secret_refs(s) for s in (model.get("services") or {}).values()
+                         if isinstance(s, Mapping))) if model.get("services") else set()
+    out = {}
+    for key, spec in (model.get("secrets") or {}).items():
+        if key not in used or not isinstance(spec, Mapping) or spec.get("external"):
+            continue
+        if spec.get("environment"):
+            out[str(key)] = ("environment", str(spec["environment"]))
+        elif spec.get("file"):
+            out[str(key)] = ("file", str(spec["file"]))
+    return out
+
+
+# -- the verdict of a deploy ---------------------------------------------------------------------
+
+OK, WAIT, FAIL = "ok", "wait", "fail"
+FAILED_STATES = frozenset({"failed", "rejected", "orphaned"})
+STOPPED_UPDATES = frozenset({"rollback_completed", "paused", "rollback_paused"})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str  # OK WAIT FAIL
+    reason: str = ""
+
+
+def mark(service: Mapping[str, Any]) -> str:
+    """What tells this service's update apart from the last one: UpdateStatus.StartedAt."""
+    return str((service.get("UpdateStatus") or {}).get("StartedAt") or "")
+
+
+def desired_count(service: Mapping[str, Any]) -> int | None:
+    """Replicas a replicated service wants; None for a global one (one per eligible node)."""
+    mode = (service.get("Spec") or {}).get("Mode") or {}
+    if "Replicated" in mode:
+        return int((mode.get("Replicated") or {}).get("Replicas", 1) or 0)
+    return None
+
+
+def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Whether a deploy changed what a service's tasks run (its TaskTemplate): Swarm then
+    rolls an update, which `verdict` waits to see start; a change of service labels alone
+    (Traefik's, vigo's) updates no task."""
+    spec = lambda row: (row.get("Spec") or {}).get("TaskTemplate") or {}  # noqa: E731
+    return spec(before) != spec(after)
+
+
+def verdict(services: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, Any]],
+            marks: Mapping[str, str], since: str, nodes: int = 1,
+            updating: Collection[str] = ()) -> Verdict:
+    """Whether a deploy is done: every service's update `completed` (or no update started:
+    a new or unchanged service), and every one of its tasks wanted running is running (its
+    healthcheck passed: Swarm keeps a task `starting` until then). FAIL when Swarm rolled an
+    update back or paused it, or a service's tasks keep failing since the deploy (`since`,
+    an RFC 3339 time). `marks`: service name -> `mark()` before the deploy. `nodes`: how many
+    tasks a global service wants. `updating`: the services whose tasks the deploy changed
+    (`changed`): until their update shows (Swarm starts it a moment after the deploy), the
+    old tasks still running say nothing."""
+    waiting = []
+    for svc in services:
+        name = str((svc.get("Spec") or {}).get("Name") or "")
+        sid = str(svc.get("ID") or "")
+        status = svc.get("UpdateStatus") or {}
+        state = str(status.get("State") or "")
+        new = mark(svc) != marks.get(name, "")
+        own = [t for t in tasks if str(t.get("ServiceID") or "") == sid]
+        failed = [t for t in own if _task_state(t) in FAILED_STATES
+                  and str((t.get("Status") or {}).get("Timestamp") or "") >= since]
+        if new and state in STOPPED_UPDATES:
+            message = str(status.get("Message") or "").strip()
+            last = max(failed, key=lambda t: str((t.get("Status") or {}).get("Timestamp")),
+                       default=None)
+            return Verdict(FAIL, f"{name}: Swarm stopped the update ({state}"
+                           + (f": {message}" if message else "") + ")"
+                           + (f"; last failed task: {_task_error(last)}" if last else ""))
+        if len(failed) >= FAILED_TASKS:
+            last = max(failed, key=lambda t: str((t.get("Status") or {}).get("Timestamp")))
+            return Verdict(FAIL, f"{name}: {len(failed)} tasks failed since the deploy "
+                           f"(last: {_task_error(last)})")
+        if new and state in ("updating", "rollback_started"):
+            waiting.append(f"{name}: {state.replace('_', ' ')}")
+            continue
+        if name in updating and not new:
+            waiting.append(f"{name}: the update has not started yet")
+            continue
+        want = desired_count(svc)
+        want = nodes if want is None else want
+        running = [t for t in own if t.get("DesiredState") == "running"
+                   and _task_state(t) == "running"]
+        if len(running) < want:
+            waiting.append(f"{name}: {len(running)}/{want} tasks running")
+    if waiting:
+        return Verdict(WAIT, "; ".join(waiting))
+    return Verdict(OK)
+
+
+def _task_state(task: Mapping[str, Any]) -> str:
+    return str((task.get("Status") or {}).get("State") or "")
+
+
+def _task_error(task: Mapping[str, Any]) -> str:
+    status = task.get("Status") or {}
+    err = str(status.get("Err") or status.get("Message") or status.get("State") or "")
+    exit_code = ((status.get("ContainerStatus") or {}).get("ExitCode"))
+    return err + (f", exit code {exit_code}" if exit_code else "")
+
+
+# -- what a stack runs on the swarm, as vigo records it ------------------------------------------
+
+@dataclass(frozen=True)
+class Service:
+    """One service of the swarm as `GET /services?status=true` tells it."""
+
+    id: str
+    name: str  # <namespace>_<service>
+    stack: str
+    instance: str
+    namespace: str
+    image: str
+    config_hash: str
+    stack_hash: str
+    running: int
+    desired: int
+    update: str  # UpdateStatus.State, '' when no update ran
+
+    @property
+    def service(self) -> str:
+        prefix = self.namespace + "_"
+        return self.name[len(prefix):] if self.name.startswith(prefix) else self.name
+
+
+def parse_services(rows: Iterable[Mapping[str, Any]]) -> tuple[Service, ...]:
+    out = []
+    for row in rows:
+        spec = row.get("Spec") or {}
+        labels = spec.get("Labels") or {}
+        status = row.get("ServiceStatus") or {}
+        image = str(((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get(
+            "Image") or "")
+        out.append(Service(
+            id=str(row.get("ID") or ""), name=str(spec.get("Name") or ""),
+            stack=str(labels.get(LABEL_STACK) or ""),
+            instance=str(labels.get(LABEL_INSTANCE) or ""),
+            namespace=str(labels.get(SWARM_NAMESPACE) or ""),
+            image=image.split("@sha256:")[0] if "@sha256:" in image and ":" in image.split(
+                "@")[0].rsplit("/", 1)[-1] else image,
+            config_hash=str(labels.get(LABEL_SERVICE_HASH) or ""),
+            stack_hash=str(labels.get(LABEL_HASH) or ""),
+            running=int(status.get("RunningTasks") or 0),
+            desired=int(status.get("DesiredTasks") or 0),
+            update=str((row.get("UpdateStatus") or {}).get("State") or "")))
+    return tuple(out)
+
+
+def status_lines(services: Sequence[Service], nodes: Mapping[str, Sequence[str]] | None = None,
+                 lost: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """`vigo status` lines of the swarm stacks: per service, running/desired replicas, the
+    nodes its tasks run on, and the state of its last update. `nodes`: service id -> the
+    nodes of its running tasks (when given, they are the running count); `lost`: service id ->
+    nodes that are down but still hold a task of it."""
+    lines = []
+    for s in sorted(services, key=lambda s: (s.stack, s.name)):
+        on = list((nodes or {}).get(s.id, ()))
+        running = len(on) if nodes is not None else s.running
+        where = ", ".join(sorted(set(on))) or "no node"
+        update = f", update {s.update}" if s.update else ""
+        down = sorted(set((lost or {}).get(s.id, ())))
+        gone = f"; node(s) down: {', '.join(down)}" if down else ""
+        lines.append(f"  {s.stack}/{s.service} (swarm): {running}/{s.desired} running"
+                     f"{update}, on {where}{gone}")
+    return lines
