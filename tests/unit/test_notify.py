@@ -15,9 +15,8 @@ from tests.support.receiver import Receiver
 from vigo.adapters.run import Masker
 from vigo.config import Settings
 from vigo.core import notify
-from vigo.core.model import StackResult
-from vigo.host import operations
-from vigo.host.reconcile import Report
+from vigo.core.model import Report, StackResult
+from vigo.host import hooks
 
 SECRET = "hunter2-the-password"
 
@@ -43,6 +42,10 @@ class FakeReconciler:
     def emit(self, line: str) -> None:
         self.lines.append(self.masker(line))
 
+    def run(self) -> hooks.Run:
+        """The data a real run hands the hooks (no engine here: no metrics file is set)."""
+        return hooks.Run(self.settings, self.masker, self.emit, lambda: ())
+
 
 def run(reconciler: FakeReconciler, st: dict[str, Any], ok: bool) -> Report:
     """What Reconciler.apply hands the hook at the end of a run."""
@@ -54,7 +57,7 @@ def run(reconciler: FakeReconciler, st: dict[str, Any], ok: bool) -> Report:
                         f"whoami: failed (docker compose up: invalid value {SECRET})"),
             StackResult("echo", "unchanged", True, "echo: unchanged")]
         report.error = report.results[0].message
-    operations.finished(reconciler, report, st)  # type: ignore[arg-type]
+    hooks.finished(reconciler.run(), report, st)
     return report
 
 
@@ -149,6 +152,6 @@ def test_no_channel_configured_sends_nothing_and_keeps_counting(tmp_path: Path) 
 def test_a_bug_in_the_hook_becomes_a_warning(tmp_path: Path) -> None:
     rec = FakeReconciler(Settings(repo="x", host="h", state=tmp_path))
     report = Report("apply", "h")
-    operations.finished(rec, report, None)  # type: ignore[arg-type]
+    hooks.finished(rec.run(), report, None)  # type: ignore[arg-type]
     assert report.exit_code == 0
     assert report.warnings and report.warnings[0].startswith("after the run: AttributeError")

@@ -75,11 +75,11 @@ def test_a_state_json_that_is_a_folder(tmp_path):
 
 def test_the_reconciler_runs_on_a_healed_state(tmp_path):
     """What the reconciler and `vigo status` read from a record works on a healed one."""
-    from vigo.host import operations
+    from vigo.host import hooks
 
     st, _ = load(tmp_path, {"version": 1, "stacks": {"web": {"outcome": "failed",
                                                              "last_failure": "x"}}})
-    operations.record_failure(st["stacks"]["web"], "t")
+    hooks.record_failure(st["stacks"]["web"], "t")
     assert st["stacks"]["web"]["last_failure"]["ongoing"] is True
 
 
@@ -107,10 +107,10 @@ def test_any_json_loads_heals_and_saves_whole(data):
         state.path(folder).write_text(json.dumps(data))
         st_, _ = state.load(folder)
         assert isinstance(st_["stacks"], dict) and isinstance(st_["env"], dict)
-        from vigo.host import operations
+        from vigo.host import hooks
 
         for record in st_["stacks"].values():  # what every run does with each record
-            operations.record_failure(record, "t")
+            hooks.record_failure(record, "t")
         state.save(folder, st_)
         again, warning = state.load(folder)
         assert warning == "" and again == st_

@@ -228,7 +228,10 @@ def cmd_apply(args: argparse.Namespace, settings: config.Settings) -> int:
     if args.allow_rewind and args.timer:
         print("vigo: --allow-rewind is for a run by hand, never with --timer", file=sys.stderr)
         return 2
-    stop = cli_ops.apply_gate(args, settings)  # suspended; healthchecks start ping
+    # the lifecycle's begin (suspended? healthchecks start ping), before the reconcile is
+    # even imported; its end runs inside Reconciler.apply
+    stop = cli_ops.lifecycle(args, settings, timer=args.timer,
+                             ignore_suspend=args.ignore_suspend).begin()
     if stop is not None:
         return stop
     reconciler = _reconciler(args, settings)

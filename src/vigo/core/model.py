@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,38 @@ class StackResult:
     def to_json(self) -> dict[str, object]:
         return {"stack": self.stack, "action": self.action, "ok": self.ok,
                 "message": self.message}
+
+
+def now() -> str:
+    """The time of day as the state file and the reports write it: ISO 8601, UTC, seconds."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Report:
+    """How one `vigo apply` or `vigo plan` ended: what the CLI prints (--json), what the hooks
+    (metrics, notifications) and the state file record."""
+
+    command: str
+    host: str
+    revision: str = ""
+    exit_code: int = 0
+    results: list[StackResult] = field(default_factory=list)
+    plan: Plan | None = None
+    warnings: list[str] = field(default_factory=list)
+    error: str = ""
+    started: str = field(default_factory=now)
+    duration: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "command": self.command, "host": self.host, "revision": self.revision,
+            "exit_code": self.exit_code, "error": self.error, "warnings": self.warnings,
+            "started": self.started, "duration": round(self.duration, 3),
+            "stacks": [r.to_json() for r in self.results],
+        }
+        if self.plan is not None:
+            out["plan"] = [{"stack": a.stack, "action": a.kind, "reasons": list(a.reasons)}
+                           for a in self.plan.actions]
+            out["refusal"] = self.plan.refusal
+        return out

@@ -14,7 +14,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,7 @@ from vigo.core.model import (
     Options,
     Paths,
     Plan,
+    Report,
     Resolved,
     Stack,
     StackResult,
@@ -75,33 +76,6 @@ PARALLEL_PER_CPU = 4  # a deploy mostly waits (engine, health polls): more than 
 PARALLEL_MAX = 16  # the engine serialises network attaches; compose is ~40 MB a process
 COMPOSE_MB = 100  # memory one concurrent deploy may take (compose, docker CLI, vigo thread)
 ACME_JSON = "proxy/acme/acme.json"
-
-
-@dataclass
-class Report:
-    command: str
-    host: str
-    revision: str = ""
-    exit_code: int = EXIT_OK
-    results: list[StackResult] = field(default_factory=list)
-    plan: Plan | None = None
-    warnings: list[str] = field(default_factory=list)
-    error: str = ""
-    started: str = field(default_factory=state.now)
-    duration: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "command": self.command, "host": self.host, "revision": self.revision,
-            "exit_code": self.exit_code, "error": self.error, "warnings": self.warnings,
-            "started": self.started, "duration": round(self.duration, 3),
-            "stacks": [r.to_json() for r in self.results],
-        }
-        if self.plan is not None:
-            out["plan"] = [{"stack": a.stack, "action": a.kind, "reasons": list(a.reasons)}
-                           for a in self.plan.actions]
-            out["refusal"] = self.plan.refusal
-        return out
 
 
 class Reconciler:
@@ -144,9 +118,10 @@ class Reconciler:
                 report.duration = time.monotonic() - t0
                 st.update(finished=state.now(), duration=round(report.duration, 3),
                           exit_code=report.exit_code, error=self.masker(report.error))
-                from vigo.host import operations  # metrics, notifications: never raises
+                from vigo.host import hooks  # the lifecycle's end: never raises
 
-                operations.finished(self, report, st)
+                hooks.finished(hooks.Run(s, self.masker, self.emit, self.compose.containers),
+                               report, st)
                 try:
                     state.save(s.state, st)
                 except Exception as exc:  # a full disk: the old file stays whole (atomic write)

@@ -8,11 +8,11 @@ which `load` lays over state.json's: what load returns is what a whole write wou
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from vigo.adapters import fs
+from vigo.core import model
 
 VERSION = 1
 LAST_RUN = "last-run.json"
@@ -23,8 +23,7 @@ RUN_KEYS = ("started", "finished", "duration")
 CHECKED_AT = "checked_at"
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+now = model.now  # the one clock format of the state file and the reports
 
 
 def path(state_dir: Path) -> Path:

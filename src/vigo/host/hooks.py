@@ -1,7 +1,13 @@
-"""Around every `vigo apply`: the suspension gate and the healthchecks start ping before it;
-bookkeeping, metrics and notifications after it (docs/operations.md).
+"""Everything around a run of `vigo apply` (by hand, by the timer, or bootstrap's first
+apply): one lifecycle (docs/operations.md).
 
-Nothing here can fail a run: every problem becomes a warning line.
+    begin   the suspension gate, then the healthchecks start ping   (Lifecycle.begin)
+    run     the reconcile, under the lock                           (Reconciler.apply)
+    end     bookkeeping, metrics, notifications, the end ping       (finished, called by
+            Reconciler.apply under the lock before it saves the state file)
+
+The hooks take what they need as data (`Run`, a `Report`): they know nothing of the
+Reconciler. Nothing here can fail a run: every problem becomes a warning line.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,22 +23,60 @@ from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.run import CommandTimeout, Runner
 from vigo.config import Settings
 from vigo.core import notify
-from vigo.core.model import Container
+from vigo.core.model import Container, Report
 from vigo.host import suspend
 
 if TYPE_CHECKING:
     from vigo.host import metrics
-    from vigo.host.reconcile import Reconciler, Report
 
 # Exit code of a manual `vigo apply` refused because vigo is suspended.
 EXIT_SUSPENDED = 1
 
 
+@dataclass(frozen=True)
+class Run:
+    """What the end of a run hands the hooks: its settings, the masker of its secrets, where
+    its lines go, and how to ask the engine what runs (for the metrics)."""
+
+    settings: Settings
+    mask: Callable[[str], str]
+    emit: Callable[[str], None]
+    containers: Callable[[], tuple[Container, ...]]
+
+
+@dataclass
+class Lifecycle:
+    """One run of `vigo apply`, by hand (`timer=False`), by the timer, or bootstrap's first
+    apply: the same gate and pings for all. `send`: http.send unless given."""
+
+    settings: Settings
+    out: Callable[[str], None]
+    err: Callable[[str], None]
+    timer: bool = False
+    ignore_suspend: bool = False
+    send: Callable[..., str] | None = None
+
+    def begin(self) -> int | None:
+        """None to go on with the run, else the exit code to stop with (one line printed)."""
+        return before_apply(self.settings, timer=self.timer, ignore_suspend=self.ignore_suspend,
+                            out=self.out, err=self.err, send=self.send)
+
+    def run(self, apply: Callable[[], Report]) -> tuple[int, Report | None]:
+        """begin, then `apply` (a Reconciler.apply, which calls `finished` at its end): the
+        exit code, and the report (None when the gate stopped the run)."""
+        stop = self.begin()
+        if stop is not None:
+            return stop, None
+        report = apply()
+        return report.exit_code, report
+
+
 def before_apply(settings: Settings, *, timer: bool, ignore_suspend: bool,
                  out: Callable[[str], None], err: Callable[[str], None],
                  send: Callable[..., str] | None = None) -> int | None:
-    """None to go on with the run, else the exit code to stop with (one line printed).
-    `send`: http.send unless given (imported only when a ping is sent)."""
+    """The begin of the lifecycle: None to go on with the run, else the exit code to stop
+    with (one line printed). `send`: http.send unless given (imported only when a ping is
+    sent)."""
     held = suspend.read(settings.state)
     if held is not None and not ignore_suspend:
         if timer:
@@ -50,29 +95,30 @@ def before_apply(settings: Settings, *, timer: bool, ignore_suspend: bool,
     return None
 
 
-def finished(reconciler: Reconciler, report: Report, st: dict[str, Any]) -> None:
-    """Called by Reconciler.apply once the run is over, under the lock, before the state file
-    is saved: updates `st` (consecutive failures, what was announced, each stack's last
-    failure), writes the metrics file, sends notifications. Never raises."""
+def finished(run: Run, report: Report, st: dict[str, Any]) -> None:
+    """The end of the lifecycle, called by Reconciler.apply once the run is over, under the
+    lock, before the state file is saved: updates `st` (consecutive failures, what was
+    announced, each stack's last failure), writes the metrics file, sends notifications.
+    Never raises."""
     crash = sys.exc_info()[1]
     if crash is not None and not isinstance(crash, Exception):
         return  # Ctrl-C or exit: not an outcome to count or announce
     try:
-        _finished(reconciler, report, st, crash)
+        _finished(run, report, st, crash)
     except Exception as exc:  # a bug here must not turn a good run into a crash
-        _warn(reconciler, report, f"after the run: {type(exc).__name__}: {exc}")
+        _warn(run, report, f"after the run: {type(exc).__name__}: {exc}")
 
 
-def _warn(reconciler: Reconciler, report: Report, text: str) -> None:
-    text = reconciler.masker(text)
+def _warn(run: Run, report: Report, text: str) -> None:
+    text = run.mask(text)
     report.warnings.append(text)
-    reconciler.emit(f"warning: {text}")
+    run.emit(f"warning: {text}")
 
 
-def _finished(reconciler: Reconciler, report: Report, st: dict[str, Any],
+def _finished(run: Run, report: Report, st: dict[str, Any],
               crash: BaseException | None) -> None:
-    s = reconciler.settings
-    mask = reconciler.masker
+    s = run.settings
+    mask = run.mask
     ok = report.exit_code == 0 and crash is None
     error = report.error or (f"vigo stopped: {type(crash).__name__}: {crash}" if crash else "")
     ops = st.setdefault("ops", {})
@@ -86,15 +132,15 @@ def _finished(reconciler: Reconciler, report: Report, st: dict[str, Any],
         from vigo.host import metrics
 
         try:
-            containers: tuple[Container, ...] | None = _containers(reconciler)
+            containers: tuple[Container, ...] | None = _containers(run)
         except (DockerError, CommandTimeout) as exc:
-            _warn(reconciler, report, f"metrics: {exc}; every stack counted as down")
+            _warn(run, report, f"metrics: {exc}; every stack counted as down")
             containers = None
         try:
             metrics.write(s.metrics_file,
                           _snapshot(st, time.time(), ok, report.duration, containers))
         except OSError as exc:
-            _warn(reconciler, report, f"metrics: cannot write {s.metrics_file}: {exc}")
+            _warn(run, report, f"metrics: cannot write {s.metrics_file}: {exc}")
 
     status = notify.OK if ok else notify.FAILED
     failed = tuple((r.stack, mask(r.message)) for r in report.results if not r.ok)
@@ -107,7 +153,7 @@ def _finished(reconciler: Reconciler, report: Report, st: dict[str, Any],
                                 report.started, report.duration).text)
         why = http.send(*_args(notify.ping_end(s.healthchecks_url, ok, mask(summary))))
         if why:
-            _warn(reconciler, report, f"healthchecks ping: {why}")
+            _warn(run, report, f"healthchecks ping: {why}")
     kind = notify.pending(ops.get("announced"), status)
     channels = [(name, url) for name, url in (("webhook", s.notify_webhook),
                                               ("ntfy", s.notify_ntfy)) if url]
@@ -124,10 +170,10 @@ def _finished(reconciler: Reconciler, report: Report, st: dict[str, Any],
     results = notify.deliver(requests, http.send)
     for channel, why in results.items():
         if why:
-            _warn(reconciler, report, f"notify {channel}: {why}")
+            _warn(run, report, f"notify {channel}: {why}")
     if any(not why for why in results.values()):
         ops["announced"] = status  # else the next run tries again
-        reconciler.emit(f"notified ({', '.join(c for c, w in results.items() if not w)}): "
+        run.emit(f"notified ({', '.join(c for c, w in results.items() if not w)}): "
                         f"{event.title}")
 
 
@@ -149,10 +195,14 @@ def _args(r: notify.Request) -> tuple[str, str, bytes | None, dict[str, str]]:
     return r.method, r.url, r.body, r.headers
 
 
-def _containers(reconciler: Reconciler) -> tuple[Container, ...]:
-    prefix = reconciler.settings.project_prefix
-    return tuple(c for c in reconciler.compose.containers()
-                 if c.instance == prefix and c.project == prefix + c.stack)
+def _containers(run: Run) -> tuple[Container, ...]:
+    return mine(run.settings, run.containers())
+
+
+def mine(settings: Settings, containers: tuple[Container, ...]) -> tuple[Container, ...]:
+    """The containers this vigo instance deployed, of all it is shown."""
+    prefix = settings.project_prefix
+    return tuple(c for c in containers if c.instance == prefix and c.project == prefix + c.stack)
 
 
 def stack_up(containers: tuple[Container, ...]) -> bool:
@@ -189,10 +239,7 @@ def _write_metrics_suspended(settings: Settings, err: Callable[[str], None]) -> 
     except ValueError:
         finished = 0.0  # no run finished yet
     try:
-        containers: tuple[Container, ...] | None = tuple(
-            c for c in Compose(Runner()).containers()
-            if c.instance == settings.project_prefix
-            and c.project == settings.project_prefix + c.stack)
+        containers: tuple[Container, ...] | None = mine(settings, Compose(Runner()).containers())
     except (DockerError, CommandTimeout):
         containers = None
     snap = _snapshot(st, finished, st.get("exit_code", 0) == 0, float(st.get("duration", 0) or 0),
