@@ -14,7 +14,7 @@ from tests.support.infra import free_port
 from tests.support.receiver import Receiver
 from vigo.adapters.run import Masker
 from vigo.config import Settings
-from vigo.core import notify
+from vigo.core import notify, reasons
 from vigo.core.model import Report, StackResult
 from vigo.host import hooks
 
@@ -51,10 +51,11 @@ def run(reconciler: FakeReconciler, st: dict[str, Any], ok: bool) -> Report:
     """What Reconciler.apply hands the hook at the end of a run."""
     report = Report("apply", reconciler.settings.host, revision="c0ffee" * 7)
     if not ok:
-        report.exit_code = 1
+        report.reason = reasons.STACK_FAILED
         report.results = [
             StackResult("whoami", "update", False,
-                        f"whoami: failed (docker compose up: invalid value {SECRET})"),
+                        f"whoami: failed (docker compose up: invalid value {SECRET})",
+                        reason=reasons.DEPLOY_FAILED),
             StackResult("echo", "unchanged", True, "echo: unchanged")]
         report.error = report.results[0].message
     hooks.finished(reconciler.run(), report, st)
@@ -85,12 +86,15 @@ def test_failure_and_recovery_are_announced_once_each(tmp_path: Path) -> None:
         assert hook["exit_code"] == 1 and hook["consecutive_failures"] == 1
         assert hook["revision"] == "c0ffee" * 7
         assert hook["failed_stacks"] == [
-            {"stack": "whoami", "reason": "whoami: failed (docker compose up: invalid value ***)"}]
+            {"stack": "whoami", "reason": "whoami: failed (docker compose up: invalid value ***)",
+             "code": "DeployFailed"}]
+        assert hook["code"] == "StackFailed"  # the named reasons, beside the prose
         assert got["/hook"].headers["Content-Type"] == "application/json"
         ntfy = got["/vigo-alerts"]
         assert ntfy.headers["Title"] == "vigo on web-1: apply failed"
         assert ntfy.headers["Priority"] == "high"
         assert "whoami: failed" in ntfy.text and "c0ffeec0ffee" in ntfy.text
+        assert "(exit 1, StackFailed)" in ntfy.text and "- [DeployFailed] whoami" in ntfy.text
         assert "whoami: failed" in got["/ping/abc/fail"].text
         for r in got.values():
             assert SECRET not in r.text and SECRET not in json.dumps(r.headers)

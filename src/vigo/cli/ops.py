@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from vigo import config
-from vigo.core import journal
+from vigo.core import journal, reasons
 
 # Commands that read (or write) the settings file themselves: main() loads nothing for them.
 SETTINGS_SELF = {"bootstrap"}
@@ -173,7 +173,7 @@ def bootstrap_apply(args: argparse.Namespace, s: config.Settings) -> int:
     try:
         return lifecycle(args, s).run(lambda: reconciler.apply(Options()))[0]
     except Locked:
-        return 75
+        return reasons.exit_code(reasons.LOCKED)
 
 
 def _abs(path: Path | None) -> Path | None:

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from vigo.core import reasons
+
 PROXY = "proxy"
 # The compose file names compose itself looks for, in its order of preference, and the override
 # files it would merge on top (vigo refuses those: it passes one file, see render.py).
@@ -127,6 +129,7 @@ class Rollout:
     interval: float = 30.0  # healthcheck interval and retries: how long a drain takes
     retries: int = 3
     blocker: str = ""  # '' when a zero-downtime rollout applies
+    blocked_by: str = ""  # the blocker's code (rollout.NOT_ROUTED, ...), to compare
 
     @property
     def zero_downtime(self) -> bool:
@@ -197,10 +200,26 @@ class StackResult:
     hold: bool = False  # a failed deploy: not retried until the stack changes or `vigo retry`
     rolled_back_to: str = ""  # the revision whose healthy state was restored
     jobs: tuple[dict[str, object], ...] = ()  # the release jobs run: service, when, exit, duration
+    reason: str = ""  # the named reason (core/reasons.py); '' : derived from the fields above
+
+    def __post_init__(self) -> None:
+        if not self.reason:
+            object.__setattr__(self, "reason", _derived_reason(self))
 
     def to_json(self) -> dict[str, object]:
         return {"stack": self.stack, "action": self.action, "ok": self.ok,
-                "message": self.message}
+                "reason": self.reason, "message": self.message}
+
+
+def _derived_reason(r: StackResult) -> str:
+    """The reason of a result that names none: what its action and fields already say."""
+    if r.ok:
+        return {REMOVE: reasons.REMOVED, UNCHANGED: reasons.UNCHANGED,
+                KEEP: reasons.KEPT}.get(r.action, reasons.APPLIED)
+    if r.rolled_back_to:
+        return reasons.ROLLED_BACK
+    return {REMOVE: reasons.REMOVE_FAILED, HOLD: reasons.HELD}.get(r.action,
+                                                                  reasons.DEPLOY_FAILED)
 
 
 def now() -> str:
@@ -216,7 +235,7 @@ class Report:
     command: str
     host: str
     revision: str = ""
-    exit_code: int = 0
+    reason: str = reasons.CONVERGED  # the exit code follows from it (reasons.EXIT)
     results: list[StackResult] = field(default_factory=list)
     plan: Plan | None = None
     warnings: list[str] = field(default_factory=list)
@@ -224,10 +243,23 @@ class Report:
     started: str = field(default_factory=now)
     duration: float = 0.0
 
+    @property
+    def exit_code(self) -> int:
+        return reasons.exit_code(self.reason)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def fail(self, reason: str, error: str) -> None:
+        """The run failed for `reason` (a run reason of reasons.EXIT), with `error` for people."""
+        self.reason, self.error = reason, error
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "command": self.command, "host": self.host, "revision": self.revision,
-            "exit_code": self.exit_code, "error": self.error, "warnings": self.warnings,
+            "exit_code": self.exit_code, "reason": self.reason, "error": self.error,
+            "warnings": self.warnings,
             "started": self.started, "duration": round(self.duration, 3),
             "stacks": [r.to_json() for r in self.results],
         }

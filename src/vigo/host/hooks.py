@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.run import CommandTimeout, Runner
 from vigo.config import Settings
-from vigo.core import notify
+from vigo.core import notify, reasons
 from vigo.core.model import Container, Report
 from vigo.host import suspend
 
 if TYPE_CHECKING:
     from vigo.host import metrics
 
-# Exit code of a manual `vigo apply` refused because vigo is suspended.
-EXIT_SUSPENDED = 1
+# Exit code of a manual `vigo apply` refused because vigo is suspended (the table: reasons.py).
+EXIT_SUSPENDED = reasons.exit_code(reasons.SUSPENDED)
 
 
 @dataclass(frozen=True)
@@ -144,13 +144,15 @@ def _finished(run: Run, report: Report, st: dict[str, Any],
 
     status = notify.OK if ok else notify.FAILED
     failed = tuple((r.stack, mask(r.message)) for r in report.results if not r.ok)
+    codes = tuple(r.reason for r in report.results if not r.ok)
+    code = report.reason if crash is None else reasons.CRASHED
     if s.healthchecks_url:
         from vigo.adapters import http
 
         summary = (f"{s.host}: converged at {report.revision[:12]}" if ok else
                    notify.Event(notify.FAILURE, s.host, report.revision, report.exit_code,
                                 mask(error), failed, ops["consecutive_failures"],
-                                report.started, report.duration).text)
+                                report.started, report.duration, code, codes).text)
         why = http.send(*_args(notify.ping_end(s.healthchecks_url, ok, mask(summary))))
         if why:
             _warn(run, report, f"healthchecks ping: {why}")
@@ -162,7 +164,7 @@ def _finished(run: Run, report: Report, st: dict[str, Any],
         return
     event = notify.Event(kind, s.host, report.revision, report.exit_code, mask(error), failed,
                          before if kind == notify.RECOVERY else ops["consecutive_failures"],
-                         report.started, report.duration)
+                         report.started, report.duration, code, codes)
     from vigo.adapters import http
 
     requests = [notify.webhook(url, event) if name == "webhook" else notify.ntfy(url, event)
@@ -186,7 +188,8 @@ def record_failure(record: dict[str, Any], started: str) -> None:
         ongoing = isinstance(last, dict) and last.get("ongoing")
         record["last_failure"] = {"since": last["since"] if ongoing else at, "at": at,
                                   "revision": str(record.get("failed_revision", "")),
-                                  "reason": str(record.get("reason", "")), "ongoing": True}
+                                  "reason": str(record.get("reason", "")),
+                                  "code": str(record.get("code", "")), "ongoing": True}
     elif isinstance(last, dict):
         last["ongoing"] = False
 
@@ -223,7 +226,10 @@ def _snapshot(st: dict[str, Any], finished: float, ok: bool, duration: float,
               for n in names}
     return metrics.Snapshot(finished, ok, duration, str(st.get("revision_applied", "")),
                             int(st.get("ops", {}).get("consecutive_failures", 0) or 0),
-                            stacks, suspended, jobs=metrics.jobs_of(records))
+                            stacks, suspended, jobs=metrics.jobs_of(records),
+                            reason=str(st.get("reason", "")),
+                            stack_reasons={n: str(r.get("code", "")) for n, r in records.items()
+                                           if isinstance(r, dict)})
 
 
 def _write_metrics_suspended(settings: Settings, err: Callable[[str], None]) -> None:

@@ -34,7 +34,7 @@ from vigo.adapters.lock import Locked, LockError, RunLock
 from vigo.adapters.run import CommandTimeout, Masker, Runner
 from vigo.adapters.sops import DecryptError, Sops, credential_problem, key_problem
 from vigo.config import Settings
-from vigo.core import dotenv, render, trust, xvigo
+from vigo.core import dotenv, reasons, render, trust, xvigo
 from vigo.core.model import (
     CREATE,
     FAIL,
@@ -71,7 +71,9 @@ from vigo.host import state
 if TYPE_CHECKING:  # imported where a stack may change, never by an idle run
     from vigo.core import policy, registries
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_SOURCE, EXIT_LOCKED = 0, 1, 2, 3, 75
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_SOURCE, EXIT_LOCKED = (reasons.exit_code(r) for r in (
+    reasons.CONVERGED, reasons.STACK_FAILED, reasons.SETTINGS_INVALID, reasons.SOURCE_FAILED,
+    reasons.LOCKED))  # the table: core/reasons.py
 PARALLEL_PER_CPU = 4  # a deploy mostly waits (engine, health polls): more than one per core
 PARALLEL_MAX = 16  # the engine serialises network attaches; compose is ~40 MB a process
 COMPOSE_MB = 100  # memory one concurrent deploy may take (compose, docker CLI, vigo thread)
@@ -113,11 +115,12 @@ class Reconciler:
                 handled = True
             finally:
                 if not handled:  # Ctrl-C, SIGTERM's SystemExit: never recorded as ok
-                    report.exit_code = report.exit_code or EXIT_FAILED
+                    report.reason = reasons.INTERRUPTED if report.ok else report.reason
                     report.error = report.error or "the run was interrupted"
                 report.duration = time.monotonic() - t0
                 st.update(finished=state.now(), duration=round(report.duration, 3),
-                          exit_code=report.exit_code, error=self.masker(report.error))
+                          exit_code=report.exit_code, reason=report.reason,
+                          error=self.masker(report.error))
                 from vigo.host import hooks  # the lifecycle's end: never raises
 
                 hooks.finished(hooks.Run(s, self.masker, self.emit, self.compose.containers),
@@ -125,7 +128,7 @@ class Reconciler:
                 try:
                     state.save(s.state, st)
                 except Exception as exc:  # a full disk: the old file stays whole (atomic write)
-                    report.exit_code = report.exit_code or EXIT_FAILED
+                    report.reason = reasons.STATE_UNSAVED if report.ok else report.reason
                     report.error = report.error or f"cannot save {state.path(s.state)}"
                     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else (
                         exc if isinstance(exc, OSError) else crash_line(exc))
@@ -185,8 +188,7 @@ class Reconciler:
     def _crashed(self, report: Report, exc: Exception) -> None:
         """An exception escaped a step: the run failed. One masked line naming where it
         happened; the traceback only with --debug."""
-        report.exit_code = EXIT_FAILED
-        report.error = self.masker(crash_line(exc))
+        report.fail(reasons.CRASHED, self.masker(crash_line(exc)))
         self.emit(f"error: {report.error}; the run stopped there, the next run tries again")
         if self.trace is not None:
             self.trace(self.masker("".join(
@@ -200,7 +202,7 @@ class Reconciler:
         """Every run, before anything is touched: one stat of the age key (docs/security.md)."""
         why = key_problem(self.settings.age_key_file) or credential_problem(self.settings)
         if why:
-            report.exit_code, report.error = EXIT_INVALID, why
+            report.fail(reasons.SETTINGS_INVALID, why)
             self.emit(f"settings: {why}; nothing changed")
         return bool(why)
 
@@ -220,7 +222,7 @@ class Reconciler:
                 if not rev:
                     raise SourceError(f"{s.checkout} has no checkout yet: run without --no-fetch")
         except (SourceError, CommandTimeout) as exc:
-            report.exit_code, report.error = EXIT_SOURCE, self.masker(str(exc))
+            report.fail(reasons.SOURCE_FAILED, self.masker(str(exc)))
             self.emit(f"source: {report.error}; nothing changed, the next run tries again")
             return None
         report.revision = rev
@@ -228,7 +230,7 @@ class Reconciler:
         for w in desired.warnings:
             self._warn(report, w)
         if desired.error:  # stacks may be hidden: nothing is pruned, nothing changes
-            report.exit_code, report.error = EXIT_FAILED, self.masker(desired.error)
+            report.fail(reasons.RENDER_FAILED, self.masker(desired.error))
             self.emit(f"render: {report.error}; nothing changed")
             return None
         return desired
@@ -243,7 +245,7 @@ class Reconciler:
         try:
             pins = signature_pins(s.allowed_signers, s.gpg_keyring)
         except SignatureSetupError as exc:
-            report.exit_code, report.error = EXIT_INVALID, f"signed commits: {exc}"
+            report.fail(reasons.SETTINGS_INVALID, f"signed commits: {exc}")
             self.emit(f"settings: {report.error}; nothing changed")
             return False
         if fetched == accepted:  # an idle run asks git nothing more
@@ -254,7 +256,7 @@ class Reconciler:
             is_ancestor=lambda a, b: self.git.is_ancestor(s.checkout, a, b),
             log=lambda revisions: self.git.signatures(s.checkout, revisions, pins))
         if not decision.ok:
-            report.exit_code, report.error = trust.EXIT_REFUSED, decision.line
+            report.fail(reasons.SIGNATURE_REFUSED, decision.line)
             report.revision = fetched
             self.emit(f"source: {decision.line}; nothing changed")  # an error in the journal
         elif decision.line:
@@ -281,7 +283,7 @@ class Reconciler:
     def _run_apply(self, report: Report, st: dict[str, Any], options: Options) -> None:
         s = self.settings
         if not s.secrets_on_disk and fs.filesystem_type(s.secrets) not in ("tmpfs", "ramfs"):
-            report.exit_code = EXIT_INVALID
+            report.reason = reasons.SETTINGS_INVALID
             report.error = (f"secrets folder {s.secrets} is not on a tmpfs: decrypted env files "
                             "must never reach the disk. Mount one (`mount -t tmpfs -o "
                             f"mode=0700,size=16m tmpfs {s.secrets}`), point `secrets` at one "
@@ -296,7 +298,7 @@ class Reconciler:
         if desired is None:
             return
         if desired.env_files and not s.age_key_file.exists():  # lost: not one stack can change
-            report.exit_code = EXIT_INVALID
+            report.reason = reasons.SETTINGS_INVALID
             report.error = (f"the age key {s.age_key_file} does not exist and the repo has "
                             f"{len(desired.env_files)} encrypted env file(s); fix: restore this "
                             "host's age key there (root's, mode 0600) or set age_key_file; "
@@ -322,12 +324,13 @@ class Reconciler:
         try:
             observed = self._observe()
         except (DockerError, CommandTimeout) as exc:
-            report.exit_code, report.error = EXIT_FAILED, str(exc)
+            report.fail(reasons.ENGINE_UNAVAILABLE, str(exc))
             self.emit(f"docker: {exc}")
             return None
         candidates = needs_resolve(desired, observed, records, options.force)
         failures = self._secrets(desired, candidates, st, paths,
                                  persist=persist and not options.force)
+        codes = dict.fromkeys(failures, reasons.DECRYPT_FAILED)  # stack -> why it fails, named
         # YAML over the caps (an alias bomb): failed before it reaches the runtime or compose
         failures.update(render.yaml_problems(desired, [n for n in candidates
                                                        if n not in failures]))
@@ -336,6 +339,7 @@ class Reconciler:
             err = fs.ensure_private_file(paths.runtime / ACME_JSON, paths.runtime)
             if err:
                 failures[PROXY] = err
+        _coded(codes, failures, reasons.RENDER_FAILED)
         names = [n for n in candidates if n not in failures]
         failures.update(self._policy(desired, names, paths))
         resolved = {}
@@ -356,11 +360,14 @@ class Reconciler:
                 else:
                     resolved[name] = res
         failures.update(self._links(resolved, paths, set(desired.env_files)))
+        _coded(codes, failures, reasons.POLICY_REFUSED)
         after = stack_order(desired, records, resolved)
         for name, why in xvigo.order_problems(after, [s.name for s in desired.stacks]).items():
             if name in resolved:
                 failures.setdefault(name, why)
                 resolved.pop(name)
+        _coded(codes, failures, reasons.RESOLVE_FAILED)
+        self.fail_codes = codes  # the reasons of the plan's FAIL actions (_fail_reason)
         the_plan = guard_overlay(plan(desired, observed, records, resolved, failures, options),
                                  desired, st.get("overlay"), options)
         return the_plan, observed, resolved
@@ -628,7 +635,8 @@ class Reconciler:
                                        records.get(stack.name) or {}, desired.revision)
             except Exception as exc:  # whatever one deploy raises fails that stack only
                 return StackResult(action.stack, action.kind, False,
-                                   self.masker(f"{action.stack}: failed ({crash_line(exc)})"))
+                                   self.masker(f"{action.stack}: failed ({crash_line(exc)})"),
+                                   reason=reasons.CRASHED)
 
         def publish(result: StackResult) -> None:
             results[result.stack] = result
@@ -653,7 +661,8 @@ class Reconciler:
             skipped = [a for a in phase if blocked(a.stack, after, converged, failed)]
             for action in skipped:  # not attempted: nothing of it changes, nothing is held
                 publish(StackResult(action.stack, action.kind, False,
-                                    blocked(action.stack, after, converged, failed)))
+                                    blocked(action.stack, after, converged, failed),
+                                    reason=reasons.BLOCKED))
             phase = tuple(a for a in phase if a not in skipped)
             if not phase:
                 continue
@@ -673,7 +682,8 @@ class Reconciler:
                     if conflict(result.message) and not result.rolled_back_to else result)
         for action in the_plan.actions:
             if action.kind == FAIL:
-                publish(StackResult(action.stack, FAIL, False, action.line()))
+                publish(StackResult(action.stack, FAIL, False, action.line(),
+                                    reason=self._fail_reason(desired, action.stack)))
             elif action.kind == KEEP:
                 publish(StackResult(action.stack, KEEP, True, action.line()))
             elif action.kind == HOLD:
@@ -688,7 +698,7 @@ class Reconciler:
             self._clean_images(records, dropped)
         report.results = [results[a.stack] for a in the_plan.actions if a.stack in results]
         if the_plan.refusal or any(not r.ok for r in report.results):
-            report.exit_code = EXIT_FAILED
+            report.reason = reasons.PRUNE_REFUSED if the_plan.refusal else reasons.STACK_FAILED
             report.error = the_plan.refusal or "; ".join(
                 r.message for r in report.results if not r.ok)
         else:
@@ -696,6 +706,13 @@ class Reconciler:
         if not work and not the_plan.by_kind(REMOVE, FAIL, HOLD):
             self.emit(f"{desired.revision[:12]}: nothing to do, {len(desired.stacks)} "
                       "stack(s) unchanged")
+
+    def _fail_reason(self, desired: DesiredState, name: str) -> str:
+        """The named reason of a stack the plan fails (in plan()'s order of its problems)."""
+        stack = desired.stack(name)
+        if stack is not None and stack.problems:
+            return reasons.RENDER_FAILED
+        return getattr(self, "fail_codes", {}).get(name, reasons.RESOLVE_FAILED)
 
     def _pulls(self, report: Report, desired: DesiredState, paths: Paths) -> registries.Pulls:
         """The registry credentials of this run (docs/private-images.md): env/registries.env
@@ -809,7 +826,7 @@ class Reconciler:
                 continue  # keep the reason of the deploy that failed
             record.update(outcome="ok" if result.ok else "failed",
                           reason="" if result.ok else self.masker(result.message),
-                          checked_at=now)
+                          code=result.reason, checked_at=now)
             if not result.ok:
                 record["failed_revision"] = desired.revision
         for name in list(records):
@@ -831,6 +848,11 @@ class Reconciler:
             if removed:
                 self.emit(f"image {image}: removed (older than the last "
                           f"{self.settings.keep_images} revisions)")
+
+
+def _coded(codes: dict[str, str], failures: dict[str, str], code: str) -> None:
+    """Name the reason of the failures found since the last call."""
+    codes.update(dict.fromkeys(failures.keys() - codes.keys(), code))
 
 
 def stack_order(desired: DesiredState, records: dict[str, Any],

@@ -77,12 +77,12 @@ def _last_run(state_dir: Path, data: dict[str, Any]) -> None:
 _NUMBER = (int, float)
 TOP: dict[str, type | tuple[type, ...]] = {
     "stacks": dict, "env": dict, "ops": dict, "started": str, "finished": str,
-    "duration": _NUMBER, "exit_code": int, "error": str, "revision_attempted": str,
-    "revision_applied": str, "revision_accepted": str}
+    "duration": _NUMBER, "exit_code": int, "reason": str, "error": str,
+    "revision_attempted": str, "revision_applied": str, "revision_accepted": str}
 RECORD: dict[str, type | tuple[type, ...]] = {
     "hash": str, "digests": dict, "revision": str, "applied_at": str, "containers": dict,
     "failed_hash": str, "failed_revision": str, "rolled_back_to": str, "outcome": str,
-    "reason": str, "checked_at": str, "images": list, "last_failure": dict}
+    "reason": str, "code": str, "checked_at": str, "images": list, "last_failure": dict}
 OPS: dict[str, type | tuple[type, ...]] = {"consecutive_failures": int, "announced": str}
 
 
@@ -121,7 +121,8 @@ def heal(data: dict[str, Any]) -> list[str]:
         last = record.get("last_failure")
         if last is not None and not (
                 all(isinstance(last.get(k), str) for k in ("since", "at", "revision", "reason"))
-                and isinstance(last.get("ongoing"), bool)):
+                and isinstance(last.get("ongoing"), bool)
+                and isinstance(last.get("code", ""), str)):
             record.pop("last_failure")
             dropped.append(where + "last_failure")
         images = record.get("images")

@@ -87,11 +87,12 @@ def gather(settings: Settings, config_path: Path | None, compose: Compose, git: 
         last = record.get("last_failure") or (
             {"since": record.get("checked_at", ""), "at": record.get("checked_at", ""),
              "revision": record.get("failed_revision", ""), "reason": record.get("reason", ""),
-             "ongoing": True} if failing else None)
+             "code": record.get("code", ""), "ongoing": True} if failing else None)
         stacks.append({
             "stack": name,
             "state": "unknown" if docker_error else _worst([r["state"] for r in rows]),
             "outcome": record.get("outcome", ""),
+            "code": record.get("code", ""),  # the named reason of its last outcome
             "revision": record.get("revision", ""),
             "applied_at": record.get("applied_at", ""),
             "failing": failing,
@@ -110,6 +111,7 @@ def gather(settings: Settings, config_path: Path | None, compose: Compose, git: 
             "started": st.get("started", ""), "finished": st.get("finished", ""),
             "duration": st.get("duration", 0), "exit_code": st.get("exit_code", 0),
             "result": "ok" if st.get("exit_code", 0) == 0 else "failed",
+            "reason": st.get("reason", ""),
             "error": st.get("error", ""),
         } if has_run else None,
         "consecutive_failures": int(st.get("ops", {}).get("consecutive_failures", 0) or 0),
@@ -203,7 +205,8 @@ def to_text(data: dict[str, Any], now: datetime | None = None) -> list[str]:
         out.append(_fit(f"last run   {_when(last['finished'], now)}, {result}, "
                         f"{float(last['duration'] or 0):.1f} s", WIDTH))
         if last["exit_code"] and last.get("error"):
-            out.append(_fit(f"           {last['error']}", WIDTH))
+            code = f"[{last['reason']}] " if last.get("reason") else ""
+            out.append(_fit(f"           {code}{last['error']}", WIDTH))
         if data.get("consecutive_failures", 0) > 1:
             out.append(f"           {data['consecutive_failures']} failed runs in a row")
     rev = data["revision"]
@@ -243,6 +246,8 @@ def to_text(data: dict[str, Any], now: datetime | None = None) -> list[str]:
         if failure:
             reason = str(failure.get("reason", ""))
             reason = _why(stack["stack"], reason)
+            if failure.get("code"):
+                reason = f"[{failure['code']}] {reason}"
             head, when = (("  ! failing since", failure.get("since")) if stack["failing"]
                           else ("  last failure", failure.get("at")))
             out.append(_fit(f"{head} {ago(str(when or ''), now)} at "

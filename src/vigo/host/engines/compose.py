@@ -16,7 +16,7 @@ from pathlib import Path
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.run import CommandTimeout, pause
-from vigo.core import health, plan, registries, rollout, xvigo
+from vigo.core import health, plan, reasons, registries, rollout, xvigo
 from vigo.core.model import (
     CREATE,
     LABEL_INSTANCE,
@@ -88,7 +88,8 @@ class Deployer:
             missing = self._pull(res, docker_config)
             if missing:  # nothing was touched: the running containers stay as they are
                 return StackResult(stack.name, action.kind, False, f"{stack.name}: failed "
-                                   f"({missing}; the running containers were left as they are)")
+                                   f"({missing}; the running containers were left as they are)",
+                                   reason=reasons.PULL_FAILED)
             if res.jobs and not res.job_hashes:  # what the record of a job that ran keeps
                 hashes = self.compose.config_hashes(project, files, envs)
                 res = replace(res, job_hashes={j.service: hashes.get(j.service, "")
@@ -105,7 +106,7 @@ class Deployer:
                                        f"{stack.name}: failed (job {job.service} "
                                        f"({xvigo.BEFORE}): {failure}; nothing was replaced, "
                                        f"{serving})", containers=before, hold=True,
-                                       jobs=tuple(ran))
+                                       jobs=tuple(ran), reason=reasons.JOB_FAILED)
             rolled = self._roll_services(project, files, envs, res, before, timeout)
             if rolled.failure:
                 return self._rollback(stack, action, rolled.failure, record, revision,
@@ -115,7 +116,7 @@ class Deployer:
                 up = self.compose.up(project, files, envs, docker_config, start)
                 if not up.ok:
                     return self._rollback(stack, action, f"docker compose up: {up.error(4)}",
-                                          record, revision, res=res)
+                                          record, revision, res=res, code=reasons.DEPLOY_FAILED)
             verdict = self.gate(project, [s for s in res.services if s not in jobs], timeout,
                                 counts=res.replicas)
             if verdict.status != health.OK:
@@ -126,13 +127,15 @@ class Deployer:
                 if failure:
                     result = self._rollback(stack, action, f"job {job.service} "
                                             f"({xvigo.AFTER}): {failure}", record, revision,
-                                            res=res)
+                                            res=res, code=reasons.JOB_FAILED)
                     return replace(result, jobs=tuple(ran))
             after = self.compose.containers(project)
         except (DockerError, CommandTimeout) as exc:
+            gone = self._engine_gone()
             return StackResult(stack.name, action.kind, False,
-                               f"{stack.name}: failed ({self._engine_gone() or exc})", hold=False,
-                               jobs=tuple(ran))
+                               f"{stack.name}: failed ({gone or exc})", hold=False,
+                               jobs=tuple(ran), reason=reasons.ENGINE_UNAVAILABLE if gone
+                               else reasons.DEPLOY_FAILED)
         unsaved = self._save_good(project, files, envs)
         if unsaved:
             why.append(unsaved)
@@ -367,12 +370,16 @@ class Deployer:
         return ""
 
     def _rollback(self, stack: Stack, action: Action, reason: str, record: dict,
-                  revision: str, kept: str = "", res: Resolved | None = None) -> StackResult:
+                  revision: str, kept: str = "", res: Resolved | None = None,
+                  code: str = reasons.HEALTH_CHECK_FAILED) -> StackResult:
+        """`code`: the named reason of the failure (core/reasons.py), when nothing restores
+        the last healthy state."""
         project = self.project_prefix + stack.name
         gone = self._engine_gone()
         if gone:
             return StackResult(stack.name, action.kind, False,
-                               f"{stack.name}: failed ({gone}; {reason})", hold=False)
+                               f"{stack.name}: failed ({gone}; {reason})", hold=False,
+                               reason=reasons.ENGINE_UNAVAILABLE)
         good = self.paths.good_model(project)
         last = str(record.get("revision") or "")[:12]
         if kept:  # a failed zero-downtime rollout never touched the old container
@@ -382,12 +389,13 @@ class Deployer:
                                f"{stack.name}: rolled back to {last or 'the running container'}"
                                f"; {revision[:12]} failed: {reason} ({kept} kept serving)",
                                containers=self.compose.containers(project), hold=True,
-                               rolled_back_to=last)
+                               rolled_back_to=last, reason=reasons.ROLLED_BACK)
         if not record.get("containers") or not good.is_file():
             note = ("nothing to roll back to" if not record.get("containers") else
                     "its last healthy state is lost (the secrets tmpfs was cleared)")
             return StackResult(stack.name, action.kind, False,
-                               f"{stack.name}: failed ({reason}; {note})", hold=True)
+                               f"{stack.name}: failed ({reason}; {note})", hold=True,
+                               reason=code)
         self.log(f"{stack.name}: {reason}; rolling back to {last}")
         good, model = self._without_jobs(project, good, res)
         up = self.compose.up_model(project, good, self.pulls.for_images(
@@ -398,8 +406,9 @@ class Deployer:
         if verdict.status != health.OK:
             return StackResult(stack.name, action.kind, False,
                                f"{stack.name}: failed ({reason}); the rollback to {last} "
-                               f"failed too: {self._explain(verdict)}", hold=True)
+                               f"failed too: {self._explain(verdict)}", hold=True,
+                               reason=code)
         return StackResult(stack.name, action.kind, False,
                            f"{stack.name}: rolled back to {last}; {revision[:12]} failed: "
                            f"{reason}", containers=self.compose.containers(project),
-                           hold=True, rolled_back_to=last)
+                           hold=True, rolled_back_to=last, reason=reasons.ROLLED_BACK)
