@@ -16,7 +16,7 @@ from vigo.adapters.run import Masker
 from vigo.config import Settings
 from vigo.core import notify, reasons
 from vigo.core.model import Report, StackResult
-from vigo.host import hooks
+from vigo.host import hooks, state
 
 SECRET = "hunter2-the-password"
 
@@ -47,7 +47,7 @@ class FakeReconciler:
         return hooks.Run(self.settings, self.masker, self.emit, lambda: ())
 
 
-def run(reconciler: FakeReconciler, st: dict[str, Any], ok: bool) -> Report:
+def run(reconciler: FakeReconciler, st: state.RunRecord, ok: bool) -> Report:
     """What Reconciler.apply hands the hook at the end of a run."""
     report = Report("apply", reconciler.settings.host, revision="c0ffee" * 7)
     if not ok:
@@ -72,7 +72,7 @@ def test_failure_and_recovery_are_announced_once_each(tmp_path: Path) -> None:
     with Receiver() as rx:
         rec = FakeReconciler(settings(tmp_path, rx.url))
         rec.masker.add([SECRET])
-        st: dict[str, Any] = {"stacks": {}}
+        st = state.RunRecord.of({"stacks": {}})
         run(rec, st, ok=True)
         assert rx.paths() == ["POST /ping/abc"]  # first run ever, good: nothing to announce
         assert st["ops"] == {"consecutive_failures": 0, "announced": "ok"}
@@ -122,7 +122,7 @@ def test_failure_and_recovery_are_announced_once_each(tmp_path: Path) -> None:
 def test_an_unreachable_endpoint_warns_and_the_next_run_tries_again(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     rec = FakeReconciler(settings(tmp_path, dead))
-    st: dict[str, Any] = {"stacks": {}}
+    st = state.RunRecord.of({"stacks": {}})
     report = run(rec, st, ok=False)
     assert report.exit_code == 1  # unchanged by the hook
     assert any(w.startswith("notify webhook: cannot reach http://127.0.0.1") for w in
@@ -139,9 +139,9 @@ def test_an_unreachable_endpoint_warns_and_the_next_run_tries_again(tmp_path: Pa
 
 def test_no_channel_configured_sends_nothing_and_keeps_counting(tmp_path: Path) -> None:
     rec = FakeReconciler(Settings(repo="x", host="h", state=tmp_path))
-    st: dict[str, Any] = {"stacks": {"whoami": {"outcome": "failed", "reason": "whoami: x",
-                                                "checked_at": "2024-01-01T00:00:00+00:00",
-                                                "failed_revision": "r1"}}}
+    st = state.RunRecord.of({"stacks": {"whoami": {
+        "outcome": "failed", "reason": "whoami: x", "checked_at": "2024-01-01T00:00:00+00:00",
+        "failed_revision": "r1"}}})
     run(rec, st, ok=False)
     run(rec, st, ok=False)
     assert st["ops"] == {"consecutive_failures": 2, "announced": "failed"}

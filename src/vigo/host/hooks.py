@@ -17,14 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.run import CommandTimeout, Runner
 from vigo.config import Settings
 from vigo.core import notify, reasons
 from vigo.core.model import Container, Report
-from vigo.host import suspend
+from vigo.host import state, suspend
 
 if TYPE_CHECKING:
     from vigo.host import metrics
@@ -95,7 +95,7 @@ def before_apply(settings: Settings, *, timer: bool, ignore_suspend: bool,
     return None
 
 
-def finished(run: Run, report: Report, st: dict[str, Any]) -> None:
+def finished(run: Run, report: Report, st: state.RunRecord) -> None:
     """The end of the lifecycle, called by Reconciler.apply once the run is over, under the
     lock, before the state file is saved: updates `st` (consecutive failures, what was
     announced, each stack's last failure), writes the metrics file, sends notifications.
@@ -115,18 +115,15 @@ def _warn(run: Run, report: Report, text: str) -> None:
     run.emit(f"warning: {text}")
 
 
-def _finished(run: Run, report: Report, st: dict[str, Any],
+def _finished(run: Run, report: Report, st: state.RunRecord,
               crash: BaseException | None) -> None:
     s = run.settings
     mask = run.mask
     ok = report.exit_code == 0 and crash is None
     error = report.error or (f"vigo stopped: {type(crash).__name__}: {crash}" if crash else "")
-    ops = st.setdefault("ops", {})
-    before = int(ops.get("consecutive_failures", 0) or 0)
-    ops["consecutive_failures"] = 0 if ok else before + 1
-    for record in st.get("stacks", {}).values():
-        if isinstance(record, dict):
-            record_failure(record, st.get("started", ""))
+    before = st.count_run(ok)
+    for record in st.stacks.values():
+        record.note_failure(st.started)
 
     if s.metrics_file is not None:
         from vigo.host import metrics
@@ -151,19 +148,19 @@ def _finished(run: Run, report: Report, st: dict[str, Any],
 
         summary = (f"{s.host}: converged at {report.revision[:12]}" if ok else
                    notify.Event(notify.FAILURE, s.host, report.revision, report.exit_code,
-                                mask(error), failed, ops["consecutive_failures"],
+                                mask(error), failed, st.consecutive_failures,
                                 report.started, report.duration, code, codes).text)
         why = http.send(*_args(notify.ping_end(s.healthchecks_url, ok, mask(summary))))
         if why:
             _warn(run, report, f"healthchecks ping: {why}")
-    kind = notify.pending(ops.get("announced"), status)
+    kind = notify.pending(st.announced, status)
     channels = [(name, url) for name, url in (("webhook", s.notify_webhook),
                                               ("ntfy", s.notify_ntfy)) if url]
     if kind is None or not channels:
-        ops["announced"] = status
+        st.announce(status)
         return
     event = notify.Event(kind, s.host, report.revision, report.exit_code, mask(error), failed,
-                         before if kind == notify.RECOVERY else ops["consecutive_failures"],
+                         before if kind == notify.RECOVERY else st.consecutive_failures,
                          report.started, report.duration, code, codes)
     from vigo.adapters import http
 
@@ -174,24 +171,9 @@ def _finished(run: Run, report: Report, st: dict[str, Any],
         if why:
             _warn(run, report, f"notify {channel}: {why}")
     if any(not why for why in results.values()):
-        ops["announced"] = status  # else the next run tries again
+        st.announce(status)  # else the next run tries again
         run.emit(f"notified ({', '.join(c for c, w in results.items() if not w)}): "
                         f"{event.title}")
-
-
-def record_failure(record: dict[str, Any], started: str) -> None:
-    """Keep each stack's last failure (and since when it has been failing) in its record,
-    for `vigo status`: the reconciler clears the reason once the stack is applied again."""
-    last = record.get("last_failure")
-    if record.get("outcome") == "failed":
-        at = str(record.get("checked_at") or started)
-        ongoing = isinstance(last, dict) and last.get("ongoing")
-        record["last_failure"] = {"since": last["since"] if ongoing else at, "at": at,
-                                  "revision": str(record.get("failed_revision", "")),
-                                  "reason": str(record.get("reason", "")),
-                                  "code": str(record.get("code", "")), "ongoing": True}
-    elif isinstance(last, dict):
-        last["ongoing"] = False
 
 
 def _args(r: notify.Request) -> tuple[str, str, bytes | None, dict[str, str]]:
@@ -213,23 +195,22 @@ def stack_up(containers: tuple[Container, ...]) -> bool:
                                     for c in containers)
 
 
-def _snapshot(st: dict[str, Any], finished: float, ok: bool, duration: float,
+def _snapshot(st: state.RunRecord, finished: float, ok: bool, duration: float,
               containers: tuple[Container, ...] | None, suspended: bool = False
               ) -> metrics.Snapshot:
     from vigo.host import metrics
 
-    records = st.get("stacks", {})
+    records = st.stacks
     names = set(records) | {c.stack for c in containers or ()}
     stacks = {n: (containers is not None and stack_up(tuple(c for c in containers
                                                             if c.stack == n)),
-                  isinstance(records.get(n), dict) and records[n].get("outcome") == "failed")
+                  n in records and records[n].failing)
               for n in names}
-    return metrics.Snapshot(finished, ok, duration, str(st.get("revision_applied", "")),
-                            int(st.get("ops", {}).get("consecutive_failures", 0) or 0),
-                            stacks, suspended, jobs=metrics.jobs_of(records),
-                            reason=str(st.get("reason", "")),
-                            stack_reasons={n: str(r.get("code", "")) for n, r in records.items()
-                                           if isinstance(r, dict)})
+    return metrics.Snapshot(finished, ok, duration, st.revision_applied,
+                            st.consecutive_failures, stacks, suspended,
+                            jobs=metrics.jobs_of(records),
+                            reason=st.reason,
+                            stack_reasons={n: r.code for n, r in records.items()})
 
 
 def _write_metrics_suspended(settings: Settings, err: Callable[[str], None]) -> None:
@@ -237,19 +218,18 @@ def _write_metrics_suspended(settings: Settings, err: Callable[[str], None]) -> 
     file, so a dashboard tells "suspended" from "stopped running"."""
     if settings.metrics_file is None:
         return
-    from vigo.host import metrics, state
+    from vigo.host import metrics
 
     st, _ = state.load(settings.state)
     try:
-        finished = datetime.fromisoformat(str(st.get("finished", ""))).timestamp()
+        finished = datetime.fromisoformat(st.finished).timestamp()
     except ValueError:
         finished = 0.0  # no run finished yet
     try:
         containers: tuple[Container, ...] | None = mine(settings, Compose(Runner()).containers())
     except (DockerError, CommandTimeout):
         containers = None
-    snap = _snapshot(st, finished, st.get("exit_code", 0) == 0, float(st.get("duration", 0) or 0),
-                     containers, suspended=True)
+    snap = _snapshot(st, finished, st.exit_code == 0, st.duration, containers, suspended=True)
     try:
         metrics.write(settings.metrics_file, snap)
     except OSError as exc:

@@ -45,7 +45,6 @@ from vigo.core.model import (
     UNCHANGED,
     UPDATE,
     Action,
-    Container,
     DesiredState,
     Observed,
     Options,
@@ -105,7 +104,7 @@ class Reconciler:
             st, warning = state.load(s.state)
             if warning:
                 self._warn(report, warning)
-            st["started"] = report.started
+            st.begin(report.started)
             handled = False
             try:
                 self._run_apply(report, st, options)
@@ -118,9 +117,8 @@ class Reconciler:
                     report.reason = reasons.INTERRUPTED if report.ok else report.reason
                     report.error = report.error or "the run was interrupted"
                 report.duration = time.monotonic() - t0
-                st.update(finished=state.now(), duration=round(report.duration, 3),
-                          exit_code=report.exit_code, reason=report.reason,
-                          error=self.masker(report.error))
+                st.finish(state.now(), report.duration, report.exit_code, report.reason,
+                          self.masker(report.error))
                 from vigo.host import hooks  # the lifecycle's end: never raises
 
                 hooks.finished(hooks.Run(s, self.masker, self.emit, self.compose.containers),
@@ -170,12 +168,11 @@ class Reconciler:
         """Let the next run try a held (failed, rolled back) revision of a stack again."""
         with RunLock(self.settings.state / "lock"):
             st, _ = state.load(self.settings.state)
-            record = st["stacks"].get(stack)
-            if not record or "failed_hash" not in record:
+            record = st.stack(stack)
+            if record is None or not record.retry():
                 return f"{stack}: nothing to retry (no failed revision is held)"
-            record.pop("failed_hash")
             state.save(self.settings.state, st)
-        return f"{stack}: the next run tries {str(record.get('failed_revision'))[:12]} again"
+        return f"{stack}: the next run tries {record.failed_revision[:12]} again"
 
     # -- steps --------------------------------------------------------------------------------
 
@@ -263,13 +260,12 @@ class Reconciler:
             self.emit(f"signatures: {decision.line}")
         return decision.ok
 
-    def _accept(self, report: Report, st: dict[str, Any], rev: str) -> None:
+    def _accept(self, report: Report, st: state.RunRecord, rev: str) -> None:
         """Remember the commit apply checked out: the base of the next signature check. Saved
         at once, then pinned as refs/vigo/applied (gc keeps it): the state is never older."""
         s = self.settings
-        if st.get(trust.STATE_KEY) == rev:
+        if not st.accept(rev):  # trust.STATE_KEY
             return
-        st[trust.STATE_KEY] = rev
         if s.allowed_signers is None and s.gpg_keyring is None:
             return
         try:
@@ -280,7 +276,7 @@ class Reconciler:
         if error:
             self._warn(report, f"cannot pin {rev[:12]} as {trust.REF}: {error}")
 
-    def _run_apply(self, report: Report, st: dict[str, Any], options: Options) -> None:
+    def _run_apply(self, report: Report, st: state.RunRecord, options: Options) -> None:
         s = self.settings
         if not s.secrets_on_disk and fs.filesystem_type(s.secrets) not in ("tmpfs", "ramfs"):
             report.reason = reasons.SETTINGS_INVALID
@@ -305,7 +301,7 @@ class Reconciler:
                             "nothing changed, the running containers stay")
             self.emit(f"settings: {report.error}")
             return
-        st["revision_attempted"] = desired.revision
+        st.attempt(desired.revision)
         self._accept(report, st, desired.revision)
         result = self._prepare(report, desired, st, paths, options, persist=True)
         if result is None:
@@ -313,14 +309,14 @@ class Reconciler:
         the_plan, observed, resolved = result
         report.plan = the_plan
         if not the_plan.refusal:  # what guard_overlay compares the next run with
-            st["overlay"] = overlay_record(desired)
+            st.remember_overlay(overlay_record(desired))
         self._execute(report, the_plan, desired, observed, resolved, st, paths)
 
-    def _prepare(self, report: Report, desired: DesiredState, st: dict[str, Any], paths: Paths,
+    def _prepare(self, report: Report, desired: DesiredState, st: state.RunRecord, paths: Paths,
                  options: Options, *, persist: bool
                  ) -> tuple[Plan, Observed, dict[str, Resolved]] | None:
         """Secrets, runtime tree, observe, resolve, plan. Only vigo's own folders change."""
-        records = st["stacks"]
+        records = st.stacks
         try:
             observed = self._observe()
         except (DockerError, CommandTimeout) as exc:
@@ -369,7 +365,7 @@ class Reconciler:
         _coded(codes, failures, reasons.RESOLVE_FAILED)
         self.fail_codes = codes  # the reasons of the plan's FAIL actions (_fail_reason)
         the_plan = guard_overlay(plan(desired, observed, records, resolved, failures, options),
-                                 desired, st.get("overlay"), options)
+                                 desired, st.overlay, options)
         return the_plan, observed, resolved
 
     def _policy(self, desired: DesiredState, names: list[str], paths: Paths) -> dict[str, str]:
@@ -413,13 +409,13 @@ class Reconciler:
             self.emit(f"deploying {stacks} stack(s), {n} at a time")
         return n
 
-    def _secrets(self, desired: DesiredState, candidates: list[str], st: dict[str, Any],
+    def _secrets(self, desired: DesiredState, candidates: list[str], st: state.RunRecord,
                  paths: Paths, *, persist: bool) -> dict[str, str]:
         """Decrypt the env files the candidate stacks use (when their ciphertext changed or
         the tmpfs lost them). Returns failures per stack."""
         s = self.settings
         env_dir = fs.private_dir(paths.secrets / "env", root=fs.private_dir(paths.secrets))
-        known: dict[str, str] = st["env"] if persist else {}
+        known: dict[str, str] = st.env if persist else {}
         wanted = {rel for name in candidates for rel in desired.stack(name).env_files}  # type: ignore[union-attr]
         failed: dict[str, str] = {}
         for rel in sorted(wanted):
@@ -606,9 +602,9 @@ class Reconciler:
     # -- apply ----------------------------------------------------------------------------
 
     def _execute(self, report: Report, the_plan: Plan, desired: DesiredState,
-                 observed: Observed, resolved: dict[str, Resolved], st: dict[str, Any],
+                 observed: Observed, resolved: dict[str, Resolved], st: state.RunRecord,
                  paths: Paths) -> None:
-        records: dict[str, Any] = st["stacks"]
+        records = st.stacks
         results: dict[str, StackResult] = {}
         work = the_plan.by_kind(CREATE, UPDATE)
         if work:  # an idle run imports no deployer, no pool
@@ -632,7 +628,8 @@ class Reconciler:
                 before = (self.compose.containers(self.settings.project(stack.name)) if again
                           else observed.stack(stack.name))  # a retry starts from what runs now
                 return deployer.deploy(stack, action, resolved[stack.name], before,
-                                       records.get(stack.name) or {}, desired.revision)
+                                       records.get(stack.name) or state.StackRecord(),
+                                       desired.revision)
             except Exception as exc:  # whatever one deploy raises fails that stack only
                 return StackResult(action.stack, action.kind, False,
                                    self.masker(f"{action.stack}: failed ({crash_line(exc)})"),
@@ -693,7 +690,7 @@ class Reconciler:
                                                     action.line())
         if the_plan.refusal:
             self.emit(f"prune refused: {the_plan.refusal}")
-        dropped = self._record(desired, results, records, resolved)
+        dropped = self._record(desired, results, st, resolved)
         if dropped:
             self._clean_images(records, dropped)
         report.results = [results[a.stack] for a in the_plan.actions if a.stack in results]
@@ -702,7 +699,7 @@ class Reconciler:
             report.error = the_plan.refusal or "; ".join(
                 r.message for r in report.results if not r.ok)
         else:
-            st["revision_applied"] = desired.revision
+            st.mark_applied(desired.revision)
         if not work and not the_plan.by_kind(REMOVE, FAIL, HOLD):
             self.emit(f"{desired.revision[:12]}: nothing to do, {len(desired.stacks)} "
                       "stack(s) unchanged")
@@ -783,62 +780,47 @@ class Reconciler:
         return StackResult(name, REMOVE, True, f"{name}: removed (no longer in the repo)")
 
     def _record(self, desired: DesiredState, results: dict[str, StackResult],
-                records: dict[str, Any], resolved: dict[str, Resolved] | None = None) -> set[str]:
-        """Update the per-stack records; returns the images that fell out of some stack's
-        last `keep_images` revisions."""
+                st: state.RunRecord, resolved: dict[str, Resolved] | None = None) -> set[str]:
+        """Update the per-stack records (state.py's transitions); returns the images that
+        fell out of some stack's last `keep_images` revisions."""
         now = state.now()
         dropped: set[str] = set()
         for name, result in results.items():
-            record = records.setdefault(name, {})
+            record = st.record(name)
             stack = desired.stack(name)
             if result.action == REMOVE and result.ok:
-                records.pop(name, None)
+                st.forget(name)
                 continue
             if result.action in (CREATE, UPDATE) and result.ok and stack is not None:
-                record.update(hash=stack.hash, digests=dict(stack.digests),
-                              revision=desired.revision, applied_at=now,
-                              containers={c.name: c.config_hash for c in result.containers},
-                              completed=completed(result.containers,
-                                                  (resolved or {})[name].finishes
-                                                  if name in (resolved or {}) else ()))
-                for key in ("failed_hash", "failed_revision", "rolled_back_to"):
-                    record.pop(key, None)
                 res = (resolved or {}).get(name)
-                if res is not None and res.after:
-                    record["after"] = list(res.after)
-                else:
-                    record.pop("after", None)
-                dropped |= _remember_images(record, desired.revision, result.containers,
-                                            self.settings.keep_images)
+                record.mark_applied(stack.hash, stack.digests, desired.revision, now,
+                                    {c.name: c.config_hash for c in result.containers},
+                                    completed(result.containers,
+                                              res.finishes if res is not None else ()),
+                                    res.after if res is not None else ())
+                dropped |= record.remember_images(desired.revision,
+                                                  (c.image for c in result.containers),
+                                                  self.settings.keep_images)
             elif result.rolled_back_to:
-                record["containers"] = {c.name: c.config_hash for c in result.containers}
-                record["rolled_back_to"] = result.rolled_back_to
+                record.mark_rolled_back({c.name: c.config_hash for c in result.containers},
+                                        result.rolled_back_to)
             if result.jobs:  # status and metrics: the last run of each release job
-                jobs = record.setdefault("jobs", {})
-                done = record.setdefault("job_hashes", {})
-                for run in result.jobs:
-                    jobs[str(run["service"])] = {**run, "at": now, "revision": desired.revision}
-                    if run.get("exit") == 0 and run.get("hash"):  # never again for this config
-                        done[str(run["service"])] = run["hash"]
+                record.ran_jobs(result.jobs, now, desired.revision)
             if result.hold and stack is not None:
-                record["failed_hash"] = stack.hash
+                record.hold(stack.hash)
             if result.action == HOLD:
                 continue  # keep the reason of the deploy that failed
-            record.update(outcome="ok" if result.ok else "failed",
-                          reason="" if result.ok else self.masker(result.message),
-                          code=result.reason, checked_at=now)
-            if not result.ok:
-                record["failed_revision"] = desired.revision
-        for name in list(records):
+            record.mark_checked(result.ok, self.masker(result.message), result.reason, now,
+                                desired.revision)
+        for name in list(st.stacks):
             if name not in results and desired.stack(name) is None:
-                records.pop(name)
+                st.forget(name)
         return dropped
 
-    def _clean_images(self, records: dict[str, Any], dropped: set[str]) -> None:
+    def _clean_images(self, records: dict[str, state.StackRecord], dropped: set[str]) -> None:
         """Remove images vigo deployed that no stack keeps for a rollback any more; docker
         refuses to remove one a container still uses, and that is fine."""
-        kept = {image for record in records.values()
-                for _, images in record.get("images", []) for image in images}
+        kept = {image for record in records.values() for image in record.kept_images()}
         for image in sorted(dropped - kept):
             try:
                 removed = self.compose.remove_image(image).ok
@@ -855,16 +837,15 @@ def _coded(codes: dict[str, str], failures: dict[str, str], code: str) -> None:
     codes.update(dict.fromkeys(failures.keys() - codes.keys(), code))
 
 
-def stack_order(desired: DesiredState, records: dict[str, Any],
+def stack_order(desired: DesiredState, records: dict[str, state.StackRecord],
                 resolved: dict[str, Resolved]) -> dict[str, tuple[str, ...]]:
     """stack -> the stacks it comes after (x-vigo.after): from the resolved model of a stack
     that may change, else from the record of its last apply (a removed stack's, for the
     reverse order of removals)."""
     out: dict[str, tuple[str, ...]] = {}
     for name, record in records.items():
-        last = record.get("after") if isinstance(record, dict) else None
-        if isinstance(last, list):
-            out[name] = tuple(str(n) for n in last)
+        if record.has_after:
+            out[name] = record.after
     for name, res in resolved.items():
         out[name] = tuple(res.after)
     return {name: deps for name, deps in out.items() if deps}
@@ -890,19 +871,6 @@ def crash_line(exc: BaseException) -> str:
 
 def _where(rel: str, line: int | None) -> str:
     return rel + (f":{line}" if line else "")
-
-
-def _remember_images(record: dict[str, Any], revision: str, containers: tuple[Container, ...],
-                     keep: int) -> set[str]:
-    """Append the images a healthy apply runs; forget all but the last `keep` revisions and
-    return the images that were forgotten."""
-    images = sorted({c.image for c in containers if c.image})
-    history: list = record.setdefault("images", [])
-    if not history or history[-1][1] != images:
-        history.append([revision, images])
-    forgotten = history[:-keep]
-    del history[:-keep]
-    return {image for _, old in forgotten for image in old}
 
 
 def mount_sources(model: Any) -> list[str]:

@@ -29,6 +29,7 @@ from vigo.core.model import (
     Stack,
     StackResult,
 )
+from vigo.host.state import StackRecord
 
 ROUTE_DELAY = 3.0  # Traefik routes a container ~1 s after it is healthy; events throttle 2 s
 DRAIN_SETTLE = 5.0  # after the old container turns unhealthy, until Traefik has dropped it
@@ -69,7 +70,7 @@ class Deployer:
     # -- one stack ----------------------------------------------------------------------------
 
     def deploy(self, stack: Stack, action: Action, res: Resolved, before: tuple[Container, ...],
-               record: dict, revision: str) -> StackResult:
+               record: StackRecord, revision: str) -> StackResult:
         project = self.project_prefix + stack.name
         try:
             files = [self.paths.runtime / stack.compose_file, self._override(project, stack, res)]
@@ -99,7 +100,7 @@ class Deployer:
             for job in (j for j in pending if j.when == xvigo.BEFORE):
                 failure = self._run_job(project, files, envs, job, docker_config, ran, res)
                 if failure:  # nothing of the stack was replaced: held like a failed gate
-                    last = str(record.get("revision") or "")[:12]
+                    last = record.revision[:12]
                     serving = (f"{last or 'the running revision'} keeps serving" if before
                                else "nothing of the stack was started")
                     return StackResult(stack.name, action.kind, False,
@@ -173,7 +174,7 @@ class Deployer:
         return path
 
     def _to_start(self, project: str, files: list[Path], envs: list[Path], res: Resolved,
-                  before: tuple[Container, ...], record: dict) -> list[str] | None:
+                  before: tuple[Container, ...], record: StackRecord) -> list[str] | None:
         """The services `up` names: [] (all) unless some completed for the configuration they
         would get now, or are release jobs (vigo runs those itself, see `pending_jobs`); those
         are left out, so a one-shot runs again only when it changes. None: nothing to start."""
@@ -369,7 +370,7 @@ class Deployer:
             return f"{exc}; the next run tries again"
         return ""
 
-    def _rollback(self, stack: Stack, action: Action, reason: str, record: dict,
+    def _rollback(self, stack: Stack, action: Action, reason: str, record: StackRecord,
                   revision: str, kept: str = "", res: Resolved | None = None,
                   code: str = reasons.HEALTH_CHECK_FAILED) -> StackResult:
         """`code`: the named reason of the failure (core/reasons.py), when nothing restores
@@ -381,7 +382,7 @@ class Deployer:
                                f"{stack.name}: failed ({gone}; {reason})", hold=False,
                                reason=reasons.ENGINE_UNAVAILABLE)
         good = self.paths.good_model(project)
-        last = str(record.get("revision") or "")[:12]
+        last = record.revision[:12]
         if kept:  # a failed zero-downtime rollout never touched the old container
             for job in res.jobs if res is not None else ():  # as the old revision left it
                 self._remove_job(project, job.service)
@@ -390,8 +391,8 @@ class Deployer:
                                f"; {revision[:12]} failed: {reason} ({kept} kept serving)",
                                containers=self.compose.containers(project), hold=True,
                                rolled_back_to=last, reason=reasons.ROLLED_BACK)
-        if not record.get("containers") or not good.is_file():
-            note = ("nothing to roll back to" if not record.get("containers") else
+        if not record.containers or not good.is_file():
+            note = ("nothing to roll back to" if not record.containers else
                     "its last healthy state is lost (the secrets tmpfs was cleared)")
             return StackResult(stack.name, action.kind, False,
                                f"{stack.name}: failed ({reason}; {note})", hold=True,
