@@ -85,3 +85,21 @@ def test_the_report_json_names_its_reason() -> None:
     report.fail(reasons.SOURCE_FAILED, "cannot fetch")
     out = json.loads(json.dumps(report.to_json()))
     assert (out["reason"], out["exit_code"], out["error"]) == ("SourceFailed", 3, "cannot fetch")
+
+
+def test_a_stack_the_plan_fails_names_where_it_failed(tmp_path) -> None:
+    from vigo.config import Settings
+    from vigo.core.model import DesiredState, Stack
+
+    def stack(name: str, problems: tuple[str, ...] = ()) -> Stack:
+        return Stack(name, f"stacks/{name}/compose.yaml", (), (), (), {}, "h", problems)
+
+    rec = reconcile.Reconciler(Settings(repo="x", host="h", state=tmp_path))
+    desired = DesiredState("r", "h", {}, {}, (stack("a", ("bad name",)), stack("b"), stack("c")))
+    codes: dict[str, str] = dict.fromkeys(["b"], reasons.DECRYPT_FAILED)
+    reconcile._coded(codes, {"b": "x", "c": "y"}, reasons.POLICY_REFUSED)  # only c is new
+    assert codes == {"b": reasons.DECRYPT_FAILED, "c": reasons.POLICY_REFUSED}
+    rec.fail_codes = codes
+    assert [rec._fail_reason(desired, n) for n in "abcd"] == [
+        reasons.RENDER_FAILED, reasons.DECRYPT_FAILED, reasons.POLICY_REFUSED,
+        reasons.RESOLVE_FAILED]  # d: compose config's own error (Resolved.error)

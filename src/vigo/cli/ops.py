@@ -100,8 +100,8 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
                                          "runs it now",
         description="Last run (when, result, duration), the revision applied vs the newest "
                     "fetched vs the last attempted, suspension, and every stack's containers "
-                    "as Docker sees them now, with each stack's last failure. Reads only: "
-                    "works while a run is in progress.")
+                    "as Docker sees them now, with each stack's last failure and its named "
+                    "reason. Reads only: works while a run is in progress.")
     status.set_defaults(func=cmd_status)
     sus = sub.add_parser(
         "suspend", parents=[common], help="stop timer runs from changing anything",

@@ -93,6 +93,7 @@ class Reconciler:
         self.git = Git(self.runner, settings.git_timeout, git_auth(settings))
         self.sops = Sops(self.runner)
         self.compose = Compose(self.runner, settings.compose_timeout)
+        self.fail_codes: dict[str, str] = {}  # stack -> the named reason the plan fails it for
 
     # -- the two entry points ---------------------------------------------------------------
 
@@ -709,7 +710,7 @@ class Reconciler:
         stack = desired.stack(name)
         if stack is not None and stack.problems:
             return reasons.RENDER_FAILED
-        return getattr(self, "fail_codes", {}).get(name, reasons.RESOLVE_FAILED)
+        return self.fail_codes.get(name, reasons.RESOLVE_FAILED)
 
     def _pulls(self, report: Report, desired: DesiredState, paths: Paths) -> registries.Pulls:
         """The registry credentials of this run (docs/private-images.md): env/registries.env
