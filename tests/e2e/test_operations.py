@@ -79,6 +79,8 @@ def test_status_metrics_and_notifications_through_failure_and_recovery(host: Hos
         assert hook["event"] == "failure" and hook["revision"] == bad
         assert [s["stack"] for s in hook["failed_stacks"]] == ["whoami"]
         assert "***" in hook["failed_stacks"][0]["reason"]
+        code = hook["failed_stacks"][0]["code"]  # the named reason, beside the prose
+        assert code == "ResolveFailed" and hook["code"] == "StackFailed", hook
         assert got["/alerts"].headers["Title"] == "vigo on testhost: apply failed"
         for r in got.values():
             assert SECRET not in r.text and SECRET not in json.dumps(r.headers)
@@ -92,6 +94,8 @@ def test_status_metrics_and_notifications_through_failure_and_recovery(host: Hos
         assert m[("vigo_stack_failed", (("stack", "whoami"),))] == 1
         assert m[("vigo_stack_up", (("stack", "whoami"),))] == 1  # the old one still runs
         assert m[("vigo_applied_revision_info", (("revision", good),))] == 1
+        assert m[("vigo_last_run_reason_info", (("reason", "StackFailed"),))] == 1
+        assert m[("vigo_stack_reason_info", (("reason", code), ("stack", "whoami")))] == 1
         text = host.vigo("status").stdout
         assert "FAILED (exit 1)" in text and "2 failed runs in a row" in text
         assert "  ! failing since" in text and f"at {bad[:12]}:" in text
@@ -99,6 +103,9 @@ def test_status_metrics_and_notifications_through_failure_and_recovery(host: Hos
         data = status_json(host)
         whoami = next(s for s in data["stacks"] if s["stack"] == "whoami")
         assert whoami["failing"] and whoami["last_failure"]["revision"] == bad
+        assert whoami["code"] == whoami["last_failure"]["code"] == code
+        assert data["last_run"]["reason"] == "StackFailed"
+        assert f"[{code}]" in text
         assert data["revision"] == {"applied": good, "fetched": bad, "attempted": bad}
 
         fixed = host.repo.revert(bad)
@@ -112,6 +119,7 @@ def test_status_metrics_and_notifications_through_failure_and_recovery(host: Hos
         m = metrics_of(prom)
         assert m[("vigo_applied_revision_info", (("revision", fixed),))] == 1
         assert m[("vigo_stack_failed", (("stack", "whoami"),))] == 0
+        assert m[("vigo_last_run_reason_info", (("reason", "Converged"),))] == 1
         assert "  last failure" in host.vigo("status").stdout
 
 

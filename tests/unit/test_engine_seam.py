@@ -14,6 +14,7 @@ from vigo.config import Settings
 from vigo.core.model import REMOVE, Container, Paths, Resolved
 from vigo.host import engines
 from vigo.host.engines.compose import ComposeEngine
+from vigo.host.state import StackRecord
 
 
 def container(stack: str, instance: str, project: str) -> Container:
@@ -147,6 +148,7 @@ def test_apply_order_joins_after_and_the_networks_a_stack_uses() -> None:
         "services": {"web": {"networks": {"backend": None}}},
         "networks": {"backend": {**net["backend"], "external": True}}})
     desired = DesiredState("r" * 40, "h", {}, {}, ())
-    records = {"gone": {"after": ["db"]}, "db": {"after": "odd"}}  # a removed stack's order
+    records = {"gone": StackRecord(after=["db"]),  # a removed stack's order
+               "db": StackRecord(after="odd")}
     assert apply_order(desired, records, {"db": db, "app": app}, lambda n: "x-" + n) == {
         "gone": ("db",), "app": ("cache", "db")}

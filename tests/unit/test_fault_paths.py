@@ -13,6 +13,7 @@ from vigo.adapters.run import Result
 from vigo.core import health
 from vigo.core.model import CREATE, UPDATE, Action, Container, Paths, Resolved, Stack
 from vigo.host.engines.compose import Deployer, rollback_timeout
+from vigo.host.state import StackRecord
 
 STACK = Stack("app", "stacks/app/docker-compose.yml", ("stacks/app/docker-compose.yml",), (), (),
               {}, "h1")
@@ -92,7 +93,7 @@ def deployer(tmp_path: Path, engine: FakeEngine) -> Deployer:
                     sleep=lambda _s: None)
 
 
-RECORD = {"revision": "a" * 40, "containers": {"x-app-web-1": "h"}}
+RECORD = StackRecord(revision="a" * 40, containers={"x-app-web-1": "h"})
 
 
 def test_engine_gone_during_compose_up_is_neither_rolled_back_nor_held(tmp_path: Path) -> None:
@@ -114,8 +115,8 @@ def test_engine_gone_during_the_health_gate(tmp_path: Path) -> None:
     engine.health = "starting"
     d = deployer(tmp_path, engine)
     d.sleep = lambda _s: engine.stop()  # the engine stops while the gate waits
-    result = d.deploy(STACK, Action("app", CREATE), Resolved({"web": "app:sha-1"}), (), {},
-                      "b" * 40)
+    result = d.deploy(STACK, Action("app", CREATE), Resolved({"web": "app:sha-1"}), (),
+                      StackRecord(), "b" * 40)
     assert not result.ok and not result.hold
     assert result.message == (f"app: failed (the Docker engine does not answer: {DOWN}; the "
                               "next run tries again)")
@@ -139,7 +140,7 @@ def test_healthy_state_that_cannot_be_saved_is_said_not_fatal(tmp_path: Path) ->
     d = deployer(tmp_path, engine)
     (tmp_path / "secrets").write_text("a file where the folder must be")
     result = d.deploy(STACK, Action("app", CREATE, ("new stack",)), Resolved({"web": "app:sha-1"}),
-                      (), {}, "b" * 40)
+                      (), StackRecord(), "b" * 40)
     assert result.ok
     assert result.message.startswith("app: created (new stack; its healthy state was not saved "
                                      f"for a rollback: cannot write {tmp_path}/secrets/good/")

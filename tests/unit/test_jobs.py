@@ -210,7 +210,7 @@ def test_cycle_finding_names_the_chain(tmp_path: Path) -> None:
 def test_status_shows_the_last_run_of_each_job() -> None:
     from tests.unit.test_status import NOW, data, row
     from tests.unit.test_status import stack as status_stack
-    from vigo.host import status
+    from vigo.host import state, status
 
     record = {"jobs": {"migrate": {"service": "migrate", "when": "before", "exit": 0,
                                    "duration": 4.25, "at": "2024-05-01T11:57:00+00:00",
@@ -219,11 +219,11 @@ def test_status_shows_the_last_run_of_each_job() -> None:
                                 "duration": "odd", "at": "", "revision": ""}},
               }
     app = {**status_stack("app", row("web", "running", "x:1", "now")),
-           "jobs": status._jobs(record)}
+           "jobs": status._jobs(state.StackRecord(record))}
     lines = status.to_text(data(stacks=[app]), NOW)
     assert f"  job migrate (before): exit 0, 4.2 s, 3 min ago at {'d' * 12}" in lines
     assert "  job warm (after): stopped at its timeout, ?, ? at -" in lines
-    assert status._jobs({"jobs": ["garbage"]}) == []
+    assert status._jobs(state.StackRecord({"jobs": ["garbage"]})) == []
 
 
 def test_metrics_show_jobs() -> None:

@@ -35,7 +35,8 @@ def test_render_parses_back_with_every_metric() -> None:
     assert families == dict.fromkeys(
         ["vigo_last_run_timestamp_seconds", "vigo_last_run_success",
          "vigo_last_run_duration_seconds", "vigo_applied_revision_info", "vigo_stack_up",
-         "vigo_stack_failed", "vigo_consecutive_failures", "vigo_suspended"], "gauge")
+         "vigo_stack_failed", "vigo_last_run_reason_info", "vigo_stack_reason_info",
+         "vigo_consecutive_failures", "vigo_suspended"], "gauge")
 
 
 def test_no_revision_applied_yet_means_no_info_sample() -> None:
@@ -51,3 +52,16 @@ def test_write_is_atomic_and_world_readable(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o644  # node_exporter runs as another user
     assert [p.name for p in path.parent.iterdir()] == ["vigo.prom"]  # no temp file left
     assert samples(path.read_text())[("vigo_stack_up", (("stack", "a"),))] == 1
+
+
+def test_the_named_reasons_are_labels() -> None:
+    snap = metrics.Snapshot(1.0, False, 2.0, "r", 1, {"web": (False, True), "db": (True, False)},
+                            reason="StackFailed",
+                            stack_reasons={"web": "HealthCheckFailed", "db": "Unchanged",
+                                           "old": ""})
+    got = samples(metrics.render(snap))
+    assert got[("vigo_last_run_reason_info", (("reason", "StackFailed"),))] == 1
+    assert got[("vigo_stack_reason_info", (("reason", "HealthCheckFailed"), ("stack", "web")))] == 1
+    assert got[("vigo_stack_reason_info", (("reason", "Unchanged"), ("stack", "db")))] == 1
+    assert not any(name == "vigo_stack_reason_info" and ("stack", "old") in labels
+                   for name, labels in got)

@@ -14,10 +14,9 @@ from tests.support.infra import free_port
 from tests.support.receiver import Receiver
 from vigo.adapters.run import Masker
 from vigo.config import Settings
-from vigo.core import notify
-from vigo.core.model import StackResult
-from vigo.host import operations
-from vigo.host.reconcile import Report
+from vigo.core import notify, reasons
+from vigo.core.model import Report, StackResult
+from vigo.host import hooks, state
 
 SECRET = "hunter2-the-password"
 
@@ -43,18 +42,23 @@ class FakeReconciler:
     def emit(self, line: str) -> None:
         self.lines.append(self.masker(line))
 
+    def run(self) -> hooks.Run:
+        """The data a real run hands the hooks (no engine here: no metrics file is set)."""
+        return hooks.Run(self.settings, self.masker, self.emit, lambda: ())
 
-def run(reconciler: FakeReconciler, st: dict[str, Any], ok: bool) -> Report:
+
+def run(reconciler: FakeReconciler, st: state.RunRecord, ok: bool) -> Report:
     """What Reconciler.apply hands the hook at the end of a run."""
     report = Report("apply", reconciler.settings.host, revision="c0ffee" * 7)
     if not ok:
-        report.exit_code = 1
+        report.reason = reasons.STACK_FAILED
         report.results = [
             StackResult("whoami", "update", False,
-                        f"whoami: failed (docker compose up: invalid value {SECRET})"),
+                        f"whoami: failed (docker compose up: invalid value {SECRET})",
+                        reason=reasons.DEPLOY_FAILED),
             StackResult("echo", "unchanged", True, "echo: unchanged")]
         report.error = report.results[0].message
-    operations.finished(reconciler, report, st)  # type: ignore[arg-type]
+    hooks.finished(reconciler.run(), report, st)
     return report
 
 
@@ -68,7 +72,7 @@ def test_failure_and_recovery_are_announced_once_each(tmp_path: Path) -> None:
     with Receiver() as rx:
         rec = FakeReconciler(settings(tmp_path, rx.url))
         rec.masker.add([SECRET])
-        st: dict[str, Any] = {"stacks": {}}
+        st = state.RunRecord.of({"stacks": {}})
         run(rec, st, ok=True)
         assert rx.paths() == ["POST /ping/abc"]  # first run ever, good: nothing to announce
         assert st["ops"] == {"consecutive_failures": 0, "announced": "ok"}
@@ -82,12 +86,15 @@ def test_failure_and_recovery_are_announced_once_each(tmp_path: Path) -> None:
         assert hook["exit_code"] == 1 and hook["consecutive_failures"] == 1
         assert hook["revision"] == "c0ffee" * 7
         assert hook["failed_stacks"] == [
-            {"stack": "whoami", "reason": "whoami: failed (docker compose up: invalid value ***)"}]
+            {"stack": "whoami", "reason": "whoami: failed (docker compose up: invalid value ***)",
+             "code": "DeployFailed"}]
+        assert hook["code"] == "StackFailed"  # the named reasons, beside the prose
         assert got["/hook"].headers["Content-Type"] == "application/json"
         ntfy = got["/vigo-alerts"]
         assert ntfy.headers["Title"] == "vigo on web-1: apply failed"
         assert ntfy.headers["Priority"] == "high"
         assert "whoami: failed" in ntfy.text and "c0ffeec0ffee" in ntfy.text
+        assert "(exit 1, StackFailed)" in ntfy.text and "- [DeployFailed] whoami" in ntfy.text
         assert "whoami: failed" in got["/ping/abc/fail"].text
         for r in got.values():
             assert SECRET not in r.text and SECRET not in json.dumps(r.headers)
@@ -115,7 +122,7 @@ def test_failure_and_recovery_are_announced_once_each(tmp_path: Path) -> None:
 def test_an_unreachable_endpoint_warns_and_the_next_run_tries_again(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     rec = FakeReconciler(settings(tmp_path, dead))
-    st: dict[str, Any] = {"stacks": {}}
+    st = state.RunRecord.of({"stacks": {}})
     report = run(rec, st, ok=False)
     assert report.exit_code == 1  # unchanged by the hook
     assert any(w.startswith("notify webhook: cannot reach http://127.0.0.1") for w in
@@ -132,9 +139,9 @@ def test_an_unreachable_endpoint_warns_and_the_next_run_tries_again(tmp_path: Pa
 
 def test_no_channel_configured_sends_nothing_and_keeps_counting(tmp_path: Path) -> None:
     rec = FakeReconciler(Settings(repo="x", host="h", state=tmp_path))
-    st: dict[str, Any] = {"stacks": {"whoami": {"outcome": "failed", "reason": "whoami: x",
-                                                "checked_at": "2024-01-01T00:00:00+00:00",
-                                                "failed_revision": "r1"}}}
+    st = state.RunRecord.of({"stacks": {"whoami": {
+        "outcome": "failed", "reason": "whoami: x", "checked_at": "2024-01-01T00:00:00+00:00",
+        "failed_revision": "r1"}}})
     run(rec, st, ok=False)
     run(rec, st, ok=False)
     assert st["ops"] == {"consecutive_failures": 2, "announced": "failed"}
@@ -149,6 +156,6 @@ def test_no_channel_configured_sends_nothing_and_keeps_counting(tmp_path: Path) 
 def test_a_bug_in_the_hook_becomes_a_warning(tmp_path: Path) -> None:
     rec = FakeReconciler(Settings(repo="x", host="h", state=tmp_path))
     report = Report("apply", "h")
-    operations.finished(rec, report, None)  # type: ignore[arg-type]
+    hooks.finished(rec.run(), report, None)  # type: ignore[arg-type]
     assert report.exit_code == 0
     assert report.warnings and report.warnings[0].startswith("after the run: AttributeError")

@@ -115,3 +115,17 @@ def test_past_failure_and_docker_down() -> None:
     assert "docker: cannot list containers: Cannot connect" in text
     assert f"  last failure 2 h ago at {'d' * 12}: boom" in text
     assert any(x.startswith("whoami ") and " unknown" in x for x in text.splitlines())
+
+
+def test_the_named_reasons_are_shown() -> None:
+    d = data(last_run={"started": "", "finished": "2024-05-01T11:58:00+00:00", "duration": 1.0,
+                       "exit_code": 1, "result": "failed", "reason": "StackFailed",
+                       "error": "whoami: rolled back"},
+             stacks=[stack("whoami", row("web", "running", "x:1", "1 minute ago"))])
+    d["stacks"][0].update(failing=True, last_failure={
+        "since": "2024-05-01T11:50:00+00:00", "at": "2024-05-01T11:58:00+00:00",
+        "revision": "c" * 40, "reason": "whoami: rolled back to r1; c failed: not healthy",
+        "code": "RolledBack", "ongoing": True})
+    text = "\n".join(status.to_text(d, NOW))
+    assert "FAILED (exit 1), 1.0 s\n           [StackFailed] whoami: rolled back" in text
+    assert f"  ! failing since 10 min ago at {'c' * 12}: [RolledBack] rolled back to r1" in text

@@ -13,19 +13,10 @@ from pathlib import Path
 from vigo import __version__, config
 from vigo.adapters.lock import Locked, LockError
 from vigo.cli import ops as cli_ops
-from vigo.core import journal
+from vigo.core import journal, reasons
 
-EXIT_CODES = """exit codes:
-  0   converged (plan: printed)
-  1   one or more stacks failed, or a prune was refused (the others were applied)
-      or vigo is suspended (vigo suspend; apply --timer exits 0 then)
-      or the run stopped on an unexpected error (one line; --debug shows the traceback)
-  2   invalid settings or repo, a state folder or lock vigo cannot use: nothing applied
-  3   the repo could not be fetched: nothing changed
-  4   a fetched commit failed the signature or history check (signed commits): nothing
-      changed
-  75  another vigo run holds the lock: nothing done
-"""
+# The `exit codes:` epilog, written from the one table (reason -> exit code) in core/reasons.py.
+EXIT_CODES = reasons.exit_codes_help()
 
 
 def _common(parser: argparse.ArgumentParser, default: object) -> None:
@@ -243,7 +234,10 @@ def cmd_apply(args: argparse.Namespace, settings: config.Settings) -> int:
     if args.allow_rewind and args.timer:
         print("vigo: --allow-rewind is for a run by hand, never with --timer", file=sys.stderr)
         return 2
-    stop = cli_ops.apply_gate(args, settings)  # suspended; healthchecks start ping
+    # the lifecycle's begin (suspended? healthchecks start ping), before the reconcile is
+    # even imported; its end runs inside Reconciler.apply
+    stop = cli_ops.lifecycle(args, settings, timer=args.timer,
+                             ignore_suspend=args.ignore_suspend).begin()
     if stop is not None:
         return stop
     reconciler = _reconciler(args, settings)
@@ -565,10 +559,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args, settings)
     except Locked as exc:
         print(f"vigo: {exc}; nothing done", file=sys.stderr)
-        return 75
+        return reasons.exit_code(reasons.LOCKED)
     except LockError as exc:
         print(f"vigo: {exc}; nothing done", file=sys.stderr)
-        return 2
+        return reasons.exit_code(reasons.SETTINGS_INVALID)
     except KeyboardInterrupt:
         print("vigo: interrupted", file=sys.stderr)
         return 130
@@ -582,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        return 1
+        return reasons.exit_code(reasons.CRASHED)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Command line of the host operations: install, bootstrap, status, suspend, resume, and the
-suspension gate of apply. Argument parsing, output and exit codes only (cli.py registers it)."""
+lifecycle of apply (hooks.Lifecycle). Argument parsing, output and exit codes only."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from vigo import config
-from vigo.core import journal
+from vigo.core import journal, reasons
 
 # Commands that read (or write) the settings file themselves: main() loads nothing for them.
 SETTINGS_SELF = {"bootstrap"}
@@ -100,8 +100,8 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
                                          "runs it now",
         description="Last run (when, result, duration), the revision applied vs the newest "
                     "fetched vs the last attempted, suspension, and every stack's containers "
-                    "as Docker sees them now, with each stack's last failure. Reads only: "
-                    "works while a run is in progress.")
+                    "as Docker sees them now, with each stack's last failure and its named "
+                    "reason. Reads only: works while a run is in progress.")
     status.set_defaults(func=cmd_status)
     sus = sub.add_parser(
         "suspend", parents=[common], help="stop timer runs from changing anything",
@@ -115,14 +115,15 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
     res.set_defaults(func=cmd_resume)
 
 
-def apply_gate(args: argparse.Namespace, settings: config.Settings) -> int | None:
-    """Before `vigo apply`: None to go on, else the exit code (suspended)."""
-    from vigo.host import operations
+def lifecycle(args: argparse.Namespace, settings: config.Settings, *, timer: bool = False,
+              ignore_suspend: bool = False):
+    """The lifecycle of one apply (hooks.Lifecycle): the suspension gate and the healthchecks
+    start ping before it; its end (metrics, notifications, end ping) runs in the reconcile."""
+    from vigo.host import hooks
 
-    return operations.before_apply(
-        settings, timer=args.timer, ignore_suspend=args.ignore_suspend,
-        out=lambda line: print(line, flush=True),
-        err=lambda line: print(line, file=sys.stderr, flush=True))
+    return hooks.Lifecycle(settings, out=lambda line: print(line, flush=True),
+                           err=lambda line: print(line, file=sys.stderr, flush=True),
+                           timer=timer, ignore_suspend=ignore_suspend)
 
 
 def _systemd(root: Path):
@@ -141,23 +142,11 @@ def cmd_install(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace, settings: None) -> int:
-    from vigo.adapters.lock import Locked
     from vigo.adapters.run import Runner
-    from vigo.core.model import Options
     from vigo.host import install
-    from vigo.host.reconcile import Reconciler
 
     def apply(s: config.Settings) -> int:
-        reconciler = Reconciler(s, verbose=args.verbose,
-                                emit=lambda line: print("  " + line, flush=True),
-                                debug=lambda line: print("  " + line, file=sys.stderr,
-                                                         flush=True),
-                                trace=(lambda text: print(text, end="", file=sys.stderr))
-                                if args.debug else None)
-        try:
-            return reconciler.apply(Options()).exit_code
-        except Locked:
-            return 75
+        return bootstrap_apply(args, s)
 
     opts = install.BootstrapOptions(
         repo=args.repo, config=install.config_path(args.config), branch=args.branch,
@@ -167,6 +156,24 @@ def cmd_bootstrap(args: argparse.Namespace, settings: None) -> int:
         known_hosts=_abs(args.known_hosts), host_key_fingerprint=args.host_key_fingerprint,
         git_token_file=_abs(args.git_token_file), interval=args.interval)
     return install.bootstrap(opts, _say, _systemd(args.root), apply, Runner())
+
+
+def bootstrap_apply(args: argparse.Namespace, s: config.Settings) -> int:
+    """Bootstrap's first apply: the same lifecycle as `vigo apply` by hand (a suspended host
+    refuses, the healthchecks start ping goes before the run and its end ping after)."""
+    from vigo.adapters.lock import Locked
+    from vigo.core.model import Options
+    from vigo.host.reconcile import Reconciler
+
+    reconciler = Reconciler(s, verbose=args.verbose,
+                            emit=lambda line: print("  " + line, flush=True),
+                            debug=lambda line: print("  " + line, file=sys.stderr, flush=True),
+                            trace=(lambda text: print(text, end="", file=sys.stderr))
+                            if args.debug else None)
+    try:
+        return lifecycle(args, s).run(lambda: reconciler.apply(Options()))[0]
+    except Locked:
+        return reasons.exit_code(reasons.LOCKED)
 
 
 def _abs(path: Path | None) -> Path | None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from vigo.core import reasons
 
 PROXY = "proxy"
 
@@ -159,6 +162,7 @@ class Rollout:
     interval: float = 30.0  # healthcheck interval and retries: how long a drain takes
     retries: int = 3
     blocker: str = ""  # '' when a zero-downtime rollout applies
+    blocked_by: str = ""  # the blocker's code (rollout.NOT_ROUTED, ...), to compare
 
     @property
     def zero_downtime(self) -> bool:
@@ -229,7 +233,71 @@ class StackResult:
     hold: bool = False  # a failed deploy: not retried until the stack changes or `vigo retry`
     rolled_back_to: str = ""  # the revision whose healthy state was restored
     jobs: tuple[dict[str, object], ...] = ()  # the release jobs run: service, when, exit, duration
+    reason: str = ""  # the named reason (core/reasons.py); '' : derived from the fields above
+
+    def __post_init__(self) -> None:
+        if not self.reason:
+            object.__setattr__(self, "reason", _derived_reason(self))
 
     def to_json(self) -> dict[str, object]:
         return {"stack": self.stack, "action": self.action, "ok": self.ok,
-                "message": self.message}
+                "reason": self.reason, "message": self.message}
+
+
+def _derived_reason(r: StackResult) -> str:
+    """The reason of a result that names none: what its action and fields already say."""
+    if r.ok:
+        return {REMOVE: reasons.REMOVED, UNCHANGED: reasons.UNCHANGED,
+                KEEP: reasons.KEPT}.get(r.action, reasons.APPLIED)
+    if r.rolled_back_to:
+        return reasons.ROLLED_BACK
+    return {REMOVE: reasons.REMOVE_FAILED, HOLD: reasons.HELD}.get(r.action,
+                                                                  reasons.DEPLOY_FAILED)
+
+
+def now() -> str:
+    """The time of day as the state file and the reports write it: ISO 8601, UTC, seconds."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Report:
+    """How one `vigo apply` or `vigo plan` ended: what the CLI prints (--json), what the hooks
+    (metrics, notifications) and the state file record."""
+
+    command: str
+    host: str
+    revision: str = ""
+    reason: str = reasons.CONVERGED  # the exit code follows from it (reasons.EXIT)
+    results: list[StackResult] = field(default_factory=list)
+    plan: Plan | None = None
+    warnings: list[str] = field(default_factory=list)
+    error: str = ""
+    started: str = field(default_factory=now)
+    duration: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return reasons.exit_code(self.reason)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def fail(self, reason: str, error: str) -> None:
+        """The run failed for `reason` (a run reason of reasons.EXIT), with `error` for people."""
+        self.reason, self.error = reason, error
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "command": self.command, "host": self.host, "revision": self.revision,
+            "exit_code": self.exit_code, "reason": self.reason, "error": self.error,
+            "warnings": self.warnings,
+            "started": self.started, "duration": round(self.duration, 3),
+            "stacks": [r.to_json() for r in self.results],
+        }
+        if self.plan is not None:
+            out["plan"] = [{"stack": a.stack, "action": a.kind, "reasons": list(a.reasons)}
+                           for a in self.plan.actions]
+            out["refusal"] = self.plan.refusal
+        return out

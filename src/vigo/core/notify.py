@@ -33,10 +33,12 @@ class Event:
     revision: str  # the revision the run attempted ('' when the fetch failed)
     exit_code: int
     error: str  # one line per failure, masked
-    failed_stacks: tuple[tuple[str, str], ...]  # (stack, reason), masked
+    failed_stacks: tuple[tuple[str, str], ...]  # (stack, its message), masked
     consecutive_failures: int  # failed runs in a row (for a recovery: before this one)
     started: str
     duration: float
+    code: str = ""  # the run's named reason (core/reasons.py): StackFailed, SourceFailed, ...
+    stack_codes: tuple[str, ...] = ()  # the named reason of each of failed_stacks, in order
 
     @property
     def title(self) -> str:
@@ -49,8 +51,11 @@ class Event:
         if self.kind == RECOVERY:
             return (f"{self.host} converged again at {rev} after "
                     f"{self.consecutive_failures} failed run(s).")
-        lines = [f"{self.host}: vigo apply failed at {rev} (exit {self.exit_code})."]
-        lines += [f"- {reason}" for _, reason in self.failed_stacks]
+        code = f", {self.code}" if self.code else ""
+        lines = [f"{self.host}: vigo apply failed at {rev} (exit {self.exit_code}{code})."]
+        codes = (*self.stack_codes, *[""] * len(self.failed_stacks))
+        lines += [f"- [{c}] {reason}" if c else f"- {reason}"
+                  for (_, reason), c in zip(self.failed_stacks, codes, strict=False)]
         if not self.failed_stacks and self.error:
             lines.append(f"- {self.error}")
         return "\n".join(lines)[:BODY_LIMIT]
@@ -68,7 +73,10 @@ def pending(announced: str | None, status: str) -> str | None:
 def webhook(url: str, event: Event) -> Request:
     body = {"event": event.kind, "title": event.title, "text": event.text, **asdict(event)}
     body.pop("kind")
-    body["failed_stacks"] = [{"stack": s, "reason": r} for s, r in event.failed_stacks]
+    body.pop("stack_codes")
+    codes = (*event.stack_codes, *[""] * len(event.failed_stacks))
+    body["failed_stacks"] = [{"stack": s, "reason": r, "code": c}
+                             for (s, r), c in zip(event.failed_stacks, codes, strict=False)]
     body["duration"] = round(event.duration, 3)
     return Request("webhook", "POST", url, json.dumps(body).encode(),
                    {"Content-Type": "application/json"})

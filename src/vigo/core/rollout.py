@@ -18,6 +18,13 @@ from vigo.core.model import Rollout
 
 DRAIN_FILE = "/tmp/vigo-drain"
 LABEL_ROLLOUT = "io.vigo.core.rollout"  # "recreate" turns the zero-downtime rollout off
+# Why a service is recreated instead of rolled out without downtime (Rollout.blocked_by): the
+# codes to compare; Rollout.blocker is the sentence for people.
+(RECREATE_LABEL, NOT_ROUTED, NO_HEALTHCHECK, HOST_PORTS, CONTAINER_NAME, REPLICAS,
+ NETWORK_MODE) = ("RecreateLabel", "NotRouted", "NoHealthcheck", "HostPorts", "ContainerName",
+                  "Replicas", "NetworkMode")
+# Blockers the author chose (or that leave the service out of the rollout's reach): no surprise
+CHOSEN = frozenset({RECREATE_LABEL, NOT_ROUTED, NO_HEALTHCHECK})
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|ns|h|m|s)")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 
@@ -50,22 +57,25 @@ def spec(svc: Mapping[str, Any]) -> Rollout:
     interval = seconds(check.get("interval"), 30.0)
     retries = int(check.get("retries") or 3)
     labels = _labels(svc)
-    blocker = ""
+    blocker, code = "", ""
     if labels.get(LABEL_ROLLOUT) == "recreate":
-        blocker = f"label {LABEL_ROLLOUT}=recreate"
+        blocker, code = f"label {LABEL_ROLLOUT}=recreate", RECREATE_LABEL
     elif labels.get("traefik.enable", "").lower() != "true":
-        blocker = "not routed by Traefik"
+        blocker, code = "not routed by Traefik", NOT_ROUTED
     elif not test:
-        blocker = "no healthcheck (Traefik could route to it before it is ready)"
+        blocker, code = "no healthcheck (Traefik could route to it before it is ready)", \
+            NO_HEALTHCHECK
     elif svc.get("ports"):
-        blocker = "publishes host ports (two containers cannot bind them at once)"
+        blocker, code = "publishes host ports (two containers cannot bind them at once)", \
+            HOST_PORTS
     elif svc.get("container_name"):
-        blocker = "has a fixed container_name"
+        blocker, code = "has a fixed container_name", CONTAINER_NAME
     elif int(((svc.get("deploy") or {}).get("replicas")) or svc.get("scale") or 1) != 1:
-        blocker = "runs more than one replica"
+        blocker, code = "runs more than one replica", REPLICAS
     elif svc.get("network_mode"):
-        blocker = "uses network_mode"
-    return Rollout(test=test, interval=interval, retries=retries, blocker=blocker)
+        blocker, code = "uses network_mode", NETWORK_MODE
+    return Rollout(test=test, interval=interval, retries=retries, blocker=blocker,
+                   blocked_by=code)
 
 
 def drain_test(test: tuple[str, ...]) -> list[str]:

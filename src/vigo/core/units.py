@@ -10,9 +10,9 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from vigo import __version__
-from vigo.config import Settings
 
 SERVICE, TIMER = "vigo.service", "vigo.timer"
 BOOT_DELAY, INTERVAL = "30s", "60s"
@@ -40,6 +40,28 @@ class UnitSpec:
     timeout_start: int  # seconds
     randomized_delay: int = 0  # seconds, 0: none
     interval: int = INTERVAL_S  # seconds from the end of one run to the start of the next
+
+
+class Settings(Protocol):
+    """What the units need of vigo's settings (config.Settings has it; core imports no
+    config)."""
+
+    @property
+    def checkout(self) -> Path: ...
+    @property
+    def runtime(self) -> Path: ...
+    @property
+    def secrets(self) -> Path: ...
+    @property
+    def state(self) -> Path: ...
+    @property
+    def metrics_file(self) -> Path | None: ...
+    @property
+    def git_timeout(self) -> int: ...
+    @property
+    def compose_timeout(self) -> int: ...
+    @property
+    def run_timeout(self) -> int | None: ...
 
 
 def spec(settings: Settings, exec_argv: Sequence[str], config: Path,

@@ -24,6 +24,8 @@ class Snapshot:
     # (stack, job) -> (exit code or None after a timeout, duration, Unix time): the last run
     # of each release job (x-vigo.jobs), from the state file
     jobs: Mapping[tuple[str, str], tuple[int | None, float, float]] = field(default_factory=dict)
+    reason: str = ""  # the last run's named reason (core/reasons.py)
+    stack_reasons: Mapping[str, str] = field(default_factory=dict)  # stack -> its last reason
 
 
 def jobs_of(records: Mapping[str, Any]) -> dict[tuple[str, str], tuple[int | None, float, float]]:
@@ -79,6 +81,13 @@ def render(s: Snapshot) -> str:
         *_metric("vigo_stack_failed", "1 when the last apply of the stack failed.",
                  [(f'{{stack="{_escape(n)}"}}', 1 if failed else 0)
                   for n, (_, failed) in stacks]),
+        *_metric("vigo_last_run_reason_info",
+                 "The named reason the last vigo apply ended with (always 1).",
+                 [(f'{{reason="{_escape(s.reason)}"}}', 1)] if s.reason else []),
+        *_metric("vigo_stack_reason_info",
+                 "The named reason of the last outcome of each stack (always 1).",
+                 [(f'{{stack="{_escape(n)}",reason="{_escape(r)}"}}', 1)
+                  for n, r in sorted(s.stack_reasons.items()) if r]),
         *_metric("vigo_consecutive_failures", "Failed vigo apply runs in a row.",
                  [("", s.consecutive_failures)]),
         *_metric("vigo_suspended", "1 while vigo is suspended on this host (vigo suspend).",

@@ -17,7 +17,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from vigo.adapters import fs
 from vigo.adapters.compose import Compose, DockerError
@@ -27,7 +26,7 @@ from vigo.adapters.lock import Locked, LockError, RunLock
 from vigo.adapters.run import CommandTimeout, Masker, Runner
 from vigo.adapters.sops import Sops
 from vigo.config import Settings
-from vigo.core import render, trust, xvigo
+from vigo.core import reasons, render, trust, xvigo
 from vigo.core.model import (
     CREATE,
     FAIL,
@@ -43,6 +42,7 @@ from vigo.core.model import (
     Options,
     Paths,
     Plan,
+    Report,
     Resolved,
     StackResult,
 )
@@ -57,14 +57,6 @@ from vigo.core.plan import (
 )
 from vigo.host import engines, record, runtime, state
 from vigo.host.crash import crash_line
-from vigo.host.report import (  # the names callers import from here
-    EXIT_FAILED,
-    EXIT_INVALID,
-    EXIT_LOCKED,
-    EXIT_OK,
-    EXIT_SOURCE,
-    Report,
-)
 from vigo.host.resolve import Resolver, apply_order, stack_order
 from vigo.host.secrets import Secrets
 from vigo.host.source import Source
@@ -72,6 +64,9 @@ from vigo.host.source import Source
 __all__ = ["EXIT_FAILED", "EXIT_INVALID", "EXIT_LOCKED", "EXIT_OK", "EXIT_SOURCE", "Reconciler",
            "Report", "crash_line", "parallelism"]
 
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_SOURCE, EXIT_LOCKED = (reasons.exit_code(r) for r in (
+    reasons.CONVERGED, reasons.STACK_FAILED, reasons.SETTINGS_INVALID, reasons.SOURCE_FAILED,
+    reasons.LOCKED))  # the table: core/reasons.py
 PARALLEL_PER_CPU = 4  # a deploy mostly waits (engine, health polls): more than one per core
 PARALLEL_MAX = 16  # the engine serialises network attaches; compose is ~40 MB a process
 COMPOSE_MB = 100  # memory one concurrent deploy may take (compose, docker CLI, vigo thread)
@@ -96,6 +91,7 @@ class Reconciler:
         self.source = Source(settings, self.git, self.masker, self.emit, self._warn)
         self.secrets = Secrets(settings, self.sops, self.masker, self.emit, self._warn)
         self.resolver = Resolver(settings, self.compose, self.masker, self._progress, self.emit)
+        self.fail_codes: dict[str, str] = {}  # stack -> the named reason the plan fails it for
 
     # -- the two entry points ---------------------------------------------------------------
 
@@ -107,7 +103,7 @@ class Reconciler:
             st, warning = state.load(s.state)
             if warning:
                 self._warn(report, warning)
-            st["started"] = report.started
+            st.begin(report.started)
             handled = False
             try:
                 self._run_apply(report, st, options)
@@ -117,18 +113,19 @@ class Reconciler:
                 handled = True
             finally:
                 if not handled:  # Ctrl-C, SIGTERM's SystemExit: never recorded as ok
-                    report.exit_code = report.exit_code or EXIT_FAILED
+                    report.reason = reasons.INTERRUPTED if report.ok else report.reason
                     report.error = report.error or "the run was interrupted"
                 report.duration = time.monotonic() - t0
-                st.update(finished=state.now(), duration=round(report.duration, 3),
-                          exit_code=report.exit_code, error=self.masker(report.error))
-                from vigo.host import operations  # metrics, notifications: never raises
+                st.finish(state.now(), report.duration, report.exit_code, report.reason,
+                          self.masker(report.error))
+                from vigo.host import hooks  # the lifecycle's end: never raises
 
-                operations.finished(self, report, st)
+                hooks.finished(hooks.Run(s, self.masker, self.emit, self.compose.containers),
+                               report, st)
                 try:
                     state.save(s.state, st)
                 except Exception as exc:  # a full disk: the old file stays whole (atomic write)
-                    report.exit_code = report.exit_code or EXIT_FAILED
+                    report.reason = reasons.STATE_UNSAVED if report.ok else report.reason
                     report.error = report.error or f"cannot save {state.path(s.state)}"
                     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else (
                         exc if isinstance(exc, OSError) else crash_line(exc))
@@ -170,12 +167,11 @@ class Reconciler:
         """Let the next run try a held (failed, rolled back) revision of a stack again."""
         with RunLock(self.settings.state / "lock"):
             st, _ = state.load(self.settings.state)
-            record = st["stacks"].get(stack)
-            if not record or "failed_hash" not in record:
+            held = st.stack(stack)
+            if held is None or not held.retry():
                 return f"{stack}: nothing to retry (no failed revision is held)"
-            record.pop("failed_hash")
             state.save(self.settings.state, st)
-        return f"{stack}: the next run tries {str(record.get('failed_revision'))[:12]} again"
+        return f"{stack}: the next run tries {held.failed_revision[:12]} again"
 
     # -- steps --------------------------------------------------------------------------------
 
@@ -188,8 +184,7 @@ class Reconciler:
     def _crashed(self, report: Report, exc: Exception) -> None:
         """An exception escaped a step: the run failed. One masked line naming where it
         happened; the traceback only with --debug."""
-        report.exit_code = EXIT_FAILED
-        report.error = self.masker(crash_line(exc))
+        report.fail(reasons.CRASHED, self.masker(crash_line(exc)))
         self.emit(f"error: {report.error}; the run stopped there, the next run tries again")
         if self.trace is not None:
             self.trace(self.masker("".join(
@@ -199,10 +194,10 @@ class Reconciler:
         report.warnings.append(self.masker(text))
         self.emit(f"warning: {text}")
 
-    def _run_apply(self, report: Report, st: dict[str, Any], options: Options) -> None:
+    def _run_apply(self, report: Report, st: state.RunRecord, options: Options) -> None:
         s = self.settings
         if not s.secrets_on_disk and fs.filesystem_type(s.secrets) not in ("tmpfs", "ramfs"):
-            report.exit_code = EXIT_INVALID
+            report.reason = reasons.SETTINGS_INVALID
             report.error = (f"secrets folder {s.secrets} is not on a tmpfs: decrypted env files "
                             "must never reach the disk. Mount one (`mount -t tmpfs -o "
                             f"mode=0700,size=16m tmpfs {s.secrets}`), point `secrets` at one "
@@ -217,14 +212,14 @@ class Reconciler:
         if desired is None:
             return
         if desired.env_files and not s.age_key_file.exists():  # lost: not one stack can change
-            report.exit_code = EXIT_INVALID
+            report.reason = reasons.SETTINGS_INVALID
             report.error = (f"the age key {s.age_key_file} does not exist and the repo has "
                             f"{len(desired.env_files)} encrypted env file(s); fix: restore this "
                             "host's age key there (root's, mode 0600) or set age_key_file; "
                             "nothing changed, the running containers stay")
             self.emit(f"settings: {report.error}")
             return
-        st["revision_attempted"] = desired.revision
+        st.attempt(desired.revision)
         self.source.accept(report, st, desired.revision)
         result = self._prepare(report, desired, st, paths, options, persist=True)
         if result is None:
@@ -232,23 +227,24 @@ class Reconciler:
         the_plan, observed, resolved = result
         report.plan = the_plan
         if not the_plan.refusal:  # what guard_overlay compares the next run with
-            st["overlay"] = overlay_record(desired)
+            st.remember_overlay(overlay_record(desired))
         self._execute(report, the_plan, desired, observed, resolved, st, paths)
 
-    def _prepare(self, report: Report, desired: DesiredState, st: dict[str, Any], paths: Paths,
+    def _prepare(self, report: Report, desired: DesiredState, st: state.RunRecord, paths: Paths,
                  options: Options, *, persist: bool
                  ) -> tuple[Plan, Observed, dict[str, Resolved]] | None:
         """Secrets, runtime tree, observe, resolve, plan. Only vigo's own folders change."""
-        records = st["stacks"]
+        records = st.stacks
         try:
             observed = self._observe(records)
         except (DockerError, CommandTimeout) as exc:
-            report.exit_code, report.error = EXIT_FAILED, str(exc)
+            report.fail(reasons.ENGINE_UNAVAILABLE, str(exc))
             self.emit(f"docker: {exc}")
             return None
         candidates = needs_resolve(desired, observed, records, options.force)
         failures = self.secrets.decrypt(desired, candidates, st, paths,
                                         persist=persist and not options.force)
+        codes = dict.fromkeys(failures, reasons.DECRYPT_FAILED)  # stack -> why it fails, named
         # YAML over the caps (an alias bomb): failed before it reaches the runtime or compose
         failures.update(render.yaml_problems(desired, [n for n in candidates
                                                        if n not in failures]))
@@ -257,29 +253,33 @@ class Reconciler:
             err = fs.ensure_private_file(paths.runtime / ACME_JSON, paths.runtime)
             if err:
                 failures[PROXY] = err
+        _coded(codes, failures, reasons.RENDER_FAILED)
         names = [n for n in candidates if n not in failures]
         failures.update(self.resolver.policy(desired, names, paths))
         resolved = self.resolver.resolve_all(desired, names, paths, failures)
         failures.update(self.resolver.links(resolved, paths, set(desired.env_files)))
+        _coded(codes, failures, reasons.POLICY_REFUSED)
         after = stack_order(desired, records, resolved)
         for name, why in xvigo.order_problems(after, [s.name for s in desired.stacks]).items():
             if name in resolved:
                 failures.setdefault(name, why)
                 resolved.pop(name)
+        _coded(codes, failures, reasons.RESOLVE_FAILED)
+        self.fail_codes = codes  # the reasons of the plan's FAIL actions (_fail_reason)
         the_plan = guard_overlay(plan(desired, observed, records, resolved, failures, options),
-                                 desired, st.get("overlay"), options)
+                                 desired, st.overlay, options)
         return the_plan, observed, resolved
 
-    def _observe(self, records: dict[str, Any] | None = None) -> Observed:
+    def _observe(self, records: dict[str, state.StackRecord] | None = None) -> Observed:
         observed = engines.observe(self.compose, self.settings.project_prefix)
-        if engines.swarm_in_use(self.settings, records or {}):  # Compose-only hosts ask no swarm
+        if engines.swarm_in_use(self.settings, records or {}):  # Compose-only hosts: never
             from vigo.host.engines import swarm
 
             observed = Observed(observed.containers + swarm.of(self).observe().containers)
         return observed
 
     def _remove(self, engine: engines.Engines, desired: DesiredState, name: str,
-                records: dict[str, Any], paths: Paths) -> StackResult:
+                records: dict[str, state.StackRecord], paths: Paths) -> StackResult:
         """A stack that left the repo, removed by the engine it last ran on."""
         if engines.swarm_in_use(self.settings, {name: records.get(name)}):
             from vigo.host.engines import swarm
@@ -303,9 +303,9 @@ class Reconciler:
     # -- apply ----------------------------------------------------------------------------
 
     def _execute(self, report: Report, the_plan: Plan, desired: DesiredState,
-                 observed: Observed, resolved: dict[str, Resolved], st: dict[str, Any],
+                 observed: Observed, resolved: dict[str, Resolved], st: state.RunRecord,
                  paths: Paths) -> None:
-        records: dict[str, Any] = st["stacks"]
+        records = st.stacks
         results: dict[str, StackResult] = {}
         work = the_plan.by_kind(CREATE, UPDATE)
         engine = engines.Engines(engines.Run(  # an idle run starts none: no deployer, no pool
@@ -326,13 +326,15 @@ class Reconciler:
 
                 if swarm.wanted(res, self.settings, records.get(stack.name)):
                     return swarm.deploy_on_leader(
-                        self, stack, action, res, before, records.setdefault(stack.name, {}),
+                        self, stack, action, res, before, st.record(stack.name),
                         desired.revision, paths)
                 return engine(res).deploy(stack, action, res, before,
-                                          records.get(stack.name) or {}, desired.revision)
+                                          records.get(stack.name) or state.StackRecord(),
+                                          desired.revision)
             except Exception as exc:  # whatever one deploy raises fails that stack only
                 return StackResult(action.stack, action.kind, False,
-                                   self.masker(f"{action.stack}: failed ({crash_line(exc)})"))
+                                   self.masker(f"{action.stack}: failed ({crash_line(exc)})"),
+                                   reason=reasons.CRASHED)
 
         def publish(result: StackResult) -> None:
             results[result.stack] = result
@@ -357,7 +359,8 @@ class Reconciler:
             skipped = [a for a in phase if blocked(a.stack, after, converged, failed)]
             for action in skipped:  # not attempted: nothing of it changes, nothing is held
                 publish(StackResult(action.stack, action.kind, False,
-                                    blocked(action.stack, after, converged, failed)))
+                                    blocked(action.stack, after, converged, failed),
+                                    reason=reasons.BLOCKED))
             phase = tuple(a for a in phase if a not in skipped)
             if not phase:
                 continue
@@ -377,7 +380,8 @@ class Reconciler:
                     if conflict(result.message) and not result.rolled_back_to else result)
         for action in the_plan.actions:
             if action.kind == FAIL:
-                publish(StackResult(action.stack, FAIL, False, action.line()))
+                publish(StackResult(action.stack, FAIL, False, action.line(),
+                                    reason=self._fail_reason(desired, action.stack)))
             elif action.kind == KEEP:
                 publish(StackResult(action.stack, KEEP, True, action.line()))
             elif action.kind == HOLD:
@@ -387,20 +391,32 @@ class Reconciler:
                                                     action.line())
         if the_plan.refusal:
             self.emit(f"prune refused: {the_plan.refusal}")
-        dropped = record.write(desired, results, records, resolved, self.settings.keep_images,
+        dropped = record.write(desired, results, st, resolved, self.settings.keep_images,
                                self.masker)
         if dropped:  # images no stack keeps for a rollback any more
             engine(None).remove_images(dropped - record.kept_images(records))
         report.results = [results[a.stack] for a in the_plan.actions if a.stack in results]
         if the_plan.refusal or any(not r.ok for r in report.results):
-            report.exit_code = EXIT_FAILED
+            report.reason = reasons.PRUNE_REFUSED if the_plan.refusal else reasons.STACK_FAILED
             report.error = the_plan.refusal or "; ".join(
                 r.message for r in report.results if not r.ok)
         else:
-            st["revision_applied"] = desired.revision
+            st.mark_applied(desired.revision)
         if not work and not the_plan.by_kind(REMOVE, FAIL, HOLD):
             self.emit(f"{desired.revision[:12]}: nothing to do, {len(desired.stacks)} "
                       "stack(s) unchanged")
+
+    def _fail_reason(self, desired: DesiredState, name: str) -> str:
+        """The named reason of a stack the plan fails (in plan()'s order of its problems)."""
+        stack = desired.stack(name)
+        if stack is not None and stack.problems:
+            return reasons.RENDER_FAILED
+        return self.fail_codes.get(name, reasons.RESOLVE_FAILED)
+
+
+def _coded(codes: dict[str, str], failures: dict[str, str], code: str) -> None:
+    """Name the reason of the failures found since the last call."""
+    codes.update(dict.fromkeys(failures.keys() - codes.keys(), code))
 
 
 def parallelism(stacks: int, engine_cpus: int, local_cpus: int, mem_mb: int | None) -> int:

@@ -18,7 +18,7 @@ from vigo.adapters.run import CommandTimeout, Masker
 from vigo.config import Settings
 from vigo.core import render, xvigo
 from vigo.core.model import PROXY, DesiredState, Paths, Resolved, Stack, located
-from vigo.host import engines
+from vigo.host import engines, state
 
 if TYPE_CHECKING:  # imported where a stack may change, never by an idle run
     from vigo.core import policy
@@ -190,22 +190,22 @@ class Resolver:
         return [policy.unresolved_failure(scope, keys, reason)]
 
 
-def stack_order(desired: DesiredState, records: dict[str, Any],
+def stack_order(desired: DesiredState, records: dict[str, state.StackRecord],
                 resolved: dict[str, Resolved]) -> dict[str, tuple[str, ...]]:
     """stack -> the stacks it comes after (x-vigo.after): from the resolved model of a stack
     that may change, else from the record of its last apply (a removed stack's, for the
     reverse order of removals)."""
     out: dict[str, tuple[str, ...]] = {}
     for name, record in records.items():
-        last = record.get("after") if isinstance(record, dict) else None
-        if isinstance(last, list):
-            out[name] = tuple(str(n) for n in last)
+        if record.has_after:
+            out[name] = record.after
     for name, res in resolved.items():
         out[name] = tuple(res.after)
     return {name: deps for name, deps in out.items() if deps}
 
 
-def apply_order(desired: DesiredState, records: dict[str, Any], resolved: dict[str, Resolved],
+def apply_order(desired: DesiredState, records: dict[str, state.StackRecord],
+                resolved: dict[str, Resolved],
                 project: Callable[[str], str]) -> dict[str, tuple[str, ...]]:
     """stack -> the stacks it deploys after: x-vigo.after (stack_order), and the stacks that
     create an external network or volume it uses (xvigo.implicit_after; the proxy always runs

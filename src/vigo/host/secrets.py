@@ -15,9 +15,9 @@ from vigo.adapters import fs
 from vigo.adapters.run import CommandTimeout, Masker
 from vigo.adapters.sops import DecryptError, Sops, credential_problem, key_problem
 from vigo.config import Settings
-from vigo.core import dotenv, render
-from vigo.core.model import DesiredState, Paths
-from vigo.host.report import EXIT_INVALID, Report
+from vigo.core import dotenv, reasons, render
+from vigo.core.model import DesiredState, Paths, Report
+from vigo.host import state
 
 if TYPE_CHECKING:  # imported where a stack may change, never by an idle run
     from vigo.core import registries
@@ -35,17 +35,17 @@ class Secrets:
         """Every run, before anything is touched: one stat of the age key (docs/security.md)."""
         why = key_problem(self.settings.age_key_file) or credential_problem(self.settings)
         if why:
-            report.exit_code, report.error = EXIT_INVALID, why
+            report.fail(reasons.SETTINGS_INVALID, why)
             self.emit(f"settings: {why}; nothing changed")
         return bool(why)
 
-    def decrypt(self, desired: DesiredState, candidates: list[str], st: dict[str, Any],
+    def decrypt(self, desired: DesiredState, candidates: list[str], st: state.RunRecord,
                 paths: Paths, *, persist: bool) -> dict[str, str]:
         """Decrypt the env files the candidate stacks use (when their ciphertext changed or
         the tmpfs lost them). Returns failures per stack."""
         s = self.settings
         env_dir = fs.private_dir(paths.secrets / "env", root=fs.private_dir(paths.secrets))
-        known: dict[str, str] = st["env"] if persist else {}
+        known: dict[str, str] = st.env if persist else {}
         wanted = {rel for name in candidates for rel in desired.stack(name).env_files}  # type: ignore[union-attr]
         failed: dict[str, str] = {}
         for rel in sorted(wanted):

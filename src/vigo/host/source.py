@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from vigo.adapters.git import (
     CredentialError,
@@ -18,10 +17,9 @@ from vigo.adapters.git import (
 )
 from vigo.adapters.run import CommandTimeout, Masker
 from vigo.config import Settings
-from vigo.core import render, trust
-from vigo.core.model import DesiredState
+from vigo.core import reasons, render, trust
+from vigo.core.model import DesiredState, Report
 from vigo.host import state
-from vigo.host.report import EXIT_FAILED, EXIT_INVALID, EXIT_SOURCE, Report
 
 
 def fetch_branch(git: Git, repo: str, branch: str, folder: Path) -> tuple[str, str]:
@@ -79,7 +77,7 @@ class Source:
                 if not rev:
                     raise SourceError(f"{s.checkout} has no checkout yet: run without --no-fetch")
         except (SourceError, CommandTimeout) as exc:
-            report.exit_code, report.error = EXIT_SOURCE, self.masker(str(exc))
+            report.fail(reasons.SOURCE_FAILED, self.masker(str(exc)))
             self.emit(f"source: {report.error}; nothing changed, the next run tries again")
             return None
         report.revision = rev
@@ -87,7 +85,7 @@ class Source:
         for w in desired.warnings:
             self.warn(report, w)
         if desired.error:  # stacks may be hidden: nothing is pruned, nothing changes
-            report.exit_code, report.error = EXIT_FAILED, self.masker(desired.error)
+            report.fail(reasons.RENDER_FAILED, self.masker(desired.error))
             self.emit(f"render: {report.error}; nothing changed")
             return None
         return desired
@@ -102,7 +100,7 @@ class Source:
         try:
             pins = signature_pins(s.allowed_signers, s.gpg_keyring)
         except SignatureSetupError as exc:
-            report.exit_code, report.error = EXIT_INVALID, f"signed commits: {exc}"
+            report.fail(reasons.SETTINGS_INVALID, f"signed commits: {exc}")
             self.emit(f"settings: {report.error}; nothing changed")
             return False
         if fetched == accepted:  # an idle run asks git nothing more
@@ -113,20 +111,19 @@ class Source:
             is_ancestor=lambda a, b: self.git.is_ancestor(s.checkout, a, b),
             log=lambda revisions: self.git.signatures(s.checkout, revisions, pins))
         if not decision.ok:
-            report.exit_code, report.error = trust.EXIT_REFUSED, decision.line
+            report.fail(reasons.SIGNATURE_REFUSED, decision.line)
             report.revision = fetched
             self.emit(f"source: {decision.line}; nothing changed")  # an error in the journal
         elif decision.line:
             self.emit(f"signatures: {decision.line}")
         return decision.ok
 
-    def accept(self, report: Report, st: dict[str, Any], rev: str) -> None:
+    def accept(self, report: Report, st: state.RunRecord, rev: str) -> None:
         """Remember the commit apply checked out: the base of the next signature check. Saved
         at once, then pinned as refs/vigo/applied (gc keeps it): the state is never older."""
         s = self.settings
-        if st.get(trust.STATE_KEY) == rev:
+        if not st.accept(rev):  # trust.STATE_KEY
             return
-        st[trust.STATE_KEY] = rev
         if s.allowed_signers is None and s.gpg_keyring is None:
             return
         try:

@@ -1,5 +1,12 @@
 """The state file: last attempted and applied revision, per-stack outcome. Written atomically.
 
+This module owns its schema and every change to it: `RunRecord` (the whole file) and
+`StackRecord` (one stack's record) read typed fields and make each transition (applied,
+failed, held, retried, rolled back, images kept, jobs run, ...); no other room writes a key.
+They are the JSON document itself (dict subclasses), so what is saved is what was read, and
+`core/plan` and `core/trust` read them as the plain mappings they take. A file of an older
+version is migrated on load (MIGRATIONS); one of the wrong shape is reported and rebuilt.
+
 A run that changed nothing else (an idle run) does not rewrite (and fsync) state.json: it
 writes only its times (the run's, and each stack's `checked_at`) to `last-run.json` beside it,
 which `load` lays over state.json's: what load returns is what a whole write would have given.
@@ -8,13 +15,15 @@ which `load` lays over state.json's: what load returns is what a whole write wou
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vigo.adapters import fs
+from vigo.core import model, reasons
 
-VERSION = 1
+VERSION = 2  # 2: the named reasons (core/reasons.py): the run's `reason`, each record's `code`
 LAST_RUN = "last-run.json"
 RUN_FILES = ("rendered.json", "overrides", LAST_RUN)  # what an apply leaves beside state.json
 # What every run changes: kept in LAST_RUN when nothing else in the state did (and each
@@ -23,15 +32,14 @@ RUN_KEYS = ("started", "finished", "duration")
 CHECKED_AT = "checked_at"
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+now = model.now  # the one clock format of the state file and the reports
 
 
 def path(state_dir: Path) -> Path:
     return state_dir / "state.json"
 
 
-def load(state_dir: Path) -> tuple[dict[str, Any], str]:
+def load(state_dir: Path) -> tuple[RunRecord, str]:
     """The state, and a warning when it had to be thrown away (corrupt file)."""
     try:
         data = fs.read_json(path(state_dir))
@@ -41,16 +49,47 @@ def load(state_dir: Path) -> tuple[dict[str, Any], str]:
         if any((state_dir / name).exists() for name in RUN_FILES):
             return _empty(), f"{path(state_dir)} is missing; starting from what Docker runs"
         return _empty(), ""
+    if isinstance(data, dict) and data.get("version") in MIGRATIONS \
+            and not isinstance(data.get("version"), bool):
+        data = migrate(data)
     if not isinstance(data, dict) or data.get("version") != VERSION:
         return _empty(), f"{path(state_dir)} has an unknown format; starting from what Docker runs"
     dropped = heal(data)
     if dropped:
         shown = ", ".join(dropped[:8]) + (f" and {len(dropped) - 8} more" if len(dropped) > 8
                                           else "")
-        return data, (f"{path(state_dir)}: dropped what had the wrong shape ({shown}); "
-                      "rebuilt from what Docker runs, the next save writes a whole file")
+        return RunRecord.of(data), (
+            f"{path(state_dir)}: dropped what had the wrong shape ({shown}); "
+            "rebuilt from what Docker runs, the next save writes a whole file")
     _last_run(state_dir, data)
-    return data, ""
+    return RunRecord.of(data), ""
+
+
+def _v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 had no named reasons: the run's comes from its exit code (the first reason of
+    the table with that code), a record's only where its fields say it without a doubt."""
+    code = data.get("exit_code")
+    if isinstance(code, int) and not isinstance(code, bool) and "reason" not in data:
+        data["reason"] = next((r for r, (c, why) in reasons.EXIT.items() if c == code and why),
+                              reasons.STACK_FAILED)
+    stacks = data.get("stacks")
+    for record in stacks.values() if isinstance(stacks, dict) else ():
+        if isinstance(record, dict) and "code" not in record:
+            if record.get("outcome") == "ok":
+                record["code"] = reasons.APPLIED
+            elif record.get("outcome") == "failed" and record.get("rolled_back_to"):
+                record["code"] = reasons.ROLLED_BACK
+    return {**data, "version": 2}
+
+
+MIGRATIONS = {1: _v1}  # version -> the step to the next one
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """An older state file, brought to VERSION one step at a time."""
+    while data.get("version") in MIGRATIONS:
+        data = MIGRATIONS[data["version"]](data)
+    return data
 
 
 def _last_run(state_dir: Path, data: dict[str, Any]) -> None:
@@ -78,12 +117,14 @@ def _last_run(state_dir: Path, data: dict[str, Any]) -> None:
 _NUMBER = (int, float)
 TOP: dict[str, type | tuple[type, ...]] = {
     "stacks": dict, "env": dict, "ops": dict, "started": str, "finished": str,
-    "duration": _NUMBER, "exit_code": int, "error": str, "revision_attempted": str,
-    "revision_applied": str, "revision_accepted": str}
+    "duration": _NUMBER, "exit_code": int, "reason": str, "error": str,
+    "revision_attempted": str, "revision_applied": str, "revision_accepted": str,
+    "overlay": dict}
 RECORD: dict[str, type | tuple[type, ...]] = {
     "hash": str, "digests": dict, "revision": str, "applied_at": str, "containers": dict,
     "failed_hash": str, "failed_revision": str, "rolled_back_to": str, "outcome": str,
-    "reason": str, "checked_at": str, "images": list, "last_failure": dict}
+    "reason": str, "code": str, "checked_at": str, "images": list, "last_failure": dict,
+    "completed": dict, "after": list, "jobs": dict, "job_hashes": dict, "engine": str}
 OPS: dict[str, type | tuple[type, ...]] = {"consecutive_failures": int, "announced": str}
 
 
@@ -115,16 +156,23 @@ def heal(data: dict[str, Any]) -> list[str]:
             continue
         where = f"stacks.{name}."
         dropped += _drop_wrong(record, RECORD, where)
-        for key in ("digests", "containers"):
+        for key in ("digests", "containers", "completed", "job_hashes"):
             if key in record and not all(isinstance(v, str) for v in record[key].values()):
                 record.pop(key)
                 dropped.append(where + key)
         last = record.get("last_failure")
         if last is not None and not (
                 all(isinstance(last.get(k), str) for k in ("since", "at", "revision", "reason"))
-                and isinstance(last.get("ongoing"), bool)):
+                and isinstance(last.get("ongoing"), bool)
+                and isinstance(last.get("code", ""), str)):
             record.pop("last_failure")
             dropped.append(where + "last_failure")
+        if "after" in record and not all(isinstance(v, str) for v in record["after"]):
+            record.pop("after")
+            dropped.append(where + "after")
+        if "jobs" in record and not all(isinstance(v, dict) for v in record["jobs"].values()):
+            record.pop("jobs")
+            dropped.append(where + "jobs")
         images = record.get("images")
         if images is not None and not all(
                 isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
@@ -135,8 +183,8 @@ def heal(data: dict[str, Any]) -> list[str]:
     return dropped
 
 
-def _empty() -> dict[str, Any]:
-    return {"version": VERSION, "stacks": {}, "env": {}}
+def _empty() -> RunRecord:
+    return RunRecord.of({"version": VERSION, "stacks": {}, "env": {}})
 
 
 def save(state_dir: Path, data: dict[str, Any]) -> None:
@@ -170,3 +218,348 @@ def _durable(data: dict[str, Any]) -> str:
                          if isinstance(record, dict) else record
                          for name, record in stacks.items()}
     return json.dumps(out, sort_keys=True)
+
+
+# -- the typed records ------------------------------------------------------------------------
+
+def _str(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _strs(data: Mapping[str, Any], key: str) -> dict[str, str]:
+    value = data.get(key)
+    return {str(k): v for k, v in value.items() if isinstance(v, str)} \
+        if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class LastFailure:
+    """A stack's last failure, for `vigo status`: since when it fails (while `ongoing`)."""
+
+    since: str
+    at: str
+    revision: str
+    reason: str
+    code: str = ""
+    ongoing: bool = True
+
+
+class StackRecord(dict[str, Any]):
+    """One stack's record (RECORD is its shape): typed reads, and every transition."""
+
+    # -- what the last apply left ---------------------------------------------------------
+    @property
+    def hash(self) -> str:
+        """The desired-state hash of the stack last applied healthy."""
+        return _str(self, "hash")
+
+    @property
+    def digests(self) -> dict[str, str]:
+        return _strs(self, "digests")
+
+    @property
+    def revision(self) -> str:
+        """The revision the stack was last applied at."""
+        return _str(self, "revision")
+
+    @property
+    def applied_at(self) -> str:
+        return _str(self, "applied_at")
+
+    @property
+    def containers(self) -> dict[str, str]:
+        """The containers the last apply (or rollback) left: name -> config hash."""
+        return _strs(self, "containers")
+
+    @property
+    def completed(self) -> dict[str, str]:
+        return _strs(self, "completed")
+
+    @property
+    def after(self) -> tuple[str, ...]:
+        value = self.get("after")
+        return tuple(str(n) for n in value) if isinstance(value, list) else ()
+
+    @property
+    def has_after(self) -> bool:
+        return isinstance(self.get("after"), list)
+
+    @property
+    def images(self) -> list[tuple[str, list[str]]]:
+        """The images of the last `keep_images` healthy revisions: (revision, images)."""
+        value = self.get("images")
+        return [(str(e[0]), [str(i) for i in e[1]]) for e in value
+                if isinstance(e, list) and len(e) == 2 and isinstance(e[1], list)] \
+            if isinstance(value, list) else []
+
+    @property
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        """The last run of each release job: job -> {when, exit, duration, at, revision}."""
+        value = self.get("jobs")
+        return {str(k): v for k, v in value.items() if isinstance(v, dict)} \
+            if isinstance(value, dict) else {}
+
+    @property
+    def job_hashes(self) -> dict[str, str]:
+        """The config hash each job last exited 0 for: it never runs again for that one."""
+        return _strs(self, "job_hashes")
+
+    # -- how it ended the last time it was checked ----------------------------------------
+    @property
+    def outcome(self) -> str:
+        return _str(self, "outcome")
+
+    @property
+    def failing(self) -> bool:
+        return self.outcome == "failed"
+
+    @property
+    def reason(self) -> str:
+        """The message of the last failure ('' once applied again)."""
+        return _str(self, "reason")
+
+    @property
+    def code(self) -> str:
+        """The named reason of the last outcome (core/reasons.py)."""
+        return _str(self, "code")
+
+    @property
+    def checked_at(self) -> str:
+        return _str(self, CHECKED_AT)
+
+    @property
+    def failed_hash(self) -> str:
+        """The desired-state hash held after a failed deploy ('' : none is held)."""
+        return _str(self, "failed_hash")
+
+    @property
+    def failed_revision(self) -> str:
+        return _str(self, "failed_revision")
+
+    @property
+    def rolled_back_to(self) -> str:
+        return _str(self, "rolled_back_to")
+
+    @property
+    def last_failure(self) -> LastFailure | None:
+        last = self.get("last_failure")
+        if not isinstance(last, dict):
+            return None
+        return LastFailure(_str(last, "since"), _str(last, "at"), _str(last, "revision"),
+                           _str(last, "reason"), _str(last, "code"), last.get("ongoing") is True)
+
+    # -- transitions ------------------------------------------------------------------------
+    def mark_applied(self, stack_hash: str, digests: Mapping[str, str], revision: str, at: str,
+                     containers: Mapping[str, str], completed: Mapping[str, str],
+                     after: Iterable[str] = ()) -> None:
+        """A create or update that ended healthy: what it left, and nothing held any more."""
+        self.update(hash=stack_hash, digests=dict(digests), revision=revision, applied_at=at,
+                    containers=dict(containers), completed=dict(completed))
+        for key in ("failed_hash", "failed_revision", "rolled_back_to"):
+            self.pop(key, None)
+        after = list(after)
+        if after:
+            self["after"] = after
+        else:
+            self.pop("after", None)
+
+    @property
+    def engine(self) -> str:
+        """The engine the stack last ran on, when not Compose ('swarm'); '' for Compose."""
+        return _str(self, "engine")
+
+    def ran_on(self, engine: str) -> None:
+        """The engine that deployed the stack (its removal and observation go there)."""
+        self["engine"] = engine
+
+    def mark_rolled_back(self, containers: Mapping[str, str], to: str) -> None:
+        """The gate failed and the last healthy revision `to` serves again."""
+        self["containers"] = dict(containers)
+        self["rolled_back_to"] = to
+
+    def hold(self, stack_hash: str) -> None:
+        """Do not try this desired state again (until it changes or `vigo retry`)."""
+        self["failed_hash"] = stack_hash
+
+    def held(self, stack_hash: str) -> bool:
+        return self.failed_hash == stack_hash
+
+    def retry(self) -> bool:
+        """Let the next run try the held revision again; False when none is held."""
+        return self.pop("failed_hash", None) is not None
+
+    def ran_jobs(self, runs: Iterable[Mapping[str, object]], at: str, revision: str) -> None:
+        """The release jobs a deploy ran; one that exited 0 never runs again for its config."""
+        jobs = self.setdefault("jobs", {})
+        done = self.setdefault("job_hashes", {})
+        for run in runs:
+            jobs[str(run["service"])] = {**run, "at": at, "revision": revision}
+            if run.get("exit") == 0 and run.get("hash"):
+                done[str(run["service"])] = run["hash"]
+
+    def mark_checked(self, ok: bool, message: str, code: str, at: str, revision: str) -> None:
+        """How the stack ended this run: ok, or failed with its message and named reason."""
+        self.update(outcome="ok" if ok else "failed", reason="" if ok else message, code=code,
+                    checked_at=at)
+        if not ok:
+            self["failed_revision"] = revision
+
+    def remember_images(self, revision: str, images: Iterable[str], keep: int) -> set[str]:
+        """Append the images a healthy apply runs; forget all but the last `keep` revisions
+        and return the images that were forgotten."""
+        now = sorted({i for i in images if i})
+        history: list = self.setdefault("images", [])
+        if not history or history[-1][1] != now:
+            history.append([revision, now])
+        forgotten = history[:-keep]
+        del history[:-keep]
+        return {image for _, old in forgotten for image in old}
+
+    def kept_images(self) -> set[str]:
+        return {image for _, images in self.images for image in images}
+
+    def note_failure(self, started: str) -> None:
+        """Keep the last failure (and since when it has been failing), for `vigo status`:
+        `mark_checked` clears the message once the stack is applied again."""
+        last = self.last_failure
+        if self.failing:
+            at = self.checked_at or started
+            self["last_failure"] = {
+                "since": last.since if last is not None and last.ongoing else at, "at": at,
+                "revision": self.failed_revision, "reason": self.reason, "code": self.code,
+                "ongoing": True}
+        elif last is not None:
+            self["last_failure"]["ongoing"] = False
+
+
+class RunRecord(dict[str, Any]):
+    """The whole state file (TOP is its shape): the last run, the revisions, the stacks."""
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> RunRecord:
+        """`data` (healed: stacks and env are dicts) as typed records."""
+        run = cls(data)
+        run["stacks"] = {name: StackRecord(r) for name, r in data.get("stacks", {}).items()}
+        return run
+
+    # -- the stacks ---------------------------------------------------------------------------
+    @property
+    def stacks(self) -> dict[str, StackRecord]:
+        stacks = self.setdefault("stacks", {})
+        for name, record in stacks.items():  # one added as a plain dict: typed from now on
+            if not isinstance(record, StackRecord):
+                stacks[name] = StackRecord(record if isinstance(record, dict) else {})
+        return stacks
+
+    def stack(self, name: str) -> StackRecord | None:
+        return self.stacks.get(name)
+
+    def record(self, name: str) -> StackRecord:
+        """The record of `name`, new (empty) when it has none yet."""
+        record = self.stacks.get(name)
+        if not isinstance(record, StackRecord):
+            record = self.stacks[name] = StackRecord(record or {})
+        return record
+
+    def forget(self, name: str) -> None:
+        self.stacks.pop(name, None)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """env file -> the digest of the ciphertext decrypted on the tmpfs (mutable)."""
+        return self.setdefault("env", {})
+
+    # -- the run ------------------------------------------------------------------------------
+    @property
+    def started(self) -> str:
+        return _str(self, "started")
+
+    @property
+    def finished(self) -> str:
+        return _str(self, "finished")
+
+    @property
+    def duration(self) -> float:
+        value = self.get("duration", 0)
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        value = self.get("exit_code", 0)
+        return value if isinstance(value, int) else 0
+
+    @property
+    def reason(self) -> str:
+        return _str(self, "reason")
+
+    @property
+    def error(self) -> str:
+        return _str(self, "error")
+
+    @property
+    def has_run(self) -> bool:
+        return "finished" in self
+
+    def begin(self, started: str) -> None:
+        self["started"] = started
+
+    def finish(self, at: str, duration: float, exit_code: int, reason: str, error: str) -> None:
+        self.update(finished=at, duration=round(duration, 3), exit_code=exit_code,
+                    reason=reason, error=error)
+
+    # -- revisions ------------------------------------------------------------------------
+    @property
+    def revision_applied(self) -> str:
+        return _str(self, "revision_applied")
+
+    @property
+    def revision_attempted(self) -> str:
+        return _str(self, "revision_attempted")
+
+    @property
+    def revision_accepted(self) -> str:
+        return _str(self, "revision_accepted")
+
+    def attempt(self, revision: str) -> None:
+        self["revision_attempted"] = revision
+
+    def mark_applied(self, revision: str) -> None:
+        """Every stack converged to `revision`."""
+        self["revision_applied"] = revision
+
+    def accept(self, revision: str) -> bool:
+        """The base of the next signature check; False when it already was."""
+        if self.revision_accepted == revision:
+            return False
+        self["revision_accepted"] = revision
+        return True
+
+    @property
+    def overlay(self) -> dict[str, Any] | None:
+        """What the last applied run remembers of its host overlay (plan.guard_overlay)."""
+        value = self.get("overlay")
+        return value if isinstance(value, dict) else None
+
+    def remember_overlay(self, overlay: Mapping[str, Any]) -> None:
+        self["overlay"] = dict(overlay)
+
+    # -- the operations (hooks.py) --------------------------------------------------------
+    @property
+    def consecutive_failures(self) -> int:
+        value = self.get("ops", {}).get("consecutive_failures", 0)
+        return value if isinstance(value, int) else 0
+
+    @property
+    def announced(self) -> str | None:
+        value = self.get("ops", {}).get("announced")
+        return value if isinstance(value, str) else None
+
+    def count_run(self, ok: bool) -> int:
+        """Count this run in the failures in a row; returns the count before it."""
+        before = self.consecutive_failures
+        self.setdefault("ops", {})["consecutive_failures"] = 0 if ok else before + 1
+        return before
+
+    def announce(self, status: str) -> None:
+        self.setdefault("ops", {})["announced"] = status

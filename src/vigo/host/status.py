@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,35 +73,35 @@ def gather(settings: Settings, config_path: Path | None, compose: Compose, git: 
         containers = list(engines.mine(compose.containers(), s.project_prefix))
     except (DockerError, CommandTimeout) as exc:
         containers, docker_error = [], str(exc)
-    records: dict[str, Any] = st.get("stacks", {})
+    records = st.stacks
     containers += swarm.status_containers(s, compose, records)  # stacks on the swarm
     names = sorted(set(records) | {c.stack for c in containers},
                    key=lambda n: (n != "proxy", n))
     stacks = []
     for name in names:
-        record = records.get(name) if isinstance(records.get(name), dict) else {}
+        record = records.get(name) or state.StackRecord()
         mine = sorted((c for c in containers if c.stack == name), key=lambda c: c.name)
         rows = [{"name": c.name, "service": c.service,  # a one-shot done for its config:
                  "state": "completed" if is_completed(c, record) else container_state(c),
                  "status": c.status, "image": c.image, "since": since(c.status)}
                 for c in mine]
-        failing = record.get("outcome") == "failed"
-        last = record.get("last_failure") or (
-            {"since": record.get("checked_at", ""), "at": record.get("checked_at", ""),
-             "revision": record.get("failed_revision", ""), "reason": record.get("reason", ""),
-             "ongoing": True} if failing else None)
+        failing = record.failing
+        last = record.last_failure or (
+            state.LastFailure(record.checked_at, record.checked_at, record.failed_revision,
+                              record.reason, record.code) if failing else None)
         stacks.append({
             "stack": name,
             "state": "unknown" if docker_error else _worst([r["state"] for r in rows]),
-            "outcome": record.get("outcome", ""),
-            "revision": record.get("revision", ""),
-            "applied_at": record.get("applied_at", ""),
+            "outcome": record.outcome,
+            "code": record.code,  # the named reason of its last outcome
+            "revision": record.revision,
+            "applied_at": record.applied_at,
             "failing": failing,
-            "last_failure": last,
+            "last_failure": asdict(last) if last is not None else None,
             "containers": rows,
             "jobs": _jobs(record),
         })
-    has_run = "finished" in st
+    has_run = st.has_run
     return {
         "host": s.host,
         "settings": str(config_path) if config_path else "",
@@ -108,14 +109,13 @@ def gather(settings: Settings, config_path: Path | None, compose: Compose, git: 
         "suspended": held.__dict__ if held else None,
         "running": {"pid": pid} if pid else None,
         "last_run": {
-            "started": st.get("started", ""), "finished": st.get("finished", ""),
-            "duration": st.get("duration", 0), "exit_code": st.get("exit_code", 0),
-            "result": "ok" if st.get("exit_code", 0) == 0 else "failed",
-            "error": st.get("error", ""),
+            "started": st.started, "finished": st.finished, "duration": st.duration,
+            "exit_code": st.exit_code, "result": "ok" if st.exit_code == 0 else "failed",
+            "reason": st.reason, "error": st.error,
         } if has_run else None,
-        "consecutive_failures": int(st.get("ops", {}).get("consecutive_failures", 0) or 0),
-        "revision": {"applied": st.get("revision_applied", ""), "fetched": fetched,
-                     "attempted": st.get("revision_attempted", "")},
+        "consecutive_failures": st.consecutive_failures,
+        "revision": {"applied": st.revision_applied, "fetched": fetched,
+                     "attempted": st.revision_attempted},
         "stacks": stacks,
         "swarm": swarm.status_lines(s, compose, records),
         "docker_error": docker_error,
@@ -123,14 +123,12 @@ def gather(settings: Settings, config_path: Path | None, compose: Compose, git: 
     }
 
 
-def _jobs(record: dict[str, Any]) -> list[dict[str, Any]]:
+def _jobs(record: state.StackRecord) -> list[dict[str, Any]]:
     """The last run of each release job of a stack (x-vigo.jobs), as the state file has it."""
-    jobs = record.get("jobs")
-    return [{"job": str(name), "when": str(run.get("when", "")), "exit": run.get("exit"),
+    return [{"job": name, "when": str(run.get("when", "")), "exit": run.get("exit"),
              "duration": run.get("duration", 0), "at": str(run.get("at", "")),
              "revision": str(run.get("revision", ""))}
-            for name, run in sorted((jobs if isinstance(jobs, dict) else {}).items())
-            if isinstance(run, dict)]
+            for name, run in sorted(record.jobs.items())]
 
 
 # -- text -------------------------------------------------------------------------------------
@@ -205,7 +203,8 @@ def to_text(data: dict[str, Any], now: datetime | None = None) -> list[str]:
         out.append(_fit(f"last run   {_when(last['finished'], now)}, {result}, "
                         f"{float(last['duration'] or 0):.1f} s", WIDTH))
         if last["exit_code"] and last.get("error"):
-            out.append(_fit(f"           {last['error']}", WIDTH))
+            code = f"[{last['reason']}] " if last.get("reason") else ""
+            out.append(_fit(f"           {code}{last['error']}", WIDTH))
         if data.get("consecutive_failures", 0) > 1:
             out.append(f"           {data['consecutive_failures']} failed runs in a row")
     rev = data["revision"]
@@ -245,6 +244,8 @@ def to_text(data: dict[str, Any], now: datetime | None = None) -> list[str]:
         if failure:
             reason = str(failure.get("reason", ""))
             reason = _why(stack["stack"], reason)
+            if failure.get("code"):
+                reason = f"[{failure['code']}] {reason}"
             head, when = (("  ! failing since", failure.get("since")) if stack["failing"]
                           else ("  last failure", failure.get("at")))
             out.append(_fit(f"{head} {ago(str(when or ''), now)} at "

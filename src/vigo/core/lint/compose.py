@@ -63,7 +63,7 @@ def _rollout(cf: ComposeFile) -> Iterator[Finding]:
         spec = rollout.spec(svc)
         if not spec.test or not routed(svc) or spec.zero_downtime:
             continue
-        if spec.blocker.startswith(("label", "not routed", "no healthcheck")):
+        if spec.blocked_by in rollout.CHOSEN:
             continue
         what = (f"cannot be promoted without downtime: it {spec.blocker}; each promotion "
                 "recreates it (requests fail while it restarts)")

@@ -20,6 +20,7 @@ from vigo.core.model import Action, Container, Observed, Paths, Resolved, Stack,
 if TYPE_CHECKING:
     from vigo.adapters.compose import Compose
     from vigo.config import Settings
+    from vigo.host.state import StackRecord
 
 COMPOSE, SWARM = "compose", "swarm"
 ENGINES = (COMPOSE, SWARM)  # the values `x-vigo.engine` and the host setting `engine` take
@@ -55,7 +56,7 @@ class Engine(Protocol):
         ...
 
     def deploy(self, stack: Stack, action: Action, res: Resolved,
-               before: tuple[Container, ...], record: dict[str, Any],
+               before: tuple[Container, ...], record: StackRecord,
                revision: str) -> StackResult:
         """Create or update one stack, gate it on health, and on a failed gate return it to
         the last healthy state (`record`) and say so (`hold`, `rolled_back_to`). Never raises

@@ -20,7 +20,7 @@ from typing import ClassVar
 from vigo.adapters import fs, traefik
 from vigo.adapters.compose import Compose, DockerError
 from vigo.adapters.run import CommandTimeout, pause
-from vigo.core import health, plan, registries, rollout, xvigo
+from vigo.core import health, plan, reasons, registries, rollout, xvigo
 from vigo.core.model import (
     CREATE,
     LABEL_INSTANCE,
@@ -38,6 +38,7 @@ from vigo.core.model import (
 )
 from vigo.host import engines
 from vigo.host.crash import crash_line
+from vigo.host.state import StackRecord
 
 # A rollout asks Traefik's API (adapters/traefik.py) when it routes the new container and has
 # dropped the old one; these are the most it waits, and all it waits when the API cannot tell.
@@ -94,7 +95,7 @@ class Deployer:
     # -- one stack ----------------------------------------------------------------------------
 
     def deploy(self, stack: Stack, action: Action, res: Resolved, before: tuple[Container, ...],
-               record: dict, revision: str) -> StackResult:
+               record: StackRecord, revision: str) -> StackResult:
         project = self.project_prefix + stack.name
         try:
             files = [self.paths.runtime / stack.compose_file, self._override(project, stack, res)]
@@ -113,7 +114,8 @@ class Deployer:
             missing = self._pull(res, docker_config)
             if missing:  # nothing was touched: the running containers stay as they are
                 return StackResult(stack.name, action.kind, False, f"{stack.name}: failed "
-                                   f"({missing}; the running containers were left as they are)")
+                                   f"({missing}; the running containers were left as they are)",
+                                   reason=reasons.PULL_FAILED)
             if res.jobs and not res.job_hashes:  # what the record of a job that ran keeps
                 hashes = self.compose.config_hashes(project, files, envs)
                 res = replace(res, job_hashes={j.service: hashes.get(j.service, "")
@@ -123,14 +125,14 @@ class Deployer:
             for job in (j for j in pending if j.when == xvigo.BEFORE):
                 failure = self._run_job(project, files, envs, job, docker_config, ran, res)
                 if failure:  # nothing of the stack was replaced: held like a failed gate
-                    last = str(record.get("revision") or "")[:12]
+                    last = record.revision[:12]
                     serving = (f"{last or 'the running revision'} keeps serving" if before
                                else "nothing of the stack was started")
                     return StackResult(stack.name, action.kind, False,
                                        f"{stack.name}: failed (job {job.service} "
                                        f"({xvigo.BEFORE}): {failure}; nothing was replaced, "
                                        f"{serving})", containers=before, hold=True,
-                                       jobs=tuple(ran))
+                                       jobs=tuple(ran), reason=reasons.JOB_FAILED)
             rolled = self._roll_services(project, files, envs, res, before, timeout)
             if rolled.failure:
                 return self._rollback(stack, action, rolled.failure, record, revision,
@@ -140,7 +142,7 @@ class Deployer:
                 up = self.compose.up(project, files, envs, docker_config, start)
                 if not up.ok:
                     return self._rollback(stack, action, f"docker compose up: {up.error(4)}",
-                                          record, revision, res=res)
+                                          record, revision, res=res, code=reasons.DEPLOY_FAILED)
             verdict = self.gate(project, [s for s in res.services if s not in jobs], timeout,
                                 counts=res.replicas)
             if verdict.status != health.OK:
@@ -151,13 +153,15 @@ class Deployer:
                 if failure:
                     result = self._rollback(stack, action, f"job {job.service} "
                                             f"({xvigo.AFTER}): {failure}", record, revision,
-                                            res=res)
+                                            res=res, code=reasons.JOB_FAILED)
                     return replace(result, jobs=tuple(ran))
             after = self.compose.containers(project)
         except (DockerError, CommandTimeout) as exc:
+            gone = self._engine_gone()
             return StackResult(stack.name, action.kind, False,
-                               f"{stack.name}: failed ({self._engine_gone() or exc})", hold=False,
-                               jobs=tuple(ran))
+                               f"{stack.name}: failed ({gone or exc})", hold=False,
+                               jobs=tuple(ran), reason=reasons.ENGINE_UNAVAILABLE if gone
+                               else reasons.DEPLOY_FAILED)
         unsaved = self._save_good(project, files, envs)
         if unsaved:
             why.append(unsaved)
@@ -195,7 +199,7 @@ class Deployer:
         return path
 
     def _to_start(self, project: str, files: list[Path], envs: list[Path], res: Resolved,
-                  before: tuple[Container, ...], record: dict) -> list[str] | None:
+                  before: tuple[Container, ...], record: StackRecord) -> list[str] | None:
         """The services `up` names: [] (all) unless some completed for the configuration they
         would get now, or are release jobs (vigo runs those itself, see `pending_jobs`); those
         are left out, so a one-shot runs again only when it changes. None: nothing to start."""
@@ -485,15 +489,19 @@ class Deployer:
             return f"{exc}; the next run tries again"
         return ""
 
-    def _rollback(self, stack: Stack, action: Action, reason: str, record: dict,
-                  revision: str, kept: str = "", res: Resolved | None = None) -> StackResult:
+    def _rollback(self, stack: Stack, action: Action, reason: str, record: StackRecord,
+                  revision: str, kept: str = "", res: Resolved | None = None,
+                  code: str = reasons.HEALTH_CHECK_FAILED) -> StackResult:
+        """`code`: the named reason of the failure (core/reasons.py), when nothing restores
+        the last healthy state."""
         project = self.project_prefix + stack.name
         gone = self._engine_gone()
         if gone:
             return StackResult(stack.name, action.kind, False,
-                               f"{stack.name}: failed ({gone}; {reason})", hold=False)
+                               f"{stack.name}: failed ({gone}; {reason})", hold=False,
+                               reason=reasons.ENGINE_UNAVAILABLE)
         good = self.paths.good_model(project)
-        last = str(record.get("revision") or "")[:12]
+        last = record.revision[:12]
         if kept:  # a failed zero-downtime rollout never touched the old container
             for job in res.jobs if res is not None else ():  # as the old revision left it
                 self._remove_job(project, job.service)
@@ -501,12 +509,13 @@ class Deployer:
                                f"{stack.name}: rolled back to {last or 'the running container'}"
                                f"; {revision[:12]} failed: {reason} ({kept} kept serving)",
                                containers=self.compose.containers(project), hold=True,
-                               rolled_back_to=last)
-        if not record.get("containers") or not good.is_file():
-            note = ("nothing to roll back to" if not record.get("containers") else
+                               rolled_back_to=last, reason=reasons.ROLLED_BACK)
+        if not record.containers or not good.is_file():
+            note = ("nothing to roll back to" if not record.containers else
                     "its last healthy state is lost (the secrets tmpfs was cleared)")
             return StackResult(stack.name, action.kind, False,
-                               f"{stack.name}: failed ({reason}; {note})", hold=True)
+                               f"{stack.name}: failed ({reason}; {note})", hold=True,
+                               reason=code)
         self.log(f"{stack.name}: {reason}; rolling back to {last}")
         good, model = self._without_jobs(project, good, res)
         up = self.compose.up_model(project, good, self.pulls.for_images(
@@ -518,11 +527,12 @@ class Deployer:
         if verdict.status != health.OK:
             return StackResult(stack.name, action.kind, False,
                                f"{stack.name}: failed ({reason}); the rollback to {last} "
-                               f"failed too: {self._explain(verdict)}", hold=True)
+                               f"failed too: {self._explain(verdict)}", hold=True,
+                               reason=code)
         return StackResult(stack.name, action.kind, False,
                            f"{stack.name}: rolled back to {last}; {revision[:12]} failed: "
                            f"{reason}", containers=self.compose.containers(project),
-                           hold=True, rolled_back_to=last)
+                           hold=True, rolled_back_to=last, reason=reasons.ROLLED_BACK)
 
 
 @dataclass
@@ -551,7 +561,7 @@ class ComposeEngine:
                         journal=run.journal)
 
     def deploy(self, stack: Stack, action: Action, res: Resolved, before: tuple[Container, ...],
-               record: dict, revision: str) -> StackResult:
+               record: StackRecord, revision: str) -> StackResult:
         return self.deployer().deploy(stack, action, res, before, record, revision)
 
     def remove(self, name: str) -> StackResult:

@@ -386,7 +386,10 @@ def deploy_on_leader(rec: Any, stack: Stack, action: Action, res: Resolved,
     if why:
         return StackResult(stack.name, KEEP if follower else action.kind, follower,
                            f"{stack.name}: not applied ({why})")
-    record["engine"] = SwarmEngine.name
+    if hasattr(record, "ran_on"):  # a host/state.StackRecord
+        record.ran_on(SwarmEngine.name)
+    else:
+        record["engine"] = SwarmEngine.name
     return engine.deploy(stack, action, res, before, record, revision)
 
 
