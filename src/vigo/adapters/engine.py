@@ -101,6 +101,25 @@ def parse_containers(body: bytes | str) -> tuple[Container, ...]:
     return tuple(out)
 
 
+class TooLarge(Exception):
+    """An answer longer than the caller's limit."""
+
+
+def exchange(sock: socket.socket, target: str, host: str, limit: int) -> bytes:
+    """One HTTP/1.0 GET on a connected socket: the whole raw answer (the server closes the
+    connection after it), TooLarge past `limit` bytes. The engine and Traefik clients share it."""
+    sock.sendall((f"GET {target} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: vigo\r\n"
+                  "Accept: application/json\r\n\r\n").encode())
+    chunks: list[bytes] = []
+    size = 0
+    while data := sock.recv(65536):
+        chunks.append(data)
+        size += len(data)
+        if size > limit:
+            raise TooLarge
+    return b"".join(chunks)
+
+
 def parse_response(raw: bytes) -> tuple[int, str, bytes]:
     """(status code, reason, body) of a whole HTTP/1.x answer; a chunked body is joined."""
     head, sep, body = raw.partition(b"\r\n\r\n")
@@ -163,21 +182,14 @@ class Engine:
     def get(self, target: str) -> bytes:
         """The body of a 200 answer to GET `target`; EngineError otherwise."""
         where = f"unix://{self.path}"
-        request = (f"GET {target} HTTP/1.0\r\nHost: docker\r\nUser-Agent: vigo\r\n"
-                   "Accept: application/json\r\n\r\n").encode()
-        chunks: list[bytes] = []
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(self.timeout)
                 sock.connect(self.path)
-                sock.sendall(request)
-                size = 0
-                while data := sock.recv(65536):
-                    chunks.append(data)
-                    size += len(data)
-                    if size > MAX_ANSWER:
-                        raise EngineError(f"the engine at {where} sent more than "
-                                          f"{MAX_ANSWER >> 20} MB for {target.split('?')[0]}")
+                raw = exchange(sock, target, "docker", MAX_ANSWER)
+        except TooLarge:
+            raise EngineError(f"the engine at {where} sent more than {MAX_ANSWER >> 20} MB "
+                              f"for {target.split('?')[0]}") from None
         except TimeoutError:
             raise EngineError(f"the Docker engine at {where} did not answer within "
                               f"{self.timeout:.0f}s") from None
@@ -188,7 +200,7 @@ class Engine:
                     if isinstance(exc, PermissionError) else "")
             raise EngineError(f"the Docker engine does not answer at {where}: "
                               f"{exc.strerror or exc}{hint}") from None
-        code, reason, body = parse_response(b"".join(chunks))
+        code, reason, body = parse_response(raw)
         if code != 200:
             try:
                 message = str(json.loads(body).get("message") or "")

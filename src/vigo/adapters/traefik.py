@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
-from vigo.adapters.engine import EngineError, parse_response
+from vigo.adapters.engine import EngineError, TooLarge, exchange, parse_response
 
 API_SERVICE = "api@internal"
 MAX_ANSWER = 16 * 1024 * 1024
@@ -179,27 +179,19 @@ class Api:
     def _get(self, target: str) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(self.base)
         host, port = parts.hostname or "", parts.port or 80
-        request = (f"GET {target} HTTP/1.0\r\nHost: {parts.netloc}\r\nUser-Agent: vigo\r\n"
-                   "Accept: application/json\r\n\r\n").encode()
-        chunks: list[bytes] = []
         try:
             with socket.create_connection((host, port), timeout=self.timeout) as sock:
                 sock.settimeout(self.timeout)
-                sock.sendall(request)
-                size = 0
-                while data := sock.recv(65536):
-                    chunks.append(data)
-                    size += len(data)
-                    if size > MAX_ANSWER:
-                        raise TraefikError(f"the Traefik API at {self.base} sent more than "
-                                           f"{MAX_ANSWER >> 20} MB")
+                raw = exchange(sock, target, parts.netloc, MAX_ANSWER)
+        except TooLarge:
+            raise TraefikError(f"the Traefik API at {self.base} sent more than "
+                               f"{MAX_ANSWER >> 20} MB") from None
         except TimeoutError:
             raise TraefikError(f"the Traefik API at {self.base} did not answer within "
                                f"{self.timeout:g}s") from None
         except OSError as exc:
             raise TraefikError(f"the Traefik API at {self.base} does not answer: "
                                f"{exc.strerror or exc}") from None
-        raw = b"".join(chunks)
         try:
             code, _, body = parse_response(raw)
         except EngineError:
