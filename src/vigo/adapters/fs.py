@@ -338,17 +338,18 @@ class Synced:
 
 
 def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
-              keep: Iterable[str], manifest: Path) -> Synced:
+              keep: Iterable[str], manifest: Path, *, sync: bool = True) -> Synced:
     """Make root hold `files` (copies) and `links` (symlinks), removing what vigo wrote
     before and no longer renders. Paths vigo never wrote (acme.json, data folders) and the
     paths in `keep` are left alone. A path that cannot be written does not stop the others.
     Nothing below root is followed: a folder on the way that is a link (a container with a
     writable mount may plant one) fails that path, and nothing outside root is touched.
     Folders are 0755 and files 0644 (0755 when executable) whatever the umask, so a container
-    that does not run as root can read its mounted config."""
+    that does not run as root can read its mounted config. `sync=False` skips the fsyncs (a
+    scratch tree nobody depends on after a crash: vigo check's)."""
     dirs = _Dirs(root, PUBLIC_DIR)
     try:
-        return _sync(root, dirs, files, links, set(keep), manifest)
+        return _sync(root, dirs, files, links, set(keep), manifest, sync)
     finally:
         dirs.close()
 
@@ -384,7 +385,7 @@ class _Dirs:
 
 
 def _sync(root: Path, dirs: _Dirs, files: Mapping[str, Path], links: Mapping[str, Path],
-          keep: set[str], manifest: Path) -> Synced:
+          keep: set[str], manifest: Path, sync: bool = True) -> Synced:
     old = read_json(manifest) or {}
     assert isinstance(old, dict)
     changed: list[str] = []
@@ -405,7 +406,7 @@ def _sync(root: Path, dirs: _Dirs, files: Mapping[str, Path], links: Mapping[str
         data = src.read_bytes()
         mode = 0o755 if os.access(src, os.X_OK) else 0o644
         try:
-            if _put_file(dirs, dst, data, mode):
+            if _put_file(dirs, dst, data, mode, sync):
                 changed.append(rel)
         except _Folder:
             errors[rel] = (f"{dst} is a folder (Docker creates one when a mounted file is "
@@ -454,14 +455,14 @@ def _remove_stale(dirs: _Dirs, dst: Path) -> bool:
     return True
 
 
-def _put_file(dirs: _Dirs, dst: Path, data: bytes, mode: int) -> bool:
+def _put_file(dirs: _Dirs, dst: Path, data: bytes, mode: int, sync: bool = True) -> bool:
     fd = dirs.get(dst.parent)
     if _same_file(fd, dst.name, data, mode):
         return False
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISDIR(os.stat(dst.name, dir_fd=fd, follow_symlinks=False).st_mode):
             raise _Folder()
-    _write_at(fd, dst.name, data, mode)  # replaces a link itself, never writes through it
+    _write_at(fd, dst.name, data, mode, sync)  # replaces a link itself, never through it
     return True
 
 

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from vigo.adapters import fs
 from vigo.adapters.run import PASS_ENV
 from vigo.core import lint, policy, render, yamlsafe
 from vigo.core.lint import ERROR, WARNING, Finding
@@ -132,7 +133,10 @@ class _Tree:
     def materialise(self) -> Path:
         if self.scratch is None:
             self.scratch = Path(tempfile.mkdtemp(prefix="vigo-check-"))
-            _write_tree(self.tmp, {**self.desired.files, **self.desired.env_files})
+            # The materialisation apply uses for the runtime tree (adapters/fs.py), without
+            # the fsyncs: a scratch tree.
+            fs.sync_tree(self.tmp, {**self.desired.files, **self.desired.env_files}, {}, (),
+                         self.scratch / "manifest.json", sync=False)
         return self.tmp
 
 
@@ -493,21 +497,6 @@ def _outcome(value: object) -> _Outcome | None:
     if found is None or (value["invalid"] is not None and invalid is None):
         return None
     return _Outcome(found, invalid)
-
-
-def _write_tree(tmp: Path, files: dict[str, Path]) -> None:
-    """Copy the rendered files into tmp (a fresh temp folder nobody else writes: plain writes,
-    no fsync; executables 0755 as apply writes them). A file that cannot be copied is left
-    out, as the runtime tree would miss it."""
-    for rel, src in files.items():
-        dst = tmp / rel
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes(src.read_bytes())
-            if os.access(src, os.X_OK):
-                dst.chmod(0o755)
-        except OSError:
-            continue
 
 
 def judge_offline(tmp: Path, scratch: Path, stack: Any, desired: DesiredState, rules: Policy,
