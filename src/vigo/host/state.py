@@ -456,10 +456,12 @@ class RunRecord(dict[str, Any]):
         return self.stacks.get(name)
 
     def record(self, name: str) -> StackRecord:
-        """The record of `name`, new (empty) when it has none yet."""
-        record = self.stacks.get(name)
+        """The record of `name`, new (empty) when it has none yet. Touches that one entry only
+        (deploy threads call it at once; `stacks` walks them all)."""
+        stacks = self.setdefault("stacks", {})
+        record = stacks.get(name)
         if not isinstance(record, StackRecord):
-            record = self.stacks[name] = StackRecord(record or {})
+            record = stacks[name] = StackRecord(record if isinstance(record, dict) else {})
         return record
 
     def forget(self, name: str) -> None:
