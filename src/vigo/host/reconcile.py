@@ -275,18 +275,9 @@ class Reconciler:
         if engines.swarm_in_use(self.settings, records or {}):  # Compose-only hosts: never
             from vigo.host.engines import swarm
 
-            observed = Observed(observed.containers + swarm.of(self).observe().containers)
+            swarm_engine = swarm.engine(self.settings, self.compose, self._progress)
+            observed = Observed(observed.containers + swarm_engine.observe().containers)
         return observed
-
-    def _remove(self, engine: engines.Engines, desired: DesiredState, name: str,
-                records: dict[str, state.StackRecord], paths: Paths) -> StackResult:
-        """A stack that left the repo, removed by the engine it last ran on."""
-        if engines.swarm_in_use(self.settings, {name: records.get(name)}):
-            from vigo.host.engines import swarm
-
-            if swarm.wanted(None, self.settings, records.get(name)):
-                return swarm.remove_on_leader(self, name, paths)
-        return engine(desired.stack(name)).remove(name)
 
     def _parallel(self, stacks: int) -> int:
         """How many stacks deploy at once: parallelism(), from the engine's CPUs, ours and the
@@ -320,17 +311,11 @@ class Reconciler:
                 stack = desired.stack(action.stack)
                 assert stack is not None
                 res = resolved[stack.name]
-                before = (engine(res).observe(stack.name).stack(stack.name) if again
+                record = st.record(stack.name)  # record.write() makes it anyway
+                on = engine(res, record)  # its x-vigo.engine, the host's, or where it ran
+                before = (on.observe(stack.name).stack(stack.name) if again
                           else observed.stack(stack.name))  # a retry starts from what runs now
-                from vigo.host.engines import swarm  # a changing stack: imported here only
-
-                if swarm.wanted(res, self.settings, records.get(stack.name)):
-                    return swarm.deploy_on_leader(
-                        self, stack, action, res, before, st.record(stack.name),
-                        desired.revision, paths)
-                return engine(res).deploy(stack, action, res, before,
-                                          records.get(stack.name) or state.StackRecord(),
-                                          desired.revision)
+                return on.deploy(stack, action, res, before, record, desired.revision)
             except Exception as exc:  # whatever one deploy raises fails that stack only
                 return StackResult(action.stack, action.kind, False,
                                    self.masker(f"{action.stack}: failed ({crash_line(exc)})"),
@@ -354,7 +339,7 @@ class Reconciler:
         for phase in phases(the_plan, after):  # frees before it takes, in x-vigo.after order
             if phase[0].kind == REMOVE:
                 for action in phase:
-                    publish(self._remove(engine, desired, action.stack, records, paths))
+                    publish(engine(None, records.get(action.stack)).remove(action.stack))
                 continue
             skipped = [a for a in phase if blocked(a.stack, after, converged, failed)]
             for action in skipped:  # not attempted: nothing of it changes, nothing is held

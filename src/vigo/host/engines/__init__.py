@@ -11,7 +11,7 @@ A new engine is a new module here that implements `Engine` and one line in `of`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -72,9 +72,17 @@ class Engine(Protocol):
         ...
 
 
-def of(stack: Stack | Resolved | None, settings: Settings) -> type[Engine]:
-    """The engine a stack runs on: the one place that decides it. Imported only when a stack
+def of(stack: Stack | Resolved | None, settings: Settings,
+       record: Mapping[str, Any] | None = None) -> type[Engine]:
+    """The engine a stack runs on: the one place that decides it (its x-vigo.engine, else the
+    host's `engine` setting, or where its record says it last ran). Imported only when a stack
     changes (an idle run imports no deployer)."""
+    if swarm_in_use(settings, {"": record} if record is not None else {}) or (
+            isinstance(stack, Resolved) and "x-vigo" in stack.model):
+        from vigo.host.engines import swarm
+
+        if swarm.wanted(stack if isinstance(stack, Resolved) else None, settings, record):
+            return swarm.LeaderEngine
     from vigo.host.engines.compose import ComposeEngine
 
     return ComposeEngine
@@ -108,8 +116,9 @@ class Engines:
         self.run = run
         self._started: dict[str, Engine] = {}
 
-    def __call__(self, stack: Stack | Resolved | None) -> Engine:
-        kind = of(stack, self.run.settings)
+    def __call__(self, stack: Stack | Resolved | None,
+                 record: Mapping[str, Any] | None = None) -> Engine:
+        kind = of(stack, self.run.settings, record)
         if kind.name not in self._started:
             self._started[kind.name] = kind.start(self.run)
         return self._started[kind.name]

@@ -343,9 +343,37 @@ def observes(settings: Any, records: dict[str, Any]) -> bool:
     return swarm_in_use(settings, records)
 
 
-def of(rec: Any, paths: Paths | None = None) -> SwarmEngine:
-    """The Swarm engine of a reconciler (its settings, runner, compose endpoint, progress)."""
-    return engine(rec.settings, rec.compose, rec._progress, paths)
+class LeaderEngine:
+    """Swarm behind the engine seam (`engines.of`): the Swarm engine, applying only on the
+    swarm's leader; other managers report "not the leader" and change nothing."""
+
+    name: ClassVar[str] = "swarm"
+
+    def __init__(self, run: Any) -> None:
+        self.settings = run.settings
+        self.engine = engine(run.settings, run.compose, run.log, run.paths)
+        if run.pulls is not None:
+            self.engine.pulls = run.pulls
+
+    @classmethod
+    def start(cls, run: Any) -> LeaderEngine:
+        return cls(run)
+
+    def observe(self, stack: str = "") -> Observed:
+        return Observed(tuple(c for c in self.engine.observe().containers
+                              if not stack or c.stack == stack))
+
+    def deploy(self, stack: Stack, action: Action, res: Resolved,
+               before: tuple[Container, ...], record: dict[str, Any],
+               revision: str) -> StackResult:
+        return deploy_on_leader(self.settings, self.engine, stack, action, res, before,
+                                record, revision)
+
+    def remove(self, name: str) -> StackResult:
+        return remove_on_leader(self.engine, name)
+
+    def remove_images(self, images: Any) -> None:
+        """Each node keeps its own images; Swarm has no image cleanup of vigo's."""
 
 
 def engine(settings: Any, compose: Any, log: Callable[[str], None] = lambda _: None,
@@ -357,28 +385,25 @@ def engine(settings: Any, compose: Any, log: Callable[[str], None] = lambda _: N
                        s.project_prefix, paths, s.health_timeout, log)
 
 
-def deploy_on_leader(rec: Any, stack: Stack, action: Action, res: Resolved,
-                     before: tuple[Container, ...], record: dict[str, Any], revision: str,
-                     paths: Paths, pulls: registries.Pulls | None = None) -> StackResult:
+def deploy_on_leader(settings: Any, engine: SwarmEngine, stack: Stack, action: Action,
+                     res: Resolved, before: tuple[Container, ...], record: dict[str, Any],
+                     revision: str) -> StackResult:
     """Deploy on the swarm when this node is its leader; a follower manager reports 'not the
     leader' and changes nothing (ok: its next run applies if it has become the leader)."""
     from vigo.core.model import KEEP
 
-    wants = engine_of(res, rec.settings)
+    wants = engine_of(res, settings)
     if wants != SwarmEngine.name:
         return StackResult(stack.name, action.kind, False, f"{stack.name}: failed (it runs "
                            f"on the swarm and now names engine {wants}: moving a stack off "
                            "the swarm is an explicit operation, docs/swarm.md#moving; the "
                            "services were left as they are)")
-    if any(c.project == rec.settings.project(stack.name) and c.config_hash and
+    if any(c.project == settings.project(stack.name) and c.config_hash and
            "/" not in c.status for c in before):
         return StackResult(stack.name, action.kind, False, f"{stack.name}: failed (it runs on "
                            "Compose on this host and now names engine swarm: moving a stack "
                            "is an explicit operation, docs/swarm.md#moving; its containers "
                            "were left as they are)")
-    engine = of(rec, paths)
-    if pulls is not None:
-        engine.pulls = pulls
     try:
         why, follower = leader_state(engine.api)
     except (DockerError, CommandTimeout) as exc:
@@ -393,10 +418,9 @@ def deploy_on_leader(rec: Any, stack: Stack, action: Action, res: Resolved,
     return engine.deploy(stack, action, res, before, record, revision)
 
 
-def remove_on_leader(rec: Any, name: str, paths: Paths) -> StackResult:
+def remove_on_leader(engine: SwarmEngine, name: str) -> StackResult:
     from vigo.core.model import KEEP
 
-    engine = of(rec, paths)
     try:
         why, follower = leader_state(engine.api)
     except (DockerError, CommandTimeout) as exc:
