@@ -157,11 +157,18 @@ def _unchunk(body: bytes) -> bytes:
         pos = end + 2 + size + 2
 
 
+def local_cpus() -> int:
+    """The CPUs this process may use (its affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def local_capacity() -> tuple[int, int | None]:
     """This host's CPUs (the ones this process may use) and its available memory in MB (None
     when /proc/meminfo does not say): what concurrent compose processes share."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
+    cpus = local_cpus()
     try:
         with open("/proc/meminfo") as f:
             for line in f:

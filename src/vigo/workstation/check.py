@@ -95,10 +95,9 @@ def check_rendered(repo: Path, host: str, policy: Policy, validate: Validator,
 def default_jobs() -> int:
     """How many `docker compose config` processes run at once: one per CPU vigo may use (each
     is a short CPU-bound Go process; more than the CPUs only queue)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    from vigo.adapters.engine import local_cpus
+
+    return local_cpus()
 
 
 @dataclass
