@@ -192,3 +192,14 @@ def test_bootstrap_is_idempotent_and_names_what_is_missing(host: Host) -> None:
     assert "nothing to do" in res.stdout
     assert "vigo.service: unchanged" in res.stdout and "vigo.timer: unchanged" in res.stdout
     assert config.read_text() == written
+
+    # suspended: bootstrap says so instead of "some stacks failed", and still installs the units
+    subprocess.run([sys.executable, "-m", "vigo", "--config", str(config), "suspend",
+                    "--reason", "moving the database"], env={**env, "SUDO_USER": "alice"},
+                   capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
+    res = bootstrap()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "apply: skipped, vigo is suspended by alice" in res.stdout, res.stdout
+    assert "moving the database" in res.stdout and "vigo resume" in res.stdout
+    assert "some stacks failed" not in res.stdout + res.stderr
+    assert "vigo.timer: unchanged" in res.stdout

@@ -26,6 +26,7 @@ from vigo.adapters.tools import probe
 from vigo.config import ConfigError, Settings
 from vigo.core import units
 from vigo.core.journal import ERR, INFO, WARNING
+from vigo.host import suspend
 
 Say = Callable[[int, str], None]
 EXIT_MISSING = 1
@@ -291,9 +292,15 @@ def bootstrap(opts: BootstrapOptions, say: Say, systemd: Systemd,
             _summary(say, *summary, f"clone     exit {code}: fix what it says, run vigo "
                                     "bootstrap again", "units     not installed yet")
             return code
-    say(INFO, f"apply: first reconcile of {settings.host} ({_shown(settings.repo)} in "
-              f"{settings.checkout})")
-    code = apply(settings)
+    held = suspend.read(settings.state)
+    if held:  # apply would refuse; say why instead of "some stacks failed"
+        say(WARNING, f"warning: apply: skipped, vigo is {held.line()}; `vigo resume` lets "
+                     "the timer apply")
+        code = 0  # bootstrap did its part; the timer runs exit 0 while suspended too
+    else:
+        say(INFO, f"apply: first reconcile of {settings.host} ({_shown(settings.repo)} in "
+                  f"{settings.checkout})")
+        code = apply(settings)
     if code in (2, 3):
         hint = (f" (is the public half of {settings.ssh_key} added to the repo as a deploy "
                 "key?)" if settings.ssh_key and code == 3 else "")
@@ -305,13 +312,16 @@ def bootstrap(opts: BootstrapOptions, say: Say, systemd: Systemd,
     if code == 75:
         say(WARNING, "warning: apply: another vigo run holds the lock (is the timer already "
                      "running?); the timer applies the repo")
+    elif held:
+        pass
     elif code:
         say(WARNING, f"warning: apply: exit {code}: some stacks failed (see above); the timer "
                      f"retries {opts.interval}s after each run")
     else:
         say(INFO, "apply: converged")
-    summary.append("apply     " + {0: "converged", 75: "another run holds the lock"}.get(
-        code, f"exit {code}: some stacks failed (see above)"))
+    summary.append("apply     " + (f"skipped: {held.line()}; vigo resume" if held else {
+        0: "converged", 75: "another run holds the lock"}.get(
+        code, f"exit {code}: some stacks failed (see above)")))
     step("systemd units")
     rc = install(settings, opts.config, systemd, say, enable=opts.enable,
                  randomized_delay=opts.randomized_delay, interval=opts.interval)
