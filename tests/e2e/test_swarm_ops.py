@@ -1,8 +1,9 @@
 """The operations on swarm stacks (issue 16, docs/swarm.md), on one real swarm of three managers
 and a worker started here (tests/support/swarm.py): what a follower manager and a worker record
 and report, the secrets of a failed revision, a global service, the metrics of the services,
-and, last (it stops the leader), the other manager's vigo deploying the revision it never
-applied while it was a follower.
+the reads through a docker context (`docker system dial-stdio`), and, last (it stops the
+leader), the other manager's vigo deploying the revision it never applied while it was a
+follower.
 
 vigo talks to a node's engine through DOCKER_HOST (its unix socket), as in test_swarm.py, whose
 host class this module reuses. No published ports: the services' own healthchecks gate them.
@@ -12,8 +13,11 @@ If the swarm cannot start, every test here fails.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -242,6 +246,47 @@ def test_a_global_service_runs_on_every_node(fresh: OpsHost, four: swarms.Swarm)
                  f'vigo_swarm_service_running_replicas{{stack="g",service="web"}} {len(nodes)}',
                  'vigo_swarm_service_update_state{stack="g",service="web",state="completed"} 1'):
         assert line in prom, prom
+
+
+def test_a_docker_context_reads_through_the_cli(fresh: OpsHost, tmp_path: Path) -> None:
+    """DOCKER_CONTEXT names a context (in a DOCKER_CONFIG of the test's own: the machine's
+    docker config is untouched) whose endpoint is n1's socket: every engine read goes through
+    `docker system dial-stdio`, none to a unix socket of vigo's choosing."""
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    context = f"vigo-t-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    env.update(DOCKER_CONFIG=str(config), DOCKER_CONTEXT=context)
+    subprocess.run(["docker", "context", "create", context, "--docker",
+                    f"host={fresh.node.host}"], env={**env, "DOCKER_CONTEXT": "default"},
+                   check=True, capture_output=True, timeout=30)
+
+    def vigo(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vigo", "--config", str(fresh.config),
+                               *args], capture_output=True, text=True, timeout=300,
+                              check=False, stdin=subprocess.DEVNULL, env=env)
+    fresh.repo.write("stacks/web/compose.yml", compose(TAG_A, "replicas: 1"))
+    fresh.repo.write_env("env/web.env", {"GREETING": "hello"})
+    fresh.repo.commit("web through a docker context")
+    first = vigo("apply", "-v")
+    said = first.stdout + first.stderr
+    assert first.returncode == 0, said
+    assert "web: created on the swarm" in first.stdout, said
+    assert "$ docker system dial-stdio" in said, said
+    assert "GET (docker system dial-stdio) /services?status=true" in said, said
+    assert "GET unix://" not in said, said
+    assert fresh.services()[f"{fresh.prefix}web_web"]  # on n1's engine, as the context says
+    idle = vigo("apply", "-v")
+    said = idle.stdout + idle.stderr
+    assert idle.returncode == 0 and "nothing to do" in idle.stdout, said
+    assert "GET unix://" not in said, said
+    asked = [line for line in said.splitlines() if line.startswith("$ GET ")]
+    dials = said.count("$ docker system dial-stdio")
+    assert dials == len(asked) > 0, said
+    print(f"idle run through a docker context (with its metrics file): {len(asked)} engine "
+          f"question(s), {dials} dial-stdio process(es): {[q[:60] for q in asked]}")
+    status = vigo("status")
+    assert "web/web (swarm): 1/1 running, on " in status.stdout, status.stdout + status.stderr
 
 
 def test_leader_stopped_the_follower_deploys_what_it_never_applied(

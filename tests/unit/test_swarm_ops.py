@@ -212,3 +212,42 @@ def test_a_swarm_stack_is_up_when_every_service_runs_what_it_wants() -> None:
         metrics.ServiceSample("db", "db", 0, 1)))
     assert snap.stacks == {"app": (True, False), "db": (False, False)}
 
+
+# -- the engine's endpoint: its unix socket, or the docker CLI's dial-stdio -----------------------
+
+@pytest.mark.parametrize(("env", "config", "where"), [
+    ({}, None, "unix:///var/run/docker.sock"),
+    ({"DOCKER_HOST": "unix:///run/n1/docker.sock"}, None, "unix:///run/n1/docker.sock"),
+    ({"DOCKER_HOST": "tcp://10.0.0.11:2376"}, None,
+     "docker system dial-stdio (DOCKER_HOST=tcp://...)"),
+    ({"DOCKER_HOST": "ssh://ops@m1"}, None, "docker system dial-stdio (DOCKER_HOST=ssh://...)"),
+    ({"DOCKER_HOST": "unix://relative.sock"}, None,
+     "docker system dial-stdio (DOCKER_HOST=unix://...)"),
+    ({"DOCKER_CONTEXT": "m1"}, None, "docker system dial-stdio (docker context m1)"),
+    ({"DOCKER_CONTEXT": "default"}, None, "unix:///var/run/docker.sock"),
+    ({}, '{"currentContext": "m1"}', "docker system dial-stdio (the docker CLI's current "
+     "context)"),
+    ({}, '{"currentContext": "default"}', "unix:///var/run/docker.sock"),
+    ({"DOCKER_HOST": "tcp://h:2375", "DOCKER_CONTEXT": "m1"}, None,
+     "docker system dial-stdio (DOCKER_HOST=tcp://...)"),  # DOCKER_HOST wins, as in the CLI
+])
+def test_the_endpoint_of_the_engine_reads(env: dict[str, str], config: str | None,
+                                          where: str) -> None:
+    from vigo.adapters import engine as api
+
+    assert api.endpoint(env, config) == where
+
+
+def test_the_swarm_reads_go_through_dial_stdio_for_another_endpoint() -> None:
+    from tests.support.recording import RecordingRunner
+    from vigo.adapters import swarm as adapter
+    from vigo.adapters.compose import Compose
+
+    info = '{"Swarm": {"LocalNodeState": "active", "ControlAvailable": true, "NodeID": "n"}}'
+    runner = RecordingRunner().on("dial-stdio", stdout=f"HTTP/1.0 200 OK\r\n\r\n{info}")
+    compose = Compose(runner)
+    compose._socket = ""
+    api = adapter.Swarm(runner, compose)
+    assert api.info()["Swarm"]["NodeID"] == "n"
+    assert runner.argvs == [("docker", "system", "dial-stdio")]
+    assert (runner.calls[0].stdin or "").startswith("GET /info HTTP/1.0\r\n")
