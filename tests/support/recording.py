@@ -88,6 +88,13 @@ class RecordingRunner(Runner):
             return Result(call.argv, answer.returncode, out, self.masker(err))
         return Result(call.argv, 0, "", "")
 
+    def pipe(self, argv: Sequence[str], data: bytes, *, timeout: float = 60,
+             limit: int | None = None) -> tuple[int, bytes, str]:
+        """Runner.pipe, recorded like `run` (its stdin: `data` as text; its answer: stdout)."""
+        res = self.run(argv, timeout=timeout, input=data.decode("utf-8", "replace"),
+                       mask_output=False)
+        return res.returncode, res.stdout.encode(), res.stderr
+
     @property
     def argvs(self) -> list[tuple[str, ...]]:
         return [c.argv for c in self.calls]

@@ -405,28 +405,51 @@ def test_compose_remove_stops_then_removes() -> None:
     assert runner.calls[0].timeout == 50
 
 
-def test_compose_ps_through_the_cli_filters_by_label() -> None:
-    from vigo.adapters.compose import _PS_FORMAT
+def _http(body: str, code: str = "200 OK") -> str:
+    return f"HTTP/1.0 {code}\r\nContent-Type: application/json\r\n\r\n{body}"
 
-    runner = RecordingRunner()
+
+def test_compose_lists_through_dial_stdio_for_another_endpoint() -> None:
+    row = ('[{"Id":"c1","Names":["/vigo-app-web-1"],"State":"running","Status":"Up 1 s",'
+           '"Image":"x:1","Labels":{"io.vigo.stack":"app","io.vigo.instance":"vigo-",'
+           '"com.docker.compose.project":"vigo-app","com.docker.compose.service":"web"}}]')
+    runner = RecordingRunner().on("dial-stdio", stdout=_http(row))
     compose = Compose(runner)
-    compose._socket = ""  # DOCKER_HOST=tcp:// or a context: the docker CLI lists
-    assert compose.containers(project="vigo-app", instance="vigo-") == ()
-    assert runner.argvs == [("docker", "ps", "--all", "--no-trunc",
-                             "--filter", "label=io.vigo.stack",
-                             "--filter", "label=io.vigo.instance=vigo-",
-                             "--filter", "label=com.docker.compose.project=vigo-app",
-                             "--format", _PS_FORMAT)]
-    assert runner.calls[0].mask_output is False  # parsed, never printed
-    assert "{{json .ID}}" in _PS_FORMAT and '{{json (.Label "io.vigo.stack")}}' in _PS_FORMAT
+    compose._socket = ""  # DOCKER_HOST=tcp:// or a context: the docker CLI connects
+    (c,) = compose.containers(project="vigo-app", instance="vigo-")
+    assert (c.id, c.name, c.stack, c.project, c.service) == ("c1", "vigo-app-web-1", "app",
+                                                              "vigo-app", "web")
+    (call,) = runner.calls
+    assert call.argv == ("docker", "system", "dial-stdio")
+    assert call.stdin is not None and call.stdin.startswith("GET /containers/json?all=1&filters=")
+    assert call.stdin.endswith("\r\n\r\n") and " HTTP/1.0\r\n" in call.stdin
+    assert call.mask_output is False  # parsed, never printed
 
 
-def test_compose_engine_cpus_through_the_cli() -> None:
-    runner = RecordingRunner().on("info", stdout="8\n")
+def test_compose_engine_cpus_through_dial_stdio() -> None:
+    runner = RecordingRunner().on("dial-stdio", stdout=_http('{"NCPU": 8}'))
     compose = Compose(runner)
     compose._socket = ""
     assert compose.engine_cpus() == 8
-    assert runner.argvs == [("docker", "info", "--format", "{{.NCPU}}")]
+    assert runner.argvs == [("docker", "system", "dial-stdio")]
+    assert (runner.calls[0].stdin or "").startswith("GET /info HTTP/1.0\r\n")
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    ({"stdout": _http('{"message":"page not found"}', "404 Not Found")},
+     "answered 404 Not Found: page not found"),
+    ({"returncode": 1, "stderr": "error during connect: ssh: connect to host h port 22: "
+      "Connection refused\n"}, "does not answer at the docker CLI's endpoint (docker system "
+     "dial-stdio): error during connect: ssh: connect to host h port 22: Connection refused"),
+])
+def test_dial_stdio_failures_are_one_line(answer: dict, why: str) -> None:
+    from vigo.adapters.compose import DockerError
+
+    compose = Compose(RecordingRunner().on("dial-stdio", **answer))
+    compose._socket = ""
+    with pytest.raises(DockerError) as err:
+        compose.containers()
+    assert why in str(err.value) and "\n" not in str(err.value)
 
 
 def test_compose_secret_in_an_env_file_never_reaches_argv() -> None:

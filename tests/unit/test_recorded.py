@@ -33,8 +33,9 @@ def short(name: str) -> str:
 def from_cli() -> tuple:
     runner = RecordingRunner().on("docker", "ps", stdout=(HERE / "docker-ps.jsonl").read_text())
     compose = Compose(runner)
-    compose._socket = ""  # the docker CLI path (DOCKER_HOST=tcp://)
-    return compose.containers(instance=INSTANCE)
+    # `docker ps` in vigo's format: the reference the engine's API parser is held to (runs
+    # on other endpoints ask the API too, through `docker system dial-stdio`)
+    return compose.containers_cli(["io.vigo.stack", f"io.vigo.instance={INSTANCE}"])
 
 
 # -- the container list: the engine's API and `docker ps` ----------------------------------

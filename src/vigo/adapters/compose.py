@@ -165,40 +165,46 @@ class Compose:
                 else engine.cli_config(env)) or ""
         return self._socket
 
+    def api(self, timeout: float = 60) -> engine.Engine | engine.Dialed:
+        """The engine's API for reads: its unix socket, or `docker system dial-stdio` when
+        DOCKER_HOST or a docker context names another endpoint (the same requests)."""
+        if self.socket():
+            return engine.Engine(self._socket, timeout=timeout)
+        return engine.Dialed(self.runner, timeout=timeout)
+
+    def get(self, target: str, timeout: float = 60) -> bytes:
+        """One GET to the engine's API (`api`), shown with -v; EngineError when it fails."""
+        if self.runner.verbose and self.runner.log:
+            where = f"unix://{self._socket}" if self.socket() else "(docker system dial-stdio) "
+            self.runner.log("$ " + self.runner.masker(f"GET {where}{target}"))
+        return self.api(timeout).get(target)
+
     def containers(self, project: str = "", instance: str = "") -> tuple[Container, ...]:
         """Every container that carries vigo's stack label (of one compose project and one
-        vigo instance, if named): one request to the engine's unix socket (adapters/engine.py),
-        or one `docker ps` when DOCKER_HOST or a docker context points elsewhere."""
+        vigo instance, if named): one request to the engine's API (adapters/engine.py), on
+        its unix socket or through `docker system dial-stdio` for any other endpoint."""
         labels = [LABEL_STACK]
         if instance:
             labels.append(f"{LABEL_INSTANCE}={instance}")
         if project:
             labels.append(f"{COMPOSE_PROJECT}={project}")
-        if not self.socket():
-            return self.containers_cli(labels)
-        if self.runner.verbose and self.runner.log:
-            self.runner.log("$ " + self.runner.masker(
-                f"GET unix://{self._socket}{engine.list_query(labels)}"))
         try:
-            return engine.Engine(self._socket).containers(labels)
+            return engine.parse_containers(self.get(engine.list_query(labels)))
         except engine.EngineError as exc:
             raise DockerError(f"cannot list containers: {exc}") from None
 
     def engine_cpus(self) -> int:
-        """The CPUs of the engine's host (its /info NCPU; `docker info` for a remote engine)."""
-        if self.socket():
-            try:
-                info = json.loads(engine.Engine(self._socket, timeout=30).get("/info"))
-            except (engine.EngineError, ValueError) as exc:
-                raise DockerError(f"docker info: {exc}") from None
-            return int(info.get("NCPU") or 0) if isinstance(info, dict) else 0
-        res = self.runner.run(("docker", "info", "--format", "{{.NCPU}}"), timeout=30)
-        if not res.ok:
-            raise DockerError(f"docker info: {res.error(2)}")
-        return int(res.stdout.strip()) if res.stdout.strip().isdigit() else 0
+        """The CPUs of the engine's host (its /info NCPU)."""
+        try:
+            info = json.loads(self.get("/info", timeout=30))
+        except (engine.EngineError, ValueError) as exc:
+            raise DockerError(f"docker info: {exc}") from None
+        return int(info.get("NCPU") or 0) if isinstance(info, dict) else 0
 
     def containers_cli(self, labels: Sequence[str]) -> tuple[Container, ...]:
-        """`containers` through the docker CLI (`docker ps`), which resolves every endpoint."""
+        """`containers` through `docker ps` in vigo's format: no run uses it any more (every
+        endpoint is asked through the API: `get`); the reference the API parser is held to
+        (tests/unit/test_recorded.py, tests/e2e/test_engine.py)."""
         argv = ["docker", "ps", "--all", "--no-trunc"]
         for label in labels:
             argv += ["--filter", f"label={label}"]

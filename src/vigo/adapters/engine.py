@@ -4,8 +4,9 @@ An idle run asks the engine one question; through the docker CLI that costs a pr
 start is most of its 40-50 ms. Here it is one HTTP/1.0 request on the socket (the answer ends
 when the engine closes the connection), written on `socket` alone: `http.client` would import
 `ssl` and the `email` package (about 20 ms) on every idle run. Only unix:// endpoints are spoken
-to directly; tcp:// (TLS options), ssh:// and docker contexts stay with the docker CLI
-(`socket_path` says None). The CLI also stays for everything else (compose, inspect, logs).
+to directly; for tcp:// (TLS options), ssh:// and docker contexts (`socket_path` says None) the
+same exchange goes through `docker system dial-stdio` (`Dialed`): the CLI makes the connection.
+The CLI also stays for everything else (compose, inspect, logs).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from vigo.core.model import (
@@ -105,11 +107,16 @@ class TooLarge(Exception):
     """An answer longer than the caller's limit."""
 
 
+def request(target: str, host: str) -> bytes:
+    """One HTTP/1.0 GET (the server closes the connection after its answer)."""
+    return (f"GET {target} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: vigo\r\n"
+            "Accept: application/json\r\n\r\n").encode()
+
+
 def exchange(sock: socket.socket, target: str, host: str, limit: int) -> bytes:
     """One HTTP/1.0 GET on a connected socket: the whole raw answer (the server closes the
     connection after it), TooLarge past `limit` bytes. The engine and Traefik clients share it."""
-    sock.sendall((f"GET {target} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: vigo\r\n"
-                  "Accept: application/json\r\n\r\n").encode())
+    sock.sendall(request(target, host))
     chunks: list[bytes] = []
     size = 0
     while data := sock.recv(65536):
@@ -207,16 +214,69 @@ class Engine:
                     if isinstance(exc, PermissionError) else "")
             raise EngineError(f"the Docker engine does not answer at {where}: "
                               f"{exc.strerror or exc}{hint}") from None
-        code, reason, body = parse_response(raw)
-        if code != 200:
-            try:
-                message = str(json.loads(body).get("message") or "")
-            except (ValueError, AttributeError):
-                message = body[:200].decode("utf-8", "replace")
-            raise EngineError(f"the Docker engine at {where} answered {code} {reason}".rstrip()
-                              + (f": {message.strip()}" if message.strip() else ""))
-        return body
+        return answer(raw, where)
 
     def containers(self, labels: list[str]) -> tuple[Container, ...]:
         """Every container, running or not, that carries all `labels` (`key` or `key=value`)."""
+        return parse_containers(self.get(list_query(labels)))
+
+
+def answer(raw: bytes, where: str) -> bytes:
+    """The body of a whole raw 200 answer; EngineError (one line) for any other."""
+    code, reason, body = parse_response(raw)
+    if code != 200:
+        try:
+            message = str(json.loads(body).get("message") or "")
+        except (ValueError, AttributeError):
+            message = body[:200].decode("utf-8", "replace")
+        raise EngineError(f"the Docker engine at {where} answered {code} {reason}".rstrip()
+                          + (f": {message.strip()}" if message.strip() else ""))
+    return body
+
+
+# -- every other endpoint: the docker CLI's own connection -----------------------------------
+
+DIAL_ARGV = ("docker", "system", "dial-stdio")
+
+
+def endpoint(env: Mapping[str, str], config_json: str | None = None) -> str:
+    """Where the engine reads go, as the runs say it: `unix://<path>` (asked directly), or
+    `docker system dial-stdio (<what chose the endpoint>)`: the docker CLI connects to whatever
+    DOCKER_HOST or the docker context names (tcp:// with its TLS options, ssh://, a context)
+    and pipes the raw API on its stdin and stdout."""
+    sock = socket_path(env, config_json)
+    if sock:
+        return f"unix://{sock}"
+    if env.get("DOCKER_HOST"):
+        chosen = f"DOCKER_HOST={env['DOCKER_HOST'].split('://', 1)[0]}://..."
+    elif env.get("DOCKER_CONTEXT"):
+        chosen = f"docker context {env['DOCKER_CONTEXT']}"
+    else:
+        chosen = "the docker CLI's current context"
+    return f"{' '.join(DIAL_ARGV)} ({chosen})"
+
+
+class Dialed:
+    """GET requests to the engine through `docker system dial-stdio`, one process a request,
+    started by the one runner (adapters/run.py): the same HTTP/1.0 exchange as on the socket
+    (the engine closes the connection after its answer, and the CLI exits)."""
+
+    def __init__(self, runner: Any, timeout: float = 60) -> None:
+        self.runner = runner
+        self.timeout = timeout
+
+    def get(self, target: str) -> bytes:
+        where = "the docker CLI's endpoint (docker system dial-stdio)"
+        code, raw, err = self.runner.pipe(DIAL_ARGV, request(target, "docker"),
+                                          timeout=self.timeout, limit=MAX_ANSWER)
+        if len(raw) > MAX_ANSWER:
+            raise EngineError(f"the engine at {where} sent more than {MAX_ANSWER >> 20} MB "
+                              f"for {target.split('?')[0]}")
+        if not raw:
+            lines = [line.strip() for line in err.strip().splitlines() if line.strip()]
+            raise EngineError(f"the Docker engine does not answer at {where}: "
+                              + (" | ".join(lines[-3:]) or f"exit {code}"))
+        return answer(raw, where)
+
+    def containers(self, labels: list[str]) -> tuple[Container, ...]:
         return parse_containers(self.get(list_query(labels)))

@@ -248,6 +248,36 @@ class Runner:
         return Result(argv, proc.returncode, out, err)
 
 
+    def pipe(self, argv: Sequence[str], data: bytes, *, timeout: float = 60,
+             limit: int | None = None) -> tuple[int, bytes, str]:
+        """Run argv with `data` on its stdin (then closed) and return its exit code, its whole
+        stdout as bytes (no newline translation: a raw protocol, `docker system dial-stdio`)
+        and its stderr (masked). Same process group, timeout and stop rules as `run`. Its
+        output is not masked: the caller parses it and prints none of it."""
+        argv = tuple(str(a) for a in argv)
+        if STOP.is_set():
+            raise Interrupted(f"vigo was told to stop (SIGTERM) before {describe(argv)}")
+        if self.verbose and self.log:
+            self.log("$ " + self.masker(" ".join(_quote(a) for a in argv)))
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=self.env(),
+                                    start_new_session=not self.interactive)
+        except FileNotFoundError:
+            return 127, b"", f"{argv[0]}: command not found"
+        try:
+            out, err = proc.communicate(data, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            self._end(proc)
+            raise CommandTimeout(
+                self.masker(f"{describe(argv)} timed out after {timeout:g} s")) from exc
+        except BaseException:
+            self._end(proc)
+            raise
+        if limit is not None and len(out) > limit:
+            out = out[:limit + 1]  # the caller says it is too large
+        return proc.returncode, out, self.masker(err.decode("utf-8", "replace"))
+
     def _end(self, proc: subprocess.Popen) -> None:
         if not self.interactive:
             kill_group(proc)

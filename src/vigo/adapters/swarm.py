@@ -60,15 +60,10 @@ class Swarm:
     # -- reads ------------------------------------------------------------------------------
 
     def _get(self, target: str) -> Any:
-        sock = self.compose.socket()
-        if not sock:
-            raise DockerError("the Swarm engine asks the engine's unix socket (vigo runs on a "
-                              "swarm manager); DOCKER_HOST or the docker context names "
-                              "another endpoint: unset it for the swarm stacks")
-        if self.runner.verbose and self.runner.log:
-            self.runner.log(f"$ GET unix://{sock}{target}")
+        """One read of the engine's API: its unix socket, or `docker system dial-stdio` for
+        any other endpoint (Compose.get decides, the one decision)."""
         try:
-            return json.loads(engine.Engine(sock).get(target))
+            return json.loads(self.compose.get(target))
         except engine.EngineError as exc:
             raise DockerError(str(exc)) from None
         except ValueError as exc:

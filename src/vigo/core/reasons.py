@@ -28,6 +28,10 @@ DEPLOY_FAILED = "DeployFailed"  # `docker compose up` failed, or the deploy coul
 HEALTH_CHECK_FAILED = "HealthCheckFailed"  # the health gate failed, no rollback restored it
 ROLLED_BACK = "RolledBack"  # the gate failed; the last healthy revision serves again
 ENGINE_UNAVAILABLE = "EngineUnavailable"  # the engine stopped answering: tried next run
+# a swarm stack on a manager that is not the leader: not applied, the leader applies (exit 0;
+# also the run's reason when that is all that kept it from converging)
+NOT_LEADER = "NotLeader"
+NOT_MANAGER = "NotSwarmManager"  # a swarm stack on a worker or a node not in a swarm (exit 1)
 
 # -- the outcome of a run (Report.reason); RENDER_FAILED, ENGINE_UNAVAILABLE and CRASHED are
 # both (the whole tree, the engine, or one stack's deploy) -------------------------------------
@@ -47,6 +51,8 @@ STATE_UNSAVED = "StateUnsaved"  # the state file could not be written
 # with the line `vigo --help` prints for it ('' : said by the line before it).
 EXIT: Mapping[str, tuple[int, str]] = {
     CONVERGED: (0, "converged (plan: printed)"),
+    NOT_LEADER: (0, "a swarm manager that is not the leader left its swarm stacks to the "
+                    "leader (not recorded as applied)"),
     STACK_FAILED: (1, "one or more stacks failed, or a prune was refused (the others were "
                       "applied)"),
     PRUNE_REFUSED: (1, ""),
@@ -68,8 +74,9 @@ EXIT: Mapping[str, tuple[int, str]] = {
 STACK = frozenset({APPLIED, UNCHANGED, KEPT, REMOVED, REMOVE_FAILED, HELD, BLOCKED,
                    RENDER_FAILED, DECRYPT_FAILED, POLICY_REFUSED, RESOLVE_FAILED, PULL_FAILED,
                    JOB_FAILED, DEPLOY_FAILED, HEALTH_CHECK_FAILED, ROLLED_BACK,
-                   ENGINE_UNAVAILABLE, CRASHED})
-OK = frozenset({APPLIED, UNCHANGED, KEPT, REMOVED})  # stack reasons of a stack that is fine
+                   ENGINE_UNAVAILABLE, CRASHED, NOT_LEADER, NOT_MANAGER})
+OK = frozenset({APPLIED, UNCHANGED, KEPT, REMOVED, NOT_LEADER})  # of a stack that is fine
+NOT_APPLIED = frozenset({NOT_LEADER})  # fine, but not applied here: the revision is not recorded
 
 
 def exit_code(reason: str) -> int:

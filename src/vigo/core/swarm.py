@@ -142,7 +142,9 @@ def check(services: Mapping[str, Any]) -> list[Issue]:
 
 RULE = "swarm-keys"
 RULES = {RULE: "a stack on Swarm (x-vigo.engine: swarm) uses no Compose key Swarm refuses or "
-         "ignores (build, container_name, depends_on, privileged, ...) (warning)"}
+         "ignores (build, container_name, depends_on, privileged, ...) (warning)",
+         "swarm-jobs": "a stack on Swarm declares no job mode (deploy.mode replicated-job or "
+         "global-job): vigo refuses them (error)"}
 
 
 def lint_rule(cf: Any) -> Iterable[Any]:
@@ -165,6 +167,23 @@ def lint_rule(cf: Any) -> Iterable[Any]:
         out.append(Finding(RULE, WARNING, cf.rel, line, f"stack '{cf.stack}', service "
                            f"'{issue.service}': {issue.message}", issue.fix[:1].upper()
                            + issue.fix[1:] + "."))
+    out += job_findings(cf, services)
+    return out
+
+
+def job_findings(cf: Any, services: Mapping[str, Any]) -> list[Any]:
+    """`vigo check`'s errors for the services of a swarm stack that declare a job mode."""
+    from vigo.core.lint import ERROR, Finding
+
+    out = []
+    for name in job_services(services):
+        line = None
+        with contextlib.suppress(AttributeError, KeyError, TypeError):
+            line = services[name].lc.key("deploy")[0] + 1
+        out.append(Finding(JOB_RULE, ERROR, cf.rel, line, f"stack '{cf.stack}', service "
+                           f"'{name}': deploy.mode {services[name]['deploy']['mode']} (a Swarm "
+                           "job) is not supported by vigo: it waits for tasks that keep running",
+                           JOB_FIX[:1].upper() + JOB_FIX[1:] + "."))
     return out
 
 
@@ -341,6 +360,47 @@ def desired_count(service: Mapping[str, Any]) -> int | None:
     return None
 
 
+def wanted_tasks(service: Mapping[str, Any], nodes: int = 1) -> int:
+    """Tasks a service wants running: its replicas; for a global service the swarm's own count
+    (`ServiceStatus.DesiredTasks` of `GET /services?status=true`: one per eligible node, its
+    placement and the nodes that are up counted by Swarm), `nodes` when the answer has none."""
+    want = desired_count(service)
+    if want is not None:
+        return want
+    status = service.get("ServiceStatus")
+    if isinstance(status, Mapping) and isinstance(status.get("DesiredTasks"), int):
+        return int(status["DesiredTasks"])
+    return nodes
+
+
+JOB_MODES = frozenset({"replicated-job", "global-job"})
+JOB_RULE = "swarm-jobs"
+JOB_FIX = ("make it a service that keeps running, or run the one-off as a release job of a "
+           "Compose stack (x-vigo.jobs, docs/deploys.md)")
+
+
+def job_services(services: Any) -> list[str]:
+    """The services that declare a Swarm job mode (`deploy.mode: replicated-job` or
+    `global-job`): vigo refuses them (its wait is for tasks that keep running; a job's tasks
+    complete), in check and at apply."""
+    out = []
+    for name, svc in (services.items() if isinstance(services, Mapping) else ()):
+        deploy = svc.get("deploy") if isinstance(svc, Mapping) else None
+        if isinstance(deploy, Mapping) and str(deploy.get("mode") or "") in JOB_MODES:
+            out.append(str(name))
+    return out
+
+
+def job_problem(model: Mapping[str, Any]) -> str:
+    """Why a resolved model cannot run on the swarm because of job modes ('' : it can)."""
+    jobs = job_services(model.get("services"))
+    if not jobs:
+        return ""
+    return (f"service(s) {', '.join(jobs)}: deploy.mode replicated-job / global-job is not "
+            f"supported on the swarm by vigo (it waits for tasks that keep running); "
+            f"fix: {JOB_FIX}")
+
+
 def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
     """Whether a deploy changed what a service's tasks run (its TaskTemplate): Swarm then
     rolls an update, which `verdict` waits to see start; a change of service labels alone
@@ -387,8 +447,11 @@ def verdict(services: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, 
         if name in updating and not new:
             waiting.append(f"{name}: the update has not started yet")
             continue
-        want = desired_count(svc)
-        want = nodes if want is None else want
+        want = wanted_tasks(svc, nodes)
+        if want == 0 and desired_count(svc) is None:
+            waiting.append(f"{name}: no task scheduled yet (global: no node is eligible, "
+                           "or Swarm has not placed its tasks)")
+            continue
         running = [t for t in own if t.get("DesiredState") == "running"
                    and _task_state(t) == "running"]
         if len(running) < want:

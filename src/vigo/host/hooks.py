@@ -42,6 +42,8 @@ class Run:
     mask: Callable[[str], str]
     emit: Callable[[str], None]
     containers: Callable[[], tuple[Container, ...]]
+    # the swarm services' metrics (host/metrics.ServiceSample; () when no stack is on a swarm)
+    services: Callable[[], tuple[metrics.ServiceSample, ...]] = tuple
 
 
 @dataclass
@@ -134,8 +136,14 @@ def _finished(run: Run, report: Report, st: state.RunRecord,
             _warn(run, report, f"metrics: {exc}; every stack counted as down")
             containers = None
         try:
+            services = run.services()
+        except (DockerError, CommandTimeout) as exc:
+            _warn(run, report, f"metrics: the swarm: {exc}; its services are left out")
+            services = ()
+        try:
             metrics.write(s.metrics_file,
-                          _snapshot(st, time.time(), ok, report.duration, containers))
+                          _snapshot(st, time.time(), ok, report.duration, containers,
+                                    services=services))
         except OSError as exc:
             _warn(run, report, f"metrics: cannot write {s.metrics_file}: {exc}")
 
@@ -146,7 +154,8 @@ def _finished(run: Run, report: Report, st: state.RunRecord,
     if s.healthchecks_url:
         from vigo.adapters import http
 
-        summary = (f"{s.host}: converged at {report.revision[:12]}" if ok else
+        summary = (f"{s.host}: {report.error or 'converged'} at {report.revision[:12]}"
+                   if ok else
                    notify.Event(notify.FAILURE, s.host, report.revision, report.exit_code,
                                 mask(error), failed, st.consecutive_failures,
                                 report.started, report.duration, code, codes).text)
@@ -190,13 +199,15 @@ def stack_up(containers: tuple[Container, ...]) -> bool:
 
 
 def _snapshot(st: state.RunRecord, finished: float, ok: bool, duration: float,
-              containers: tuple[Container, ...] | None, suspended: bool = False
-              ) -> metrics.Snapshot:
+              containers: tuple[Container, ...] | None, suspended: bool = False,
+              services: tuple[metrics.ServiceSample, ...] = ()) -> metrics.Snapshot:
     from vigo.host import metrics
 
     records = st.stacks
-    names = set(records) | {c.stack for c in containers or ()}
-    stacks = {n: (containers is not None and stack_up(tuple(c for c in containers
+    names = set(records) | {c.stack for c in containers or ()} | {x.stack for x in services}
+    on_swarm = {x.stack for x in services}  # up: every service runs all the tasks it wants
+    stacks = {n: (all(x.up for x in services if x.stack == n) if n in on_swarm else
+                  containers is not None and stack_up(tuple(c for c in containers
                                                             if c.stack == n)),
                   n in records and records[n].failing)
               for n in names}
@@ -204,7 +215,8 @@ def _snapshot(st: state.RunRecord, finished: float, ok: bool, duration: float,
                             st.consecutive_failures, stacks, suspended,
                             jobs=metrics.jobs_of(records),
                             reason=st.reason,
-                            stack_reasons={n: r.code for n, r in records.items()})
+                            stack_reasons={n: r.code for n, r in records.items()},
+                            services=tuple(services))
 
 
 def _write_metrics_suspended(settings: Settings, err: Callable[[str], None]) -> None:

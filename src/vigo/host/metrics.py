@@ -13,6 +13,30 @@ from vigo.adapters import fs
 
 
 @dataclass(frozen=True)
+class ServiceSample:
+    """One swarm service as the metrics show it: its tasks running on nodes that are up, the
+    tasks it wants (Swarm's count: replicas, or the eligible nodes of a global service), the
+    state of its last update ('' : none ran) and the nodes that are down holding a task."""
+
+    stack: str
+    service: str
+    running: int
+    desired: int
+    update: str = ""
+    nodes_down: int = 0
+
+    @property
+    def up(self) -> bool:
+        return self.desired > 0 and self.running >= self.desired
+
+
+# The values of UpdateStatus.State (Swarm's API), and `none` when no update ran: the enum of
+# vigo_swarm_service_update_state (one sample per state, 1 for the current one).
+UPDATE_STATES = ("none", "updating", "completed", "paused", "rollback_started",
+                 "rollback_paused", "rollback_completed")
+
+
+@dataclass(frozen=True)
 class Snapshot:
     finished: float  # Unix time the run finished
     success: bool
@@ -26,6 +50,7 @@ class Snapshot:
     jobs: Mapping[tuple[str, str], tuple[int | None, float, float]] = field(default_factory=dict)
     reason: str = ""  # the last run's named reason (core/reasons.py)
     stack_reasons: Mapping[str, str] = field(default_factory=dict)  # stack -> its last reason
+    services: tuple[ServiceSample, ...] = ()  # the swarm services of this instance's stacks
 
 
 def jobs_of(records: Mapping[str, Any]) -> dict[tuple[str, str], tuple[int | None, float, float]]:
@@ -105,7 +130,33 @@ def render(s: Snapshot) -> str:
             *_metric("vigo_job_last_run_timestamp_seconds", "When a release job last ran, in "
                      "Unix time.", [(labels, at) for labels, (_, _, at) in jobs]),
         ]
+    lines += _service_metrics(s.services)
     return "\n".join(lines) + "\n"
+
+
+def _service_metrics(services: tuple[ServiceSample, ...]) -> list[str]:
+    if not services:
+        return []
+    rows = sorted(services, key=lambda x: (x.stack, x.service))
+    key = [(f'{{stack="{_escape(x.stack)}",service="{_escape(x.service)}"', x) for x in rows]
+    return [
+        *_metric("vigo_swarm_service_running_replicas", "Tasks of a swarm service running on "
+                 "nodes that are up.", [(k + "}", x.running) for k, x in key]),
+        *_metric("vigo_swarm_service_desired_replicas", "Tasks a swarm service wants (its "
+                 "replicas; for a global service, the eligible nodes).",
+                 [(k + "}", x.desired) for k, x in key]),
+        *_metric("vigo_swarm_service_update_state", "The state of a swarm service's last "
+                 "update: 1 for the current state, 0 for the others (none: no update ran).",
+                 [(f'{k},state="{_escape(state)}"}}', 1 if (x.update or "none") == state else 0)
+                  for k, x in key for state in _states(x.update)]),
+        *_metric("vigo_swarm_service_nodes_down", "Nodes that are down and still hold a "
+                 "running task of a swarm service.", [(k + "}", x.nodes_down) for k, x in key]),
+    ]
+
+
+def _states(current: str) -> tuple[str, ...]:
+    """The enum's states, and a state this vigo does not know yet (a newer engine's)."""
+    return UPDATE_STATES + ((current,) if current and current not in UPDATE_STATES else ())
 
 
 def write(path: Path, snapshot: Snapshot) -> None:

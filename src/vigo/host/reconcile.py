@@ -120,8 +120,8 @@ class Reconciler:
                           self.masker(report.error))
                 from vigo.host import hooks  # the lifecycle's end: never raises
 
-                hooks.finished(hooks.Run(s, self.masker, self.emit, self.compose.containers),
-                               report, st)
+                hooks.finished(hooks.Run(s, self.masker, self.emit, self.compose.containers,
+                                         lambda: self._swarm_samples(st)), report, st)
                 try:
                     state.save(s.state, st)
                 except Exception as exc:  # a full disk: the old file stays whole (atomic write)
@@ -279,6 +279,14 @@ class Reconciler:
             observed = Observed(observed.containers + swarm_engine.observe().containers)
         return observed
 
+    def _swarm_samples(self, st: state.RunRecord) -> tuple:
+        """The swarm services' metrics; a Compose-only host asks (and imports) nothing."""
+        if not engines.swarm_shown(self.settings, st.stacks):
+            return ()
+        from vigo.host.engines import swarm
+
+        return swarm.samples(self.settings, self.compose, st.stacks)
+
     def _parallel(self, stacks: int) -> int:
         """How many stacks deploy at once: parallelism(), from the engine's CPUs, ours and the
         memory available now."""
@@ -385,6 +393,10 @@ class Reconciler:
             report.reason = reasons.PRUNE_REFUSED if the_plan.refusal else reasons.STACK_FAILED
             report.error = the_plan.refusal or "; ".join(
                 r.message for r in report.results if not r.ok)
+        elif skipped := [r.stack for r in report.results if r.reason in reasons.NOT_APPLIED]:
+            report.reason = reasons.NOT_LEADER  # exit 0; this revision is not applied here
+            report.error = (f"not applied on this node: {', '.join(skipped)} (the swarm's "
+                            "leader applies)")
         else:
             st.mark_applied(desired.revision)
         if not work and not the_plan.by_kind(REMOVE, FAIL, HOLD):

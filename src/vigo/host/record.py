@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from vigo.core import reasons
 from vigo.core.model import (
     CREATE,
     HOLD,
@@ -50,6 +51,9 @@ def write(desired: DesiredState, results: dict[str, StackResult], st: state.RunR
             record.hold(stack.hash)
         if result.action == HOLD:
             continue  # keep the reason of the deploy that failed
+        if result.reason in reasons.NOT_APPLIED:  # the leader applies: nothing recorded as done
+            record.mark_not_applied(mask(result.message), result.reason, now)
+            continue
         record.mark_checked(result.ok, mask(result.message), result.reason, now,
                             desired.revision)
     for name in list(st.stacks):

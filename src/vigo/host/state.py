@@ -30,6 +30,7 @@ RUN_FILES = ("rendered.json", "overrides", LAST_RUN)  # what an apply leaves bes
 # stack record's CHECKED_AT, the time its outcome was last checked).
 RUN_KEYS = ("started", "finished", "duration")
 CHECKED_AT = "checked_at"
+NOT_APPLIED = "not-applied"  # a stack record's outcome: checked, left to the swarm's leader
 
 
 now = model.now  # the one clock format of the state file and the reports
@@ -404,6 +405,16 @@ class StackRecord(dict[str, Any]):
                     checked_at=at)
         if not ok:
             self["failed_revision"] = revision
+
+    def mark_not_applied(self, message: str, code: str, at: str) -> None:
+        """Checked but not applied here (a swarm manager that is not the leader): what it
+        last applied stays (hash, revision, containers), the outcome says `not-applied` with
+        its named reason, so nothing reads it as converged to this run's revision."""
+        self.update(outcome=NOT_APPLIED, reason=message, code=code, checked_at=at)
+
+    @property
+    def not_applied(self) -> bool:
+        return self.outcome == NOT_APPLIED
 
     def remember_images(self, revision: str, images: Iterable[str], keep: int) -> set[str]:
         """Append the images a healthy apply runs; forget all but the last `keep` revisions

@@ -94,6 +94,7 @@ def gather(settings: Settings, config_path: Path | None, compose: Compose, git: 
             "state": "unknown" if docker_error else _worst([r["state"] for r in rows]),
             "outcome": record.outcome,
             "code": record.code,  # the named reason of its last outcome
+            "reason": record.reason if record.not_applied else "",  # why not applied here
             "revision": record.revision,
             "applied_at": record.applied_at,
             "failing": failing,
@@ -180,6 +181,15 @@ def _why(name: str, reason: str) -> str:
     return reason
 
 
+def _not_applied(name: str, reason: str) -> str:
+    """'app: not applied (not the leader (...))' -> 'not the leader (...)'."""
+    reason = reason.removeprefix(f"{name}: ")
+    for head in ("not applied (", "not removed ("):
+        if reason.startswith(head) and reason.endswith(")"):
+            return reason[len(head):-1]
+    return reason
+
+
 def _rev(rev: str) -> str:
     return rev[:12] if rev else "-"
 
@@ -240,6 +250,10 @@ def to_text(data: dict[str, Any], now: datetime | None = None) -> list[str]:
                 took = "?"
             out.append(_fit(f"  job {job['job']} ({job['when']}): {result}, {took}, "
                             f"{ago(job['at'], now)} at {_rev(job['revision'])}", WIDTH))
+        if stack.get("outcome") == state.NOT_APPLIED:  # a follower manager: the leader applies
+            code = f"[{stack['code']}] " if stack.get("code") else ""
+            why = _not_applied(stack["stack"], str(stack.get("reason") or ""))
+            out.append(_fit(f"  not applied here: {code}{why}", WIDTH))
         failure = stack.get("last_failure")
         if failure:
             reason = str(failure.get("reason", ""))

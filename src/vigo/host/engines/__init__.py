@@ -96,6 +96,14 @@ def swarm_in_use(settings: Settings, records: dict[str, Any]) -> bool:
         isinstance(r, dict) and r.get("engine") == SWARM for r in records.values())
 
 
+def swarm_shown(settings: Settings, records: dict[str, Any]) -> bool:
+    """Whether `vigo status` and the metrics ask the swarm: a run does (`swarm_in_use`), or a
+    stack was left to the swarm's leader (a follower manager's record: NotLeader; it never
+    deployed the stack itself)."""
+    return swarm_in_use(settings, records) or any(
+        isinstance(r, dict) and r.get("code") == "NotLeader" for r in records.values())
+
+
 def mine(containers: Iterable[Container], prefix: str) -> tuple[Container, ...]:
     """The one rule of which containers are this vigo instance's: its instance label is the
     host's `project_prefix` and its compose project is that prefix and its stack label."""

@@ -109,6 +109,20 @@ class SwarmEngine:
         """Per service: its tasks running on nodes that are up (a task of a node that is
         down still reads `running` in the swarm's count until Swarm gives up on it), the
         nodes, the state of its last update, and the nodes that are down with a task."""
+        return core.status_lines(*self.placed())
+
+    def samples(self) -> tuple[Any, ...]:
+        """The metrics of each service (host/metrics.ServiceSample), counted as `status`."""
+        from vigo.host.metrics import ServiceSample
+
+        services, where, lost = self.placed()
+        return tuple(ServiceSample(s.stack, s.service, len(where.get(s.id, ())), s.desired,
+                                   s.update, len(set(lost.get(s.id, ())))) for s in services)
+
+    def placed(self) -> tuple[tuple[core.Service, ...], dict[str, list[str]],
+                              dict[str, list[str]]]:
+        """The services, and per service id the nodes of its running tasks that are up and
+        those that are down."""
         services = self.services()
         tasks = self.api.tasks([s.id for s in services])
         nodes = {str(n.get("ID")): n for n in self.api.nodes()}
@@ -126,7 +140,7 @@ class SwarmEngine:
             up = ((nodes.get(node_id) or {}).get("Status") or {}).get("State") == "ready"
             (where if up else lost).setdefault(str(t.get("ServiceID")), []).append(
                 name(node_id))
-        return core.status_lines(services, where, lost)
+        return services, where, lost
 
     # -- deploy --------------------------------------------------------------------------------
 
@@ -288,10 +302,21 @@ class SwarmEngine:
             return StackResult(stack.name, action.kind, False,
                                f"{stack.name}: failed ({reason}); the rollback to {last} "
                                f"failed too: {failure}", hold=True)
+        self._prune_after_rollback(stack.name, namespace, doc)
         return StackResult(stack.name, action.kind, False,
                            f"{stack.name}: rolled back to {last}; {revision[:12]} failed: "
                            f"{reason}", containers=containers(self.services(namespace)),
                            hold=True, rolled_back_to=last)
+
+    def _prune_after_rollback(self, stack: str, namespace: str, doc: dict[str, Any]) -> None:
+        """Once the rollback converged, the secrets the failed revision created go: every
+        secret of the stack's (its labels) but those the restored stack file names and those a
+        service of the namespace still references (never one in use)."""
+        try:
+            keep = used_secrets(doc, self.api.services([f"{core.SWARM_NAMESPACE}={namespace}"]))
+        except (DockerError, CommandTimeout):
+            return  # the next good deploy removes them
+        self._prune_secrets(stack, keep)
 
     # -- remove --------------------------------------------------------------------------------
 
@@ -312,6 +337,18 @@ class SwarmEngine:
             return StackResult(name, REMOVE, False, f"{name}: failed to remove ({exc})")
         return StackResult(name, REMOVE, True, f"{name}: removed from the swarm (no longer "
                            "in the repo)")
+
+
+def used_secrets(doc: dict[str, Any], rows: list[dict[str, Any]]) -> set[str]:
+    """The Swarm secrets a stack file names (`secrets: {key: {name: ...}}`) and those the
+    services (`GET /services` rows) reference in their task template."""
+    names = {str(spec.get("name")) for spec in (doc.get("secrets") or {}).values()
+             if isinstance(spec, dict) and spec.get("name")}
+    for row in rows:
+        spec = ((row.get("Spec") or {}).get("TaskTemplate") or {}).get("ContainerSpec") or {}
+        names |= {str(ref.get("SecretName")) for ref in spec.get("Secrets") or ()
+                  if isinstance(ref, dict) and ref.get("SecretName")}
+    return names
 
 
 def _now() -> str:
@@ -404,13 +441,19 @@ def deploy_on_leader(settings: Any, engine: SwarmEngine, stack: Stack, action: A
                            "Compose on this host and now names engine swarm: moving a stack "
                            "is an explicit operation, docs/swarm.md#moving; its containers "
                            "were left as they are)")
+    jobs = core.job_problem(res.model)
+    if jobs:
+        from vigo.core import reasons
+
+        return StackResult(stack.name, action.kind, False, f"{stack.name}: failed ({jobs}; "
+                           "nothing was deployed)", reason=reasons.RESOLVE_FAILED)
     try:
         why, follower = leader_state(engine.api)
     except (DockerError, CommandTimeout) as exc:
         return StackResult(stack.name, action.kind, False, f"{stack.name}: failed ({exc})")
     if why:
-        return StackResult(stack.name, KEEP if follower else action.kind, follower,
-                           f"{stack.name}: not applied ({why})")
+        return not_leader(stack.name, KEEP if follower else action.kind, follower,
+                          f"{stack.name}: not applied ({why})")
     if hasattr(record, "ran_on"):  # a host/state.StackRecord
         record.ran_on(SwarmEngine.name)
     else:
@@ -426,9 +469,19 @@ def remove_on_leader(engine: SwarmEngine, name: str) -> StackResult:
     except (DockerError, CommandTimeout) as exc:
         return StackResult(name, REMOVE, False, f"{name}: failed to remove ({exc})")
     if why:
-        return StackResult(name, KEEP if follower else REMOVE, follower,
-                           f"{name}: not removed ({why})")
+        return not_leader(name, KEEP if follower else REMOVE, follower,
+                          f"{name}: not removed ({why})")
     return engine.remove(name)
+
+
+def not_leader(name: str, kind: str, follower: bool, message: str) -> StackResult:
+    """A swarm stack this node does not apply: on a follower manager ok (NotLeader, exit 0;
+    the run records no revision as applied for it), on a worker or a node in no swarm a
+    failure (NotSwarmManager)."""
+    from vigo.core import reasons
+
+    return StackResult(name, kind, follower, message,
+                       reason=reasons.NOT_LEADER if follower else reasons.NOT_MANAGER)
 
 
 def leader_state(api: Swarm) -> tuple[str, bool]:
@@ -441,7 +494,7 @@ def leader_state(api: Swarm) -> tuple[str, bool]:
 def status_containers(settings: Any, compose: Any, records: dict[str, Any]) -> list[Container]:
     """`vigo status`'s rows of the swarm stacks (one per service); [] on a Compose-only host
     or when the swarm cannot be asked (`status_lines` says why)."""
-    if not observes(settings, records):
+    if not shows(settings, records):
         return []
     try:
         return list(engine(settings, compose).observe().containers)
@@ -451,11 +504,27 @@ def status_containers(settings: Any, compose: Any, records: dict[str, Any]) -> l
 
 def status_lines(settings: Any, compose: Any, records: dict[str, Any]) -> list[str]:
     """`vigo status`: per swarm service, replicas running/desired, the nodes its tasks run on
-    and the state of its last update ([] on a Compose-only host)."""
-    if not observes(settings, records):
+    and the state of its last update ([] on a Compose-only host). On a manager that is not
+    the leader, which node applies."""
+    if not shows(settings, records):
         return []
     try:
-        lines = engine(settings, compose).status_lines()
+        api = engine(settings, compose)
+        lines = api.status_lines()
+        why = leader_state(api.api)[0] if lines else ""
     except (DockerError, CommandTimeout) as exc:
         return ["", f"swarm: cannot be asked ({exc})"]
-    return ["", "swarm services:", *lines] if lines else []
+    head = f"swarm services ({why}):" if why else "swarm services:"
+    return ["", head, *lines] if lines else []
+
+
+def shows(settings: Any, records: dict[str, Any]) -> bool:
+    """Whether `vigo status` and the metrics ask the swarm (engines.swarm_shown)."""
+    from vigo.host.engines import swarm_shown
+
+    return swarm_shown(settings, records)
+
+
+def samples(settings: Any, compose: Any, records: dict[str, Any]) -> tuple[Any, ...]:
+    """The metrics of the swarm services ((): a Compose-only host, nothing asked)."""
+    return engine(settings, compose).samples() if shows(settings, records) else ()
