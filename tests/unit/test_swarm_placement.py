@@ -209,3 +209,49 @@ def _row(sid: str, constraints: list[str], image: str = "x:sha-1") -> dict:
 def test_a_placement_change_rolls_only_tasks_that_no_longer_fit(before, after, tasks, allowed,
                                                                 want) -> None:
     assert swarm.changed(before, after, tasks, allowed) is want
+
+
+@pytest.mark.parametrize("svc, key, flagged", [
+    ({"tmpfs": ["/run"]}, "tmpfs", True),  # the converter never reads a service's tmpfs
+    ({"shm_size": "64m"}, "shm_size", True),
+    ({"cgroupns_mode": "host"}, "cgroupns_mode", True),
+    ({"cpu_quota": 5000}, "cpu_quota", True),  # refused by the loader: forbidden
+    ({"memswap_limit": "1g"}, "memswap_limit", True),
+    ({"platform": "linux/amd64"}, "platform", True),  # not in a stack file at all
+    ({"init": True}, "init", False),  # converted: ContainerSpec.Init
+    ({"ulimits": {"nofile": 1024}}, "ulimits", False),
+    ({"stop_signal": "SIGINT"}, "stop_signal", False),
+    ({"extra_hosts": ["a:1.2.3.4"]}, "extra_hosts", False),
+    ({"expose": [80]}, "expose", False),
+    ({"extends": {"service": "b"}}, "extends", False),  # compose resolves it first
+    ({"x-mine": 1}, "x-mine", False),
+    ({"env_file": ["a.env"]}, "env_file", False),
+])
+def test_check_keys_against_the_stack_converter(svc, key, flagged) -> None:
+    found = {i.key for i in swarm.check({"web": {"image": "x:sha-1", **svc}})}
+    assert (key in found) is flagged, found
+    if not flagged:
+        doc = swarm.stack_file({"services": {"web": {"image": "x:sha-1", **svc}}},
+                               "t-w", "w", "t-")
+        assert (key in doc["services"]["web"]) is (key in swarm.ACCEPTED)
+    tmp = swarm.stack_file({"services": {"web": {"image": "x", "tmpfs": ["/run"]}}},
+                           "t-w", "w", "t-")
+    assert "tmpfs" not in tmp["services"]["web"]
+
+
+def test_vigo_check_says_where_placement_folders_place(tmp_path: Path) -> None:
+    from vigo.core import lint
+
+    text = SWARM
+    repo = _repo(tmp_path, text, {"hosts/n2/stacks/web/.gitkeep": "",
+                                  "hosts/n3/stacks/web/compose.yml": text.replace("x}", "y}"),
+                                  "hosts/n4/stacks/web/compose.yml": text,
+                                  "hosts/n5/env/.gitkeep": ""})
+    found = [f for f in lint.lint_repo_files(repo) if f.rule == "swarm-placement"]
+    placed = sorted(f.path for f in found if "places it on node" in f.message)
+    assert placed == ["hosts/n2/stacks/web", "hosts/n3/stacks/web", "hosts/n4/stacks/web"]
+    (bad,) = [f for f in found if "differs from" in f.message]
+    assert bad.path == "hosts/n3/stacks/web/compose.yml" and bad.severity == lint.WARNING
+    assert "a swarm service has one definition for all nodes" in bad.message
+    (repo / "stacks/web/compose.yml").write_text("services: {web: {image: x}}\n")  # Compose
+    assert not [f for f in lint.lint_repo_files(repo) if f.rule == "swarm-placement"]

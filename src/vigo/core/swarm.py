@@ -84,7 +84,20 @@ IGNORED: dict[str, tuple[str, str]] = {
     "provider": ("Swarm ignores `provider`", "drop it"),
     "label_file": ("Swarm ignores `label_file`", "write the labels"),
     "gpus": ("Swarm ignores `gpus`", "use `deploy.resources.reservations.generic_resources`"),
+    # docker/cli's compose loader: unsupported (ignored) or forbidden (refused) in a stack
+    "cgroupns_mode": ("Swarm ignores `cgroupns_mode`", "drop it"),
+    "shm_size": ("Swarm ignores `shm_size`", "mount a `type: tmpfs` volume on /dev/shm"),
+    "cpu_quota": ("Swarm refuses `cpu_quota`", "use `deploy.resources.limits.cpus`"),
+    "cpu_period": ("Swarm ignores `cpu_period`", "use `deploy.resources.limits.cpus`"),
+    "cpuset": ("Swarm refuses `cpuset`", "use `deploy.resources`"),
+    "memswap_limit": ("Swarm refuses `memswap_limit`", "use `deploy.resources.limits.memory`"),
+    "volume_driver": ("Swarm refuses `volume_driver`", "set `driver` on a top-level volume"),
+    "pids_limit": ("Swarm ignores `pids_limit`", "use `deploy.resources.limits.pids`"),
+    "tmpfs": ("Swarm ignores a service's `tmpfs`", "use a `volumes:` entry of `type: tmpfs` "
+              "(with `tmpfs: {size: ...}`)"),
 }
+# Keys compose resolves before Swarm sees them (never reported).
+_RESOLVED = frozenset({"extends"})
 # Keys compose's resolved model carries that mean nothing to Swarm (never reported).
 _QUIET = frozenset({"env_file", "restart"})
 # Service keys `docker stack deploy` (compose file format 3.x) accepts: anything else is dropped.
@@ -92,7 +105,7 @@ ACCEPTED = frozenset({
     "cap_add", "cap_drop", "command", "configs", "credential_spec", "deploy", "dns",
     "dns_search", "entrypoint", "environment", "expose", "extra_hosts", "healthcheck",
     "hostname", "image", "init", "isolation", "labels", "logging", "networks", "ports",
-    "read_only", "secrets", "stop_grace_period", "stop_signal", "sysctls", "tmpfs", "tty",
+    "read_only", "secrets", "stop_grace_period", "stop_signal", "sysctls", "tty",
     "ulimits", "user", "volumes", "working_dir", "stdin_open",
 })
 TOP_ACCEPTED = frozenset({"services", "networks", "volumes", "secrets", "configs"})
@@ -125,6 +138,11 @@ def check(services: Mapping[str, Any]) -> list[Issue]:
                 out.append(Issue(str(name), "build", "Swarm does not build images; the "
                                  "image named beside `build` is deployed as it is",
                                  "drop `build` (vigo deploys `image:`)"))
+            elif key not in ACCEPTED and key not in _QUIET and key not in _RESOLVED and not (
+                    str(key).startswith("x-")):
+                out.append(Issue(str(name), str(key), f"`docker stack deploy` has no "
+                                 f"`{key}`: it is left out of the stack file",
+                                 "drop it, or run this service with the Compose engine"))
         restart = svc.get("restart")
         deploy = svc.get("deploy") if isinstance(svc.get("deploy"), Mapping) else {}
         if restart is not None and (deploy or {}).get("restart_policy"):
