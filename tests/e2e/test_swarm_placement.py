@@ -6,7 +6,9 @@ The steps build on each other, so they are one test: a folder for worker 1 (ever
 there), worker 2's added (both labelled: the running tasks stay, Swarm never rebalances, and
 new tasks go to either worker, never the manager), worker 1's removed (its tasks move, its
 label goes), a folder naming a node the swarm does not have (that stack fails with the message,
-the others deploy), then an idle run that asks the swarm one question."""
+the others deploy), then an idle run that asks the swarm one question. A second test: a
+crashing revision that also moves the stack is rolled back onto the old node (its label kept,
+the failed revision's removed)."""
 
 from __future__ import annotations
 
@@ -27,14 +29,14 @@ APP = "ghcr.io/vigo-example/whoami"
 PLACE = "io.vigo.place."
 
 
-def compose(replicas: int = 3) -> str:
+def compose(replicas: int = 3, env: str = "") -> str:
     return f"""x-vigo: {{engine: swarm, health_timeout: 90}}
 services:
   web:
     image: {APP}:{TAG_A}
     healthcheck: {{test: ["CMD", "/bin/healthy"], interval: 1s, timeout: 3s, retries: 2}}
     environment:
-      GREETING: ${{GREETING}}
+      GREETING: ${{GREETING}}{env}
     deploy:
       replicas: {replicas}
       update_config: {{monitor: 1s}}
@@ -163,3 +165,28 @@ def test_host_folders_place_a_stack_and_follow_the_set(mhost: NodeHost,
                    or "docker stack" in q or "docker service" in q or "docker node" in q]
     assert len(swarm_asked) == 1 and "/services?status=true" in swarm_asked[0], asked
     print(f"idle run with placed stacks: {len(asked)} engine question(s): {asked}")
+
+
+def test_a_failed_move_is_rolled_back_onto_the_old_nodes(mhost: NodeHost,
+                                                         three: swarms.Swarm) -> None:
+    h = mhost
+    _, w1, w2 = three.nodes
+    h.repo.write("stacks/web/compose.yml", compose(2))
+    h.repo.write_env("env/web.env", {"GREETING": "hello"})
+    h.repo.write(f"hosts/{w1.name}/stacks/web/.gitkeep", "")
+    h.repo.commit("web on worker 1")
+    assert "web: created on the swarm" in h.apply().stdout
+    old = h.labels(w1)
+    assert len(old) == 1 and h.where("web") == {w1.name: 2}
+
+    # a crashing revision that also moves to worker 2: the gate fails, the last healthy stack
+    # file (the old constraint) comes back on worker 1, whose label was kept; the failed
+    # revision's label leaves worker 2 once the rollback converged
+    h.repo.remove(f"hosts/{w1.name}")
+    h.repo.write(f"hosts/{w2.name}/stacks/web/.gitkeep", "")
+    h.repo.write("stacks/web/compose.yml", compose(2, "\n      APP_FAIL: exit"))
+    h.repo.commit("move and crash")
+    bad = h.apply(expect=1)
+    assert "web: rolled back to" in bad.stdout, bad.stdout
+    swarms.wait_for("the old tasks on worker 1", lambda: h.where("web") == {w1.name: 2}, 60)
+    assert h.labels(w1) == old and h.labels(w2) == {}, (h.labels(w1), h.labels(w2))
