@@ -1,6 +1,7 @@
 """Docker Swarm: the engine API on the unix socket (services, tasks, nodes, secrets, info) and
 the docker CLI for what changes the swarm (`docker stack deploy/rm`, `docker secret
-create/rm`). Builds argv and requests, parses answers; decides nothing.
+create/rm`, `docker node update --label-add/--label-rm` of vigo's placement labels). Builds
+argv and requests, parses answers; decides nothing.
 
 Reads go to the socket (one request each, see adapters/engine.py); when DOCKER_HOST or a docker
 context points elsewhere they go through `docker ... inspect`, which resolves every endpoint.
@@ -49,6 +50,17 @@ def secret_create_argv(name: str, labels: Mapping[str, str]) -> list[str]:
     for key, value in sorted(labels.items()):
         argv += ["--label", f"{key}={value}"]
     return [*argv, name, "-"]
+
+
+def node_labels_argv(node_id: str, add: Mapping[str, str], remove: Sequence[str] = ()
+                     ) -> list[str]:
+    """Set and remove labels of one node (vigo's placement labels; the caller names them)."""
+    argv = ["docker", "node", "update"]
+    for key, value in sorted(add.items()):
+        argv += ["--label-add", f"{key}={value}"]
+    for key in sorted(remove):
+        argv += ["--label-rm", key]
+    return [*argv, node_id]
 
 
 class Swarm:
@@ -114,6 +126,10 @@ class Swarm:
 
     def secret_rm(self, names: Sequence[str]) -> Result:
         return self.runner.run(["docker", "secret", "rm", *names], timeout=60)
+
+    def node_labels(self, node_id: str, add: Mapping[str, str], remove: Sequence[str] = ()
+                    ) -> Result:
+        return self.runner.run(node_labels_argv(node_id, add, remove), timeout=60)
 
     def logs(self, task_id: str, lines: int = 5) -> str:
         res = self.runner.run(["docker", "service", "logs", "--no-task-ids", "--tail",

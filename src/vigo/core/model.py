@@ -86,6 +86,14 @@ class Stack:
     digests: Mapping[str, str]  # path -> sha256 of its rendered content (env: of ciphertext)
     hash: str  # one digest of everything above: the stack's desired state
     problems: tuple[str, ...] = ()  # render failures: the stack is not applied
+    # a swarm stack's placement folders: (node, path inside the folder, sha256) of every file
+    # of hosts/<node>/stacks/<name>/ of another host than this one (docs/swarm.md#placement)
+    placement: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def placed_on(self) -> tuple[str, ...]:
+        """The nodes its placement folders name (sorted)."""
+        return tuple(sorted({node for node, _, _ in self.placement}))
 
     @property
     def folder(self) -> str:

@@ -163,10 +163,13 @@ def digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def render(checkout: Path, host: str, revision: str) -> DesiredState:
+def render(checkout: Path, host: str, revision: str, engine: str = "compose") -> DesiredState:
+    """`engine`: the host's default engine (the `engine` setting): a stack on Swarm gets the
+    files of its placement folders (other hosts' hosts/<node>/stacks/<name>/) in its digest."""
     all_files, refused, refused_dirs = _walk(checkout)
     files: dict[str, Path] = {}
     overlay: dict[str, Path] = {}
+    others: dict[str, dict[str, tuple[str, str, Path]]] = {}  # stack -> rel -> node, inner
     warnings: list[str] = []
     errors: list[str] = []
     prefix = f"hosts/{host}/"
@@ -182,6 +185,10 @@ def render(checkout: Path, host: str, revision: str) -> DesiredState:
                 else:
                     warnings.append(f"{shown(rel)}: ignored (a host overlay holds only proxy/, "
                                     "stacks/ and env/)")
+            else:
+                parts = rel.split("/", 4)
+                if len(parts) == 5 and parts[2] == "stacks":  # another host's stack folder
+                    others.setdefault(parts[3], {})[rel] = (parts[1], parts[4], src)
             continue
         files[rel] = src
     base = set(files)
@@ -219,7 +226,8 @@ def render(checkout: Path, host: str, revision: str) -> DesiredState:
             blocked.add(inner)
     env_files = {rel: src for rel, src in files.items() if is_env_file(rel)}
     found = _find_stacks(files, blocked)
-    stacks = [_stack(name, cf, files, env_files, digests, problems, blocked)
+    stacks = [_stack(name, cf, files, env_files, digests, problems, blocked,
+                     others.get(name, {}), engine)
               for name, cf in found.items()]
     overlay_only = frozenset(s.name for s in stacks
                              if not any(rel.startswith(s.folder + "/") for rel in base))
@@ -289,9 +297,34 @@ def compose_files(folder: str, exists: Callable[[str], bool]) -> list[str]:
     return [f"{folder}/{n}" for n in COMPOSE_NAMES if exists(f"{folder}/{n}")]
 
 
+def engine_named(text: str) -> str:
+    """The engine a compose file's top-level `x-vigo` block names ('' when none), read from
+    its text: render parses no YAML (an idle run imports no YAML parser)."""
+    block = re.search(r"^x-vigo[\"']?\s*:(.*(?:\n(?:[ \t].*|\s*#.*|\s*))*)", text, re.M)
+    found = re.findall(r"\bengine[\"']?\s*:\s*[\"']?(swarm|compose)\b", block.group(1)
+                       ) if block else []
+    return found[-1] if found else ""
+
+
+def _placement(others: Mapping[str, tuple[str, str, Path]]
+               ) -> tuple[tuple[tuple[str, str, str], ...], dict[str, str]]:
+    """(node, path in the folder, sha256) of each placement folder file; rel -> sha256."""
+    out, sums = [], {}
+    for rel, (node, inner, src) in sorted(others.items()):
+        try:
+            sha = digest(src)
+        except OSError:
+            sha = "unreadable"
+        out.append((node, inner, sha))
+        sums[rel] = sha
+    return tuple(out), sums
+
+
 def _stack(name: str, compose_file: str, files: Mapping[str, Path],
            env_files: Mapping[str, Path], digests: Mapping[str, str],
-           problems: Mapping[str, list[str]], blocked: set[str]) -> Stack:
+           problems: Mapping[str, list[str]], blocked: set[str],
+           others: Mapping[str, tuple[str, str, Path]] | None = None,
+           engine: str = "compose") -> Stack:
     folder = compose_file.rsplit("/", 1)[0] + "/"
     own = tuple(sorted(rel for rel in files if rel.startswith(folder)))
     issues = list(problems.get(name, [])) + list(problems.get("*", []))
@@ -310,12 +343,16 @@ def _stack(name: str, compose_file: str, files: Mapping[str, Path],
                       and re.search(r"(?<![\w.-])" + re.escape(name_) + r"(?![\w.-])", text))
     env = interpolation + tuple(sorted(mentioned))
     stack_digests = {rel: digests[rel] for rel in (*own, *env)}
+    placement: tuple[tuple[str, str, str], ...] = ()
+    if others and name != PROXY and (engine_named(text) or engine) == "swarm":
+        placement, sums = _placement(others)
+        stack_digests.update(sums)  # a placement change is a change of the stack
     h = hashlib.sha256(f"vigo-render-{RENDER_VERSION}\n{name}\n".encode())
     for rel in sorted(stack_digests):
         h.update(f"{rel}\0{stack_digests[rel]}\n".encode())
     return Stack(name=name, compose_file=compose_file, files=own, env_files=env,
                  interpolation_env=interpolation, digests=stack_digests, hash=h.hexdigest(),
-                 problems=tuple(issues))
+                 problems=tuple(issues), placement=placement)
 
 
 def compose_problems(folder: str, paths: set[str]) -> list[str]:

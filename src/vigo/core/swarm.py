@@ -84,7 +84,20 @@ IGNORED: dict[str, tuple[str, str]] = {
     "provider": ("Swarm ignores `provider`", "drop it"),
     "label_file": ("Swarm ignores `label_file`", "write the labels"),
     "gpus": ("Swarm ignores `gpus`", "use `deploy.resources.reservations.generic_resources`"),
+    # docker/cli's compose loader: unsupported (ignored) or forbidden (refused) in a stack
+    "cgroupns_mode": ("Swarm ignores `cgroupns_mode`", "drop it"),
+    "shm_size": ("Swarm ignores `shm_size`", "mount a `type: tmpfs` volume on /dev/shm"),
+    "cpu_quota": ("Swarm refuses `cpu_quota`", "use `deploy.resources.limits.cpus`"),
+    "cpu_period": ("Swarm ignores `cpu_period`", "use `deploy.resources.limits.cpus`"),
+    "cpuset": ("Swarm refuses `cpuset`", "use `deploy.resources`"),
+    "memswap_limit": ("Swarm refuses `memswap_limit`", "use `deploy.resources.limits.memory`"),
+    "volume_driver": ("Swarm refuses `volume_driver`", "set `driver` on a top-level volume"),
+    "pids_limit": ("Swarm ignores `pids_limit`", "use `deploy.resources.limits.pids`"),
+    "tmpfs": ("Swarm ignores a service's `tmpfs`", "use a `volumes:` entry of `type: tmpfs` "
+              "(with `tmpfs: {size: ...}`)"),
 }
+# Keys compose resolves before Swarm sees them (never reported).
+_RESOLVED = frozenset({"extends"})
 # Keys compose's resolved model carries that mean nothing to Swarm (never reported).
 _QUIET = frozenset({"env_file", "restart"})
 # Service keys `docker stack deploy` (compose file format 3.x) accepts: anything else is dropped.
@@ -92,7 +105,7 @@ ACCEPTED = frozenset({
     "cap_add", "cap_drop", "command", "configs", "credential_spec", "deploy", "dns",
     "dns_search", "entrypoint", "environment", "expose", "extra_hosts", "healthcheck",
     "hostname", "image", "init", "isolation", "labels", "logging", "networks", "ports",
-    "read_only", "secrets", "stop_grace_period", "stop_signal", "sysctls", "tmpfs", "tty",
+    "read_only", "secrets", "stop_grace_period", "stop_signal", "sysctls", "tty",
     "ulimits", "user", "volumes", "working_dir", "stdin_open",
 })
 TOP_ACCEPTED = frozenset({"services", "networks", "volumes", "secrets", "configs"})
@@ -125,6 +138,11 @@ def check(services: Mapping[str, Any]) -> list[Issue]:
                 out.append(Issue(str(name), "build", "Swarm does not build images; the "
                                  "image named beside `build` is deployed as it is",
                                  "drop `build` (vigo deploys `image:`)"))
+            elif key not in ACCEPTED and key not in _QUIET and key not in _RESOLVED and not (
+                    str(key).startswith("x-")):
+                out.append(Issue(str(name), str(key), f"`docker stack deploy` has no "
+                                 f"`{key}`: it is left out of the stack file",
+                                 "drop it, or run this service with the Compose engine"))
         restart = svc.get("restart")
         deploy = svc.get("deploy") if isinstance(svc.get("deploy"), Mapping) else {}
         if restart is not None and (deploy or {}).get("restart_policy"):
@@ -266,10 +284,12 @@ def _service(name: str, svc: Mapping[str, Any], labels: Mapping[str, str]) -> di
 
 
 def stack_file(model: Mapping[str, Any], namespace: str, stack: str, instance: str,
-               secrets: Mapping[str, str] | None = None) -> dict[str, Any]:
+               secrets: Mapping[str, str] | None = None, constraint: str = "") -> dict[str, Any]:
     """The stack file for `docker stack deploy` from a resolved model. `secrets`: each of the
     model's top-level secrets -> the Swarm secret that holds its value (`secret_name`); they
-    are deployed as external secrets. The labels carry the stack's hash and each service's."""
+    are deployed as external secrets. `constraint`: vigo's placement (`Placement.constraint`),
+    beside each service's own constraints. The labels carry the stack's hash and each
+    service's."""
     secrets = secrets or {}
     services = model.get("services") or {}
     out: dict[str, Any] = {"services": {}}
@@ -277,6 +297,11 @@ def stack_file(model: Mapping[str, Any], namespace: str, stack: str, instance: s
     for name, svc in sorted(services.items()):
         if isinstance(svc, Mapping):
             out["services"][name] = _service(name, svc, owner)
+            if constraint:
+                place = dict(out["services"][name]["deploy"].get("placement") or {})
+                own = [c for c in place.get("constraints") or () if c != constraint]
+                place["constraints"] = [*own, constraint]
+                out["services"][name]["deploy"]["placement"] = place
     nets = {}
     for name, net in (model.get("networks") or {}).items():
         net = dict(net or {})
@@ -401,12 +426,34 @@ def job_problem(model: Mapping[str, Any]) -> str:
             f"fix: {JOB_FIX}")
 
 
-def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+def changed(before: Mapping[str, Any], after: Mapping[str, Any],
+            tasks: Sequence[Mapping[str, Any]] = (), allowed: Collection[str] | None = None
+            ) -> bool:
     """Whether a deploy changed what a service's tasks run (its TaskTemplate): Swarm then
     rolls an update, which `verdict` waits to see start; a change of service labels alone
-    (Traefik's, vigo's) updates no task."""
+    (Traefik's, vigo's) updates no task. A change of the placement alone rolls only tasks
+    whose node no longer fits (Swarm's IsTaskDirty): with `allowed` (the node ids vigo's
+    placement allows, when only it changed), an update is awaited only when a running task
+    of the service is on another node."""
     spec = lambda row: (row.get("Spec") or {}).get("TaskTemplate") or {}  # noqa: E731
-    return spec(before) != spec(after)
+    old, new = spec(before), spec(after)
+    if old == new:
+        return False
+    if allowed is None or _unplaced(old) != _unplaced(new):
+        return True
+    sid = str(after.get("ID") or "")
+    return any(str(t.get("ServiceID") or "") == sid and t.get("DesiredState") == "running"
+               and str(t.get("NodeID") or "") not in allowed for t in tasks)
+
+
+def _unplaced(template: Mapping[str, Any]) -> dict[str, Any]:
+    """A TaskTemplate without vigo's placement constraint (what else a deploy changed)."""
+    out = dict(template)
+    place = dict(out.get("Placement") or {})
+    place["Constraints"] = [c for c in place.get("Constraints") or ()
+                            if not str(c).startswith(f"node.labels.{PLACE_LABEL}")]
+    out["Placement"] = {k: v for k, v in place.items() if v}
+    return out
 
 
 def verdict(services: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, Any]],
@@ -536,3 +583,139 @@ def status_lines(services: Sequence[Service], nodes: Mapping[str, Sequence[str]]
         lines.append(f"  {s.stack}/{s.service} (swarm): {running}/{s.desired} running"
                      f"{update}, on {where}{gone}")
     return lines
+
+
+# -- placement: hosts/<node>/stacks/<stack>/ places a swarm stack on that node ----------------
+# Swarm ANDs constraints (no OR), so a set of nodes is one node label vigo owns. The label's key
+# carries the hash of the node set, `io.vigo.place.<namespace>.<hash8>=true`: a node may carry
+# the old set's label and the new one's at once, so the tasks of the last healthy stack file
+# (a rollback) still find their nodes while an update moves them. The hash in the constraint
+# makes a change of the set a change of the stack file (Swarm evaluates constraints only when
+# it schedules: a new constraint is the rolling update that moves the tasks).
+
+PLACE_LABEL = "io.vigo.place."  # vigo's own node label prefix: nothing else is ever touched
+GITKEEP = ".gitkeep"
+
+
+def place_label(namespace: str, value: str) -> str:
+    """The node label of one placement of a stack: `io.vigo.place.<namespace>.<hash8>`."""
+    return f"{PLACE_LABEL}{namespace}.{value}"
+
+
+def place_constraint(namespace: str, value: str) -> str:
+    return f"node.labels.{place_label(namespace, value)} == true"
+
+
+def place_value(nodes: Iterable[str]) -> str:
+    """hash8 of the sorted node set (independent of the order the folders are found in)."""
+    return hashlib.sha256("\n".join(sorted(set(nodes))).encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One node of the swarm as `GET /nodes` tells it: what placement needs."""
+
+    id: str
+    hostname: str
+    labels: Mapping[str, str]
+
+
+def parse_nodes(rows: Iterable[Mapping[str, Any]]) -> tuple[NodeInfo, ...]:
+    return tuple(NodeInfo(str(r.get("ID") or ""),
+                          str((r.get("Description") or {}).get("Hostname") or ""),
+                          dict((r.get("Spec") or {}).get("Labels") or {})) for r in rows)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a swarm stack runs: `nodes` () means no constraint of vigo's (the stack's own
+    placement only). `error`: the stack fails before anything is touched."""
+
+    nodes: tuple[str, ...] = ()
+    value: str = ""
+    warnings: tuple[str, ...] = ()
+    error: str = ""
+
+    def constraint(self, namespace: str) -> str:
+        return place_constraint(namespace, self.value) if self.value else ""
+
+    def line(self) -> str:
+        return f"placement: {', '.join(self.nodes)}" if self.nodes else ""
+
+
+def placement(stack: str, folders: Iterable[str], nodes: Iterable[str],
+              problems: Sequence[str] = ()) -> Placement:
+    """The placement of `stack` from the nodes its `hosts/<node>/stacks/<stack>/` folders
+    name (`folders`) and the hostnames of the swarm's nodes (`nodes`). A folder naming no
+    node is a warning; folders that name no node at all fail the stack (it must not run
+    everywhere silently). `problems` (from `placement_problems`) fail it too."""
+    wanted, have = sorted(set(folders)), sorted(set(nodes))
+    if problems:
+        return Placement(error="; ".join(problems))
+    if not wanted:
+        return Placement()
+    real = [n for n in wanted if n in have]
+    unknown = [n for n in wanted if n not in have]
+    listed = ", ".join(have) or "none"
+    said = [f"hosts/{n}/stacks/{stack} places {stack} on {n}, which is not a node of this "
+            f"swarm (nodes: {listed})" for n in unknown]
+    if not real:
+        return Placement(error="; ".join(said))
+    return Placement(tuple(real), place_value(real),
+                     tuple(f"{s}: ignored" for s in said))
+
+
+def placement_problems(stack: str, files: Iterable[tuple[str, str, str]],
+                       rendered: Mapping[str, str]) -> list[str]:
+    """Files of placement folders that would change the stack per node: Swarm runs one
+    definition on every node. `files`: (node, path inside the stack folder, sha256) of each
+    file under hosts/<node>/stacks/<stack>/; `rendered`: path inside the stack folder -> the
+    sha256 of what the stack renders from. A `.gitkeep`, or a byte-identical copy, is fine."""
+    out = []
+    for node, rel, sha in sorted(files):
+        if rel.rsplit("/", 1)[-1] == GITKEEP or rendered.get(rel) == sha:
+            continue
+        where = f"hosts/{node}/stacks/{stack}/{rel}"
+        what = ("differs from" if rel in rendered else "is not a file of")
+        out.append(f"{where} {what} the stack's stacks/{stack}/{rel}: a swarm service has one "
+                   f"definition for all nodes, so hosts/{node}/stacks/{stack}/ only places "
+                   f"{stack} on {node} (keep a {GITKEEP} in it, or identical copies); use node "
+                   "labels or env for what differs per node")
+    return out
+
+
+def placed_value(doc: Mapping[str, Any], namespace: str) -> str:
+    """The placement hash a stack file's constraints carry ('' when vigo placed it nowhere)."""
+    head = f"node.labels.{PLACE_LABEL}{namespace}."
+    for svc in (doc.get("services") or {}).values():
+        for c in ((svc.get("deploy") or {}).get("placement") or {}).get("constraints") or ():
+            if isinstance(c, str) and c.startswith(head):
+                return c[len(head):].split(" ", 1)[0]
+    return ""
+
+
+def labels_to_add(namespace: str, place: Placement, nodes: Sequence[NodeInfo]
+                  ) -> dict[str, str]:
+    """node id -> the placement label it lacks (set before `docker stack deploy`)."""
+    if not place.value:
+        return {}
+    label = place_label(namespace, place.value)
+    return {n.id: label for n in nodes if n.hostname in place.nodes and n.labels.get(label)
+            != "true"}
+
+
+def labels_to_remove(namespace: str, keep: Placement, nodes: Sequence[NodeInfo]
+                     ) -> dict[str, tuple[str, ...]]:
+    """node id -> vigo's placement labels of this stack it should no longer carry, once the
+    stack file of `keep` converged: every other set's label, and `keep`'s label on nodes out
+    of its set. Only `io.vigo.place.<namespace>.<hash8>` is ever named."""
+    head = f"{PLACE_LABEL}{namespace}."
+    wanted = place_label(namespace, keep.value) if keep.value else ""
+    out = {}
+    for n in nodes:
+        stale = tuple(sorted(k for k in n.labels if k.startswith(head)
+                             and len(k) == len(head) + 8
+                             and not (k == wanted and n.hostname in keep.nodes)))
+        if stale:
+            out[n.id] = stale
+    return out

@@ -81,7 +81,7 @@ class Source:
             self.emit(f"source: {report.error}; nothing changed, the next run tries again")
             return None
         report.revision = rev
-        desired = render.render(s.checkout, s.host, rev)
+        desired = render.render(s.checkout, s.host, rev, s.engine)
         for w in desired.warnings:
             self.warn(report, w)
         if desired.error:  # stacks may be hidden: nothing is pruned, nothing changes

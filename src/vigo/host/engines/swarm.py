@@ -11,6 +11,7 @@ holds the revision, as for Compose stacks. Only the swarm's leader applies (`lea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -205,15 +206,22 @@ class SwarmEngine:
         timeout = res.health_timeout or self.health_timeout
         why = list(action.reasons)
         try:
+            place, nodes = self._placement(stack)
+            if place.error:
+                return StackResult(stack.name, action.kind, False, f"{stack.name}: failed "
+                                   f"({place.error}; the running services were left as "
+                                   "they are)")
+            why += [w for w in (*place.warnings, place.line()) if w]
             values, problem = self._secret_values(stack, res)
             if problem:
                 return StackResult(stack.name, action.kind, False, f"{stack.name}: failed "
                                    f"({problem}; the running services were left as they are)")
             secrets = self._secrets(stack, namespace, values)
             doc = core.stack_file(res.model, namespace, stack.name, self.project_prefix,
-                                  secrets)
+                                  secrets, place.constraint(namespace))
             path = self.stack_path(namespace)
             fs.write_secret(path, json.dumps(doc, indent=1), root=self.paths.secrets)
+            self._label(stack.name, core.labels_to_add(namespace, place, nodes))
             old = self.services(namespace)
             wanted = {f"{namespace}_{svc}" for svc in doc["services"]}
             whole = next(iter(doc["services"].values()))["deploy"]["labels"][core.LABEL_HASH]
@@ -221,14 +229,18 @@ class SwarmEngine:
                     s.stack_hash == whole for s in old):
                 failure = self._wait(namespace, doc, {}, _now(), timeout)
                 if not failure:
+                    self._unlabel(stack.name, namespace, place)
+                    text = "; ".join(w for w in (*place.warnings, place.line()) if w)
                     return StackResult(stack.name, action.kind, True, f"{stack.name}: "
-                                       "unchanged (the swarm runs this stack file already)",
+                                       "unchanged (the swarm runs this stack file already"
+                                       + (f"; {text})" if text else ")"),
                                        containers=containers(self.services(namespace)))
             failure = self._apply(namespace, path, doc, timeout)
             if failure:
                 return self._rollback(stack, action, failure, record, revision, timeout)
         except (DockerError, CommandTimeout, OSError) as exc:
             return StackResult(stack.name, action.kind, False, f"{stack.name}: failed ({exc})")
+        self._unlabel(stack.name, namespace, place)
         try:
             fs.write_secret(self.stack_path(namespace, good=True), json.dumps(doc, indent=1),
                             root=self.paths.secrets)
@@ -240,6 +252,61 @@ class SwarmEngine:
         return StackResult(stack.name, action.kind, True,
                            f"{stack.name}: {verb} on the swarm" + (f" ({text})" if text else ""),
                            containers=containers(self.services(namespace)))
+
+    # -- placement (docs/swarm.md#placement) ---------------------------------------------------
+
+    def _placement(self, stack: Stack) -> tuple[core.Placement, tuple[core.NodeInfo, ...]]:
+        """Where the stack runs, from its placement folders and the swarm's nodes (read only
+        here, when the stack deploys; never by an idle run)."""
+        nodes = core.parse_nodes(self.api.nodes())
+        folder = stack.folder + "/"
+        rendered = {rel[len(folder):]: sha for rel, sha in stack.digests.items()
+                    if rel.startswith(folder)}
+        problems = core.placement_problems(stack.name, stack.placement, rendered)
+        return core.placement(stack.name, stack.placed_on, [n.hostname for n in nodes],
+                              problems), nodes
+
+    def _label(self, stack: str, add: dict[str, str]) -> None:
+        """Set the placement label on the nodes of the set that lack it, before the deploy
+        (the new constraint must find its nodes)."""
+        for node_id, label in sorted(add.items()):
+            out = self.api.node_labels(node_id, {label: "true"})
+            if not out.ok:
+                raise DockerError(f"docker node update {node_id[:12]}: {out.error(2)}")
+            self.log(f"{stack}: node {node_id[:12]}: label {label} set")
+
+    def _unlabel(self, stack: str, namespace: str, keep: core.Placement) -> None:
+        """Once the stack file of `keep` converged: remove this stack's other placement
+        labels (an old set's, or `keep`'s on nodes out of it). Never fails the stack: a
+        label left behind is named by no constraint, and a later deploy removes it."""
+        try:
+            nodes = core.parse_nodes(self.api.nodes())
+            for node_id, labels in sorted(core.labels_to_remove(namespace, keep, nodes).items()):
+                out = self.api.node_labels(node_id, {}, labels)
+                if out.ok:
+                    self.log(f"{stack}: node {node_id[:12]}: label(s) {', '.join(labels)} "
+                             "removed")
+        except (DockerError, CommandTimeout):
+            pass
+
+    def _kept(self, namespace: str, doc: dict[str, Any]) -> core.Placement:
+        """The placement a stack file deployed again (a rollback) keeps: its label on the
+        nodes that carry it now (they were never unlabelled while it could come back)."""
+        value = core.placed_value(doc, namespace)
+        if not value:
+            return core.Placement()
+        label = core.place_label(namespace, value)
+        nodes = core.parse_nodes(self.api.nodes())
+        return core.Placement(tuple(sorted(n.hostname for n in nodes
+                                           if n.labels.get(label) == "true")), value)
+
+    def _allowed(self, namespace: str, doc: dict[str, Any]) -> frozenset[str]:
+        """The ids of the nodes the stack file's placement by vigo allows (every node when it
+        has none): a placement change rolls only tasks on other nodes (`core.changed`)."""
+        value = core.placed_value(doc, namespace)
+        label = core.place_label(namespace, value) if value else ""
+        return frozenset(n.id for n in core.parse_nodes(self.api.nodes())
+                         if not label or n.labels.get(label) == "true")
 
     def _apply(self, namespace: str, path: Path, doc: dict[str, Any], timeout: float) -> str:
         """Deploy a stack file and wait for it: '' when every service converged healthy."""
@@ -259,6 +326,7 @@ class SwarmEngine:
         told = start
         names = [f"{namespace}_{svc}" for svc in doc["services"]]
         nodes = 0
+        allowed: frozenset[str] | None = None
         while True:
             rows = [r for r in self.api.services([f"{core.SWARM_NAMESPACE}={namespace}"])
                     if (r.get("Spec") or {}).get("Name") in names]
@@ -266,10 +334,13 @@ class SwarmEngine:
                 nodes = nodes or sum(1 for n in self.api.nodes() if (n.get("Spec") or {}).get(
                     "Availability") == "active" and (n.get("Status") or {}).get(
                     "State") == "ready")
+            tasks = self.api.tasks([str(r.get("ID")) for r in rows])
+            if before and allowed is None:
+                allowed = self._allowed(namespace, doc)
             updating = {name for r in rows if (name := str(r["Spec"]["Name"])) in (
-                before or {}) and core.changed(before[name], r)} if before else set()
-            verdict = core.verdict(rows, self.api.tasks([str(r.get("ID")) for r in rows]),
-                                   marks, since, nodes or 1, updating)
+                before or {}) and core.changed(before[name], r, tasks, allowed)
+                } if before else set()
+            verdict = core.verdict(rows, tasks, marks, since, nodes or 1, updating)
             if len(rows) < len(names):
                 verdict = core.Verdict(core.WAIT, "services are being created")
             if verdict.status == core.OK:
@@ -298,11 +369,13 @@ class SwarmEngine:
         self.log(f"{stack.name}: {reason}; rolling back to {last}")
         doc = json.loads(good.read_text())
         failure = self._apply(namespace, good, doc, max(timeout, self.health_timeout))
-        if failure:
+        if failure:  # every placement label stays: either stack file may run
             return StackResult(stack.name, action.kind, False,
                                f"{stack.name}: failed ({reason}); the rollback to {last} "
                                f"failed too: {failure}", hold=True)
         self._prune_after_rollback(stack.name, namespace, doc)
+        with contextlib.suppress(DockerError, CommandTimeout):  # the rollback converged:
+            self._unlabel(stack.name, namespace, self._kept(namespace, doc))  # new labels go
         return StackResult(stack.name, action.kind, False,
                            f"{stack.name}: rolled back to {last}; {revision[:12]} failed: "
                            f"{reason}", containers=containers(self.services(namespace)),
@@ -333,6 +406,7 @@ class SwarmEngine:
             while self.services(namespace) and time.monotonic() < deadline:
                 self.sleep(POLL)
             self._prune_secrets(name, set())
+            self._unlabel(name, namespace, core.Placement())  # its placement labels go too
         except (DockerError, CommandTimeout) as exc:
             return StackResult(name, REMOVE, False, f"{name}: failed to remove ({exc})")
         return StackResult(name, REMOVE, True, f"{name}: removed from the swarm (no longer "
