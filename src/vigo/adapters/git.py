@@ -356,9 +356,9 @@ class Git:
         self.auth = auth
 
     def _git(self, checkout: Path, *args: str, timeout: float | None = None,
-             remote: Remote | None = None):
+             remote: Remote | None = None, options: tuple[str, ...] = ()):
         extra, env = (remote.args, dict(remote.env)) if remote else ((), {})
-        return self.runner.run((*GIT, *extra, "-C", str(checkout), *args),
+        return self.runner.run((*GIT, *extra, *options, "-C", str(checkout), *args),
                                env={**GIT_ENV, **env}, timeout=timeout or self.timeout)
 
     def remote(self, repo: str) -> Remote:
@@ -431,6 +431,11 @@ class Git:
             if not res.ok:
                 raise SourceError(f"cannot check out {commit[:12]} in {checkout}: "
                                   f"{res.error(3)}")
+        # The housekeeping `fetch` would start after every fetch (_fetch turns it off: an idle
+        # fetch brings no objects), here where new objects came in; in the foreground, before
+        # the manifest, since a gc may pack the refs. Its failure costs nothing but disk space.
+        self._git(checkout, "maintenance", "run", "--auto", "--quiet",
+                  options=("-c", "gc.autoDetach=false"))
         record_tree(checkout, commit)
         return commit
 
@@ -489,8 +494,11 @@ class Git:
 
     def _fetch(self, remote: Remote, branch: str, checkout: Path) -> str:
         ref = f"refs/remotes/origin/{branch}"
+        # No auto maintenance (a second git process; _checkout runs it when a commit came in)
+        # and no FETCH_HEAD (vigo reads the ref): an idle fetch writes nothing.
         res = self._git(checkout, "fetch", "-q", "--no-tags", "--no-recurse-submodules",
-                        "--prune", "origin", f"+refs/heads/{branch}:{ref}", remote=remote)
+                        "--prune", "--no-auto-maintenance", "--no-write-fetch-head", "origin",
+                        f"+refs/heads/{branch}:{ref}", remote=remote)
         if not res.ok:
             refused = self._refused(remote, res)
             if refused:
