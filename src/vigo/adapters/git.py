@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import stat
 import time
 from dataclasses import dataclass
@@ -299,6 +298,8 @@ def signature_pins(allowed_signers: Path | None, gpg_keyring: Path | None
     """`-c` options and environment under which `%G?` says G only for the trusted keys. git
     picks the verifier from the signature in the commit, not from gpg.format: the one that
     checks the trusted keys is pinned to its absolute path, the others to /bin/false."""
+    import shutil  # shutil loads zlib, bz2 and lzma: imported where it is used, never idle
+
     off = "/bin/false"
     if allowed_signers is not None:
         tool, package = "ssh-keygen", "openssh-client"
@@ -448,6 +449,8 @@ class Git:
             checkout.mkdir(parents=True, exist_ok=True, mode=0o700)
             res = self._git(checkout, "init", "-q")
             if not res.ok:
+                import shutil
+
                 shutil.rmtree(checkout / ".git", ignore_errors=True)
                 raise SourceError(f"cannot create the checkout in {checkout}: {res.error()}")
         self._pin_config(repo, branch, checkout)
@@ -481,6 +484,8 @@ class Git:
                 except FileNotFoundError:
                     pass
                 except IsADirectoryError:
+                    import shutil
+
                     shutil.rmtree(name, dir_fd=fd)
                 finally:
                     os.close(fd)
@@ -527,6 +532,8 @@ class Git:
 
     def reclone(self, repo: str, branch: str, checkout: Path, why: str) -> None:
         """Replace a broken checkout with a fresh clone, swapped in by renames."""
+        import shutil
+
         remote = self.remote(repo)
         fresh = checkout.with_name(f".{checkout.name}.fresh")
         shutil.rmtree(fresh, ignore_errors=True)
