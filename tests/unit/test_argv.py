@@ -162,9 +162,8 @@ def test_git_checkout_reset_and_clean(tmp_path: Path) -> None:
     assert Git(runner, 30).checkout(checkout, commit) == commit
     c = ("-C", str(checkout))
     assert runner.argvs == [(*GIT, *c, "reset", "-q", "--hard", commit),
-                            (*GIT, *c, "clean", "-ffdxq"),  # then the housekeeping, not detached
-                            (*GIT, "-c", "gc.autoDetach=false", *c, "maintenance", "run",
-                             "--auto", "--quiet")]
+                            (*GIT, *c, "clean", "-ffdxq"),  # then fetch's housekeeping
+                            (*GIT, *c, "maintenance", "run", "--auto", "--quiet")]
     assert [call.env for call in runner.calls] == [GIT_ENV, GIT_ENV, GIT_ENV]
 
 

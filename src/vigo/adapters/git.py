@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from vigo.adapters import fs
-from vigo.adapters.run import Runner
+from vigo.adapters.run import CommandTimeout, Runner
 from vigo.adapters.sops import owned_file_problem, private_file_problem
 
 # Pinned for every call: no user or system config, no hooks, no submodules, no prompts, and
@@ -357,9 +357,9 @@ class Git:
         self.auth = auth
 
     def _git(self, checkout: Path, *args: str, timeout: float | None = None,
-             remote: Remote | None = None, options: tuple[str, ...] = ()):
+             remote: Remote | None = None):
         extra, env = (remote.args, dict(remote.env)) if remote else ((), {})
-        return self.runner.run((*GIT, *extra, *options, "-C", str(checkout), *args),
+        return self.runner.run((*GIT, *extra, "-C", str(checkout), *args),
                                env={**GIT_ENV, **env}, timeout=timeout or self.timeout)
 
     def remote(self, repo: str) -> Remote:
@@ -432,12 +432,13 @@ class Git:
             if not res.ok:
                 raise SourceError(f"cannot check out {commit[:12]} in {checkout}: "
                                   f"{res.error(3)}")
-        # The housekeeping `fetch` would start after every fetch (_fetch turns it off: an idle
-        # fetch brings no objects), here where new objects came in; in the foreground, before
-        # the manifest, since a gc may pack the refs. Its failure costs nothing but disk space.
-        self._git(checkout, "maintenance", "run", "--auto", "--quiet",
-                  options=("-c", "gc.autoDetach=false"))
         record_tree(checkout, commit)
+        # The housekeeping `fetch` would start after every fetch (_fetch turns it off: an idle
+        # fetch brings no objects), here where new objects came in. Like fetch's, a gc it
+        # starts goes on in the background; when it packs the refs, the next run sees a changed
+        # .git and checks out once more. Its failure costs nothing but disk space.
+        with contextlib.suppress(CommandTimeout):
+            self._git(checkout, "maintenance", "run", "--auto", "--quiet")
         return commit
 
     def _ensure_repo(self, repo: str, checkout: Path, branch: str = "") -> None:
