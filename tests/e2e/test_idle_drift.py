@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 from tests.e2e.conftest import TAG_A, Host
 from tests.support.infra import sh
+
+# Prints the modules a run imported (stderr), after it ran.
+IMPORTED = ("import sys\nfrom vigo.cli.commands import main\nrc = main()\n"
+            "print(' '.join(sys.modules), file=sys.stderr)\nsys.exit(rc)")
+# What an idle run does not need (docs/idle.md): the YAML parser, the deployer and the rest of
+# a deploy, the HTTP client, the thread pool, tempfile, traceback (argparse imports shutil).
+NOT_IDLE = {"ruamel.yaml", "vigo.core.lint", "vigo.core.policy", "vigo.core.registries",
+            "vigo.core.health", "vigo.core.rollout", "vigo.host.engines.compose",
+            "vigo.host.metrics", "vigo.adapters.http", "http.client", "urllib.request", "ssl",
+            "concurrent.futures", "tempfile", "traceback"}
 
 
 def container_events(host: Host, since: float) -> list[str]:
@@ -28,6 +40,14 @@ def test_idle_run_and_no_op_commit_touch_no_container(host: Host) -> None:
     assert "docker compose" not in res.stderr and "sops" not in res.stderr
     # One question to the engine: a GET on its socket (or `docker ps` for a remote engine).
     assert res.stderr.count("$ GET unix://") + res.stderr.count("$ docker ps") == 1
+    # ... and imports only what an idle run uses (vigo's own entry point, in a new process).
+    run = subprocess.run([sys.executable, "-c", IMPORTED, "--config", str(host.config), "apply"],
+                         capture_output=True, text=True, timeout=120, check=True,
+                         stdin=subprocess.DEVNULL)
+    assert "nothing to do" in run.stdout
+    imported = set(run.stderr.split())
+    assert "vigo.host.reconcile" in imported
+    assert sorted(imported & NOT_IDLE) == []
     # A README, a comment in one stack's compose file: nothing is recreated.
     host.repo.write("README.md", "notes\n")
     compose = host.repo.work / "stacks/whoami/docker-compose.yml"

@@ -92,7 +92,8 @@ def test_git_fetch_of_a_new_checkout(tmp_path: Path, url: str, kind: str,
     assert runner.argvs == [
         (*GIT, *c, "init", "-q"),
         (*GIT, *options, *c, "fetch", "-q", "--no-tags", "--no-recurse-submodules", "--prune",
-         "origin", "+refs/heads/main:refs/remotes/origin/main"),
+         "--no-auto-maintenance", "--no-write-fetch-head", "origin",
+         "+refs/heads/main:refs/remotes/origin/main"),
         (*GIT, *c, "rev-parse", "--verify", "-q", "refs/remotes/origin/main^{commit}"),
     ]
     fetch = runner.calls[1]
@@ -134,7 +135,8 @@ def test_git_broken_checkout_is_recloned_exact_argv(tmp_path: Path) -> None:
                  "main", checkout)  # the decision is host/source.py's; git builds the argv
     helper = ("-c", f"credential.https://git.example.org.helper={CREDENTIAL_HELPER}")
     c = ("-C", str(checkout))
-    fetch = ("fetch", "-q", "--no-tags", "--no-recurse-submodules", "--prune", "origin",
+    fetch = ("fetch", "-q", "--no-tags", "--no-recurse-submodules", "--prune",
+             "--no-auto-maintenance", "--no-write-fetch-head", "origin",
              "+refs/heads/main:refs/remotes/origin/main")
     assert runner.argvs == [
         (*GIT, *helper, *c, *fetch),
@@ -160,8 +162,9 @@ def test_git_checkout_reset_and_clean(tmp_path: Path) -> None:
     assert Git(runner, 30).checkout(checkout, commit) == commit
     c = ("-C", str(checkout))
     assert runner.argvs == [(*GIT, *c, "reset", "-q", "--hard", commit),
-                            (*GIT, *c, "clean", "-ffdxq")]
-    assert [call.env for call in runner.calls] == [GIT_ENV, GIT_ENV]
+                            (*GIT, *c, "clean", "-ffdxq"),  # then fetch's housekeeping
+                            (*GIT, *c, "maintenance", "run", "--auto", "--quiet")]
+    assert [call.env for call in runner.calls] == [GIT_ENV, GIT_ENV, GIT_ENV]
 
 
 @pytest.mark.parametrize(("method", "args", "tail"), [

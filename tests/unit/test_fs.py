@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vigo.adapters.fs import sync_tree
+from vigo.adapters.fs import filesystem_type, mount_type, sync_tree
 from vigo.adapters.run import Masker
 
 T1, T2 = "/run/vigo/env/app.env", "/run/vigo2/env/app.env"
@@ -136,3 +136,38 @@ def test_masker(values, text, masked):
     mask = Masker()
     mask.add(values)
     assert mask(text) == masked
+
+
+MOUNTS = """\
+/dev/vda1 / ext4 rw,relatime 0 0
+proc /proc proc rw,nosuid 0 0
+tmpfs /run tmpfs rw,nosuid 0 0
+tmpfs /run/vigo tmpfs rw,nosuid 0 0
+tmpfs /dev/shm tmpfs rw 0 0
+/dev/vdb1 /srv/my\\040data xfs rw 0 0
+overlay /var/lib/docker/overlay2/abc/merged overlay rw 0 0
+short
+"""
+
+
+@pytest.mark.parametrize(("where", "kind"), [
+    ("/", "ext4"),
+    ("/etc/vigo", "ext4"),
+    ("/run", "tmpfs"),
+    ("/run/vigo", "tmpfs"),  # the innermost mount
+    ("/run/vigo/env", "tmpfs"),
+    ("/run/vigofoo", "tmpfs"),  # /run, not /run/vigo: a prefix of the name is not a parent
+    ("/runner", "ext4"),
+    ("/dev/shm/x", "tmpfs"),
+    ("/srv/my data/secrets", "xfs"),  # \040 is a space
+    ("/srv/my", "ext4"),
+    ("/var/lib/docker/overlay2/abc/merged/etc", "overlay"),
+    ("/var/lib/docker/overlay2/abcd", "ext4"),
+])
+def test_mount_type_is_the_innermost_mount(where: str, kind: str) -> None:
+    assert mount_type(where, MOUNTS) == kind
+
+
+def test_mount_type_without_a_match_and_of_a_real_path(tmp_path: Path) -> None:
+    assert mount_type("/srv", "proc /proc proc rw 0 0\n") == ""
+    assert filesystem_type(tmp_path / "missing" / "deeper") == filesystem_type(tmp_path)

@@ -197,7 +197,8 @@ def test_fetch_of_a_new_checkout_exact_argv_and_env(tmp_path: Path) -> None:
     assert runner.argvs == [
         (*GIT, *c, "init", "-q"),
         (*GIT, *helper, *c, "fetch", "-q", "--no-tags", "--no-recurse-submodules", "--prune",
-         "origin", "+refs/heads/main:refs/remotes/origin/main"),
+         "--no-auto-maintenance", "--no-write-fetch-head", "origin",
+         "+refs/heads/main:refs/remotes/origin/main"),
         (*GIT, *c, "rev-parse", "--verify", "-q", "refs/remotes/origin/main^{commit}"),
     ]
     runner.assert_not_in_argv(TOKEN)

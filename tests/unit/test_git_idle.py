@@ -61,7 +61,7 @@ class Host:
 def host(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Host:
     monkeypatch.setattr(gitmod, "RACY_NS", 0)
     h = Host(repo, tmp_path / "checkout")
-    assert h.sync() == ["init", "fetch", "rev-parse", "reset", "clean"]
+    assert h.sync() == ["init", "fetch", "rev-parse", "reset", "clean", "maintenance"]
     return h
 
 
@@ -77,8 +77,8 @@ def test_entries_near_the_recording_are_not_trusted(repo: Path, tmp_path: Path,
     monkeypatch.setattr(gitmod, "RACY_NS", 86400 * 10**9)
     h = Host(repo, tmp_path / "c")
     h.sync()
-    assert h.sync() == ["fetch", "reset", "clean"]
-    assert h.sync() == ["fetch", "reset", "clean"]
+    assert h.sync() == ["fetch", "reset", "clean", "maintenance"]
+    assert h.sync() == ["fetch", "reset", "clean", "maintenance"]
     monkeypatch.setattr(gitmod, "RACY_NS", 0)
     assert h.sync() == ["fetch"]
 
@@ -94,7 +94,7 @@ def test_a_new_commit_is_checked_out(host: Host, repo: Path, tmp_path: Path) -> 
     sh("git", *ID, "-C", str(work), "commit", "-qam", "two")
     sh("git", "-C", str(work), "push", "-q", str(own), "main")
     sh("git", "-C", str(work), "reset", "-q", "--hard", "HEAD~1")
-    assert host.sync() == ["fetch", "rev-parse", "reset", "clean"]
+    assert host.sync() == ["fetch", "rev-parse", "reset", "clean", "maintenance"]
     assert (host.checkout / "stacks/a/docker-compose.yml").read_text() == "services: {b: {}}\n"
 
 
@@ -136,7 +136,7 @@ def test_a_touched_checkout_is_checked_out_again(host: Host, touch: Callable[[Pa
     assert host.settled() == ["fetch"]
     touch(host.checkout)
     ran = host.sync()
-    assert ran[-2:] == ["reset", "clean"]
+    assert ran[-3:] == ["reset", "clean", "maintenance"]
     assert sh("git", "-C", str(host.checkout), "status", "--porcelain", "--ignored") == ""
     assert sorted(p.name for p in (host.checkout / "stacks").iterdir()) == ["a"]
     assert (host.checkout / "stacks/a/docker-compose.yml").read_text() == "services: {}\n"

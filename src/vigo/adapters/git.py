@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import stat
 import time
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from vigo.adapters import fs
-from vigo.adapters.run import Runner
+from vigo.adapters.run import CommandTimeout, Runner
 from vigo.adapters.sops import owned_file_problem, private_file_problem
 
 # Pinned for every call: no user or system config, no hooks, no submodules, no prompts, and
@@ -299,6 +298,8 @@ def signature_pins(allowed_signers: Path | None, gpg_keyring: Path | None
     """`-c` options and environment under which `%G?` says G only for the trusted keys. git
     picks the verifier from the signature in the commit, not from gpg.format: the one that
     checks the trusted keys is pinned to its absolute path, the others to /bin/false."""
+    import shutil  # shutil loads zlib, bz2 and lzma: imported where it is used, never idle
+
     off = "/bin/false"
     if allowed_signers is not None:
         tool, package = "ssh-keygen", "openssh-client"
@@ -432,6 +433,12 @@ class Git:
                 raise SourceError(f"cannot check out {commit[:12]} in {checkout}: "
                                   f"{res.error(3)}")
         record_tree(checkout, commit)
+        # The housekeeping `fetch` would start after every fetch (_fetch turns it off: an idle
+        # fetch brings no objects), here where new objects came in. Like fetch's, a gc it
+        # starts goes on in the background; when it packs the refs, the next run sees a changed
+        # .git and checks out once more. Its failure costs nothing but disk space.
+        with contextlib.suppress(CommandTimeout):
+            self._git(checkout, "maintenance", "run", "--auto", "--quiet")
         return commit
 
     def _ensure_repo(self, repo: str, checkout: Path, branch: str = "") -> None:
@@ -443,6 +450,8 @@ class Git:
             checkout.mkdir(parents=True, exist_ok=True, mode=0o700)
             res = self._git(checkout, "init", "-q")
             if not res.ok:
+                import shutil
+
                 shutil.rmtree(checkout / ".git", ignore_errors=True)
                 raise SourceError(f"cannot create the checkout in {checkout}: {res.error()}")
         self._pin_config(repo, branch, checkout)
@@ -476,6 +485,8 @@ class Git:
                 except FileNotFoundError:
                     pass
                 except IsADirectoryError:
+                    import shutil
+
                     shutil.rmtree(name, dir_fd=fd)
                 finally:
                     os.close(fd)
@@ -489,8 +500,11 @@ class Git:
 
     def _fetch(self, remote: Remote, branch: str, checkout: Path) -> str:
         ref = f"refs/remotes/origin/{branch}"
+        # No auto maintenance (a second git process; _checkout runs it when a commit came in)
+        # and no FETCH_HEAD (vigo reads the ref): an idle fetch writes nothing.
         res = self._git(checkout, "fetch", "-q", "--no-tags", "--no-recurse-submodules",
-                        "--prune", "origin", f"+refs/heads/{branch}:{ref}", remote=remote)
+                        "--prune", "--no-auto-maintenance", "--no-write-fetch-head", "origin",
+                        f"+refs/heads/{branch}:{ref}", remote=remote)
         if not res.ok:
             refused = self._refused(remote, res)
             if refused:
@@ -519,6 +533,8 @@ class Git:
 
     def reclone(self, repo: str, branch: str, checkout: Path, why: str) -> None:
         """Replace a broken checkout with a fresh clone, swapped in by renames."""
+        import shutil
+
         remote = self.remote(repo)
         fresh = checkout.with_name(f".{checkout.name}.fresh")
         shutil.rmtree(fresh, ignore_errors=True)

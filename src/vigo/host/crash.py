@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import traceback
 from pathlib import Path
 
 from vigo.adapters.run import CommandTimeout
@@ -11,6 +10,8 @@ from vigo.adapters.run import CommandTimeout
 def crash_line(exc: BaseException) -> str:
     """One line for an exception vigo did not expect: its type, message and the innermost
     vigo function it came from (`render.py:_walk`), e.g. for an input render cannot handle."""
+    import traceback  # a crash only: an idle run needs no traceback
+
     where = ""
     for frame in traceback.extract_tb(exc.__traceback__):
         path = Path(frame.filename)

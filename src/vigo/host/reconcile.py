@@ -9,11 +9,8 @@ runs the same steps up to the plan in a private temp dir and changes nothing.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -137,6 +134,9 @@ class Reconciler:
         s = self.settings
         report = Report("plan", s.host)
         t0 = time.monotonic()
+        import shutil  # here: an idle apply needs neither (shutil loads zlib, bz2, lzma)
+        import tempfile
+
         shm = Path("/dev/shm")  # the plan's decrypted env files stay off the disk when it can
         tmp = Path(tempfile.mkdtemp(prefix="vigo-plan-", dir=shm if shm.is_dir() else None))
         try:
@@ -187,6 +187,8 @@ class Reconciler:
         report.fail(reasons.CRASHED, self.masker(crash_line(exc)))
         self.emit(f"error: {report.error}; the run stopped there, the next run tries again")
         if self.trace is not None:
+            import traceback  # only with --debug (it loads textwrap)
+
             self.trace(self.masker("".join(
                 traceback.format_exception(type(exc), exc, exc.__traceback__))))
 
