@@ -140,3 +140,24 @@ def test_engine_reads_a_whole_answer(tmp_path: Path) -> None:
 def test_engine_missing_socket_says_where(tmp_path: Path) -> None:
     with pytest.raises(engine.EngineError, match=r"does not answer at unix://.*is dockerd"):
         engine.Engine(str(tmp_path / "none.sock")).containers([])
+
+
+def test_images_parser_names_what_docker_images_names() -> None:
+    """GET /images/json as `docker images --digests --format '{{.Repository}}:{{.Tag}}
+    {{.Repository}}@{{.Digest}}'` lists it, without the `<none>` of untagged images."""
+    body = json.dumps([
+        {"RepoTags": ["ghcr.io/org/app:sha-1", "ghcr.io/org/app:latest"],
+         "RepoDigests": ["ghcr.io/org/app@sha256:" + "a" * 64]},
+        {"RepoTags": None, "RepoDigests": ["redis@sha256:" + "b" * 64]},  # pulled by digest
+        {"RepoTags": ["<none>:<none>"], "RepoDigests": ["<none>@<none>"]},  # dangling
+        {"RepoTags": ["traefik:v3.1"]},
+    ])
+    assert engine.parse_images(body) == {
+        "ghcr.io/org/app:sha-1", "ghcr.io/org/app:latest", "ghcr.io/org/app@sha256:" + "a" * 64,
+        "redis@sha256:" + "b" * 64, "traefik:v3.1"}
+
+
+@pytest.mark.parametrize("body", [b"{}", b"not json"])
+def test_images_parser_refuses_what_is_not_a_list(body: bytes) -> None:
+    with pytest.raises(engine.EngineError):
+        engine.parse_images(body)

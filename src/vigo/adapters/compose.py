@@ -237,7 +237,16 @@ class Compose:
         return self.runner.run(("docker", "rm", container), timeout=60)
 
     def local_images(self) -> set[str]:
-        """Every image reference the engine holds: repo:tag and repo@digest."""
+        """Every image reference the engine holds: repo:tag and repo@digest. One request to the
+        engine's unix socket (a deploy's image check costs no docker CLI process), or `docker
+        images` when DOCKER_HOST or a docker context points elsewhere."""
+        if self.socket():
+            if self.runner.verbose and self.runner.log:
+                self.runner.log(f"$ GET unix://{self._socket}{engine.IMAGES}")
+            try:
+                return engine.Engine(self._socket).images()
+            except engine.EngineError as exc:
+                raise DockerError(f"docker images: {exc}") from None
         res = self.runner.run(("docker", "images", "--digests", "--format",
                                "{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}"),
                               timeout=60, mask_output=False)

@@ -5,7 +5,8 @@ start is most of its 40-50 ms. Here it is one HTTP/1.0 request on the socket (th
 when the engine closes the connection), written on `socket` alone: `http.client` would import
 `ssl` and the `email` package (about 20 ms) on every idle run. Only unix:// endpoints are spoken
 to directly; tcp:// (TLS options), ssh:// and docker contexts stay with the docker CLI
-(`socket_path` says None). The CLI also stays for everything else (compose, inspect, logs).
+(`socket_path` says None). The image check of a deploy asks here too (GET /images/json), the
+CLI stays for everything else (compose, inspect, logs).
 """
 
 from __future__ import annotations
@@ -103,6 +104,28 @@ def parse_containers(body: bytes | str) -> tuple[Container, ...]:
 
 class TooLarge(Exception):
     """An answer longer than the caller's limit."""
+
+
+IMAGES = "/images/json"
+
+
+def parse_images(body: bytes | str) -> set[str]:
+    """The engine's answer to GET /images/json as `docker images --digests` names them: every
+    repo:tag and repo@digest it holds (the `<none>` ones of untagged images left out)."""
+    try:
+        rows = json.loads(body)
+    except ValueError as exc:
+        raise EngineError(f"the engine's image list is not JSON: {exc}") from None
+    if not isinstance(rows, list):
+        raise EngineError("the engine's image list is not a list")
+    out: set[str] = set()
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        for ref in [*(row.get("RepoTags") or []), *(row.get("RepoDigests") or [])]:
+            if isinstance(ref, str) and ref and "<none>" not in ref:
+                out.add(ref)
+    return out
 
 
 def exchange(sock: socket.socket, target: str, host: str, limit: int) -> bytes:
@@ -220,3 +243,7 @@ class Engine:
     def containers(self, labels: list[str]) -> tuple[Container, ...]:
         """Every container, running or not, that carries all `labels` (`key` or `key=value`)."""
         return parse_containers(self.get(list_query(labels)))
+
+    def images(self) -> set[str]:
+        """Every image reference the engine holds (`parse_images`)."""
+        return parse_images(self.get(IMAGES))
