@@ -366,7 +366,7 @@ COMPOSE_CASES = [
     pytest.param(lambda c: c.pull("ghcr.io/org/app:sha-1234567"),
                  ("docker", "pull", "--quiet", "ghcr.io/org/app:sha-1234567"), COMPOSE_ENV, True,
                  None, id="pull"),
-    pytest.param(lambda c: c.inspect(["c1", "c2"]),
+    pytest.param(lambda c: (setattr(c, "_socket", ""), c.inspect(["c1", "c2"])),  # the CLI
                  ("docker", "inspect", "--type", "container", "c1", "c2"), {}, False, None,
                  id="inspect"),
     pytest.param(lambda c: c.logs("c1", 5), ("docker", "logs", "--tail", "5", "c1"), {}, True,

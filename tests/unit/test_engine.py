@@ -161,3 +161,31 @@ def test_images_parser_names_what_docker_images_names() -> None:
 def test_images_parser_refuses_what_is_not_a_list(body: bytes) -> None:
     with pytest.raises(engine.EngineError):
         engine.parse_images(body)
+
+
+def serve_each(path: Path, answers: dict[str, bytes]) -> threading.Thread:
+    """A unix socket that answers each request by its path (404 for the ones not named)."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(4)
+
+    def run() -> None:
+        with server:
+            for _ in range(len(answers) + 1):
+                conn, _ = server.accept()
+                with conn:
+                    target = conn.recv(65536).split(b" ", 2)[1].decode()
+                    conn.sendall(answers.get(target, b'HTTP/1.0 404 Not Found\r\n\r\n'
+                                                     b'{"message":"No such container: x"}'))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_inspect_leaves_out_the_gone_ones_as_the_cli_does(tmp_path: Path) -> None:
+    sock = tmp_path / "d.sock"
+    doc = {"Id": "a" * 64, "State": {"Health": {"Status": "healthy"}}}
+    serve_each(sock, {f"/containers/{'a' * 64}/json":
+                      b"HTTP/1.0 200 OK\r\n\r\n" + json.dumps(doc).encode()})
+    assert engine.Engine(str(sock)).inspect(["a" * 64, "gone"]) == [doc]

@@ -213,8 +213,18 @@ class Compose:
         return tuple(out)
 
     def inspect(self, ids: Sequence[str]) -> list[dict[str, object]]:
+        """The engine's JSON of each container (the gone ones left out): one GET per id on the
+        engine's unix socket (the health gate asks every poll: no docker CLI process each
+        time), or `docker inspect` when DOCKER_HOST or a docker context points elsewhere."""
         if not ids:
             return []
+        if self.socket():
+            if self.runner.verbose and self.runner.log:
+                self.runner.log(f"$ GET unix://{self._socket}/containers/<id>/json x{len(ids)}")
+            try:
+                return engine.Engine(self._socket).inspect(list(ids))
+            except engine.EngineError as exc:
+                raise DockerError(f"docker inspect: {exc}") from None
         res = self.runner.run(("docker", "inspect", "--type", "container", *ids), timeout=60,
                               mask_output=False)
         if not res.ok and not res.stdout.strip().startswith("["):

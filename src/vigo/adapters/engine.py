@@ -5,8 +5,9 @@ start is most of its 40-50 ms. Here it is one HTTP/1.0 request on the socket (th
 when the engine closes the connection), written on `socket` alone: `http.client` would import
 `ssl` and the `email` package (about 20 ms) on every idle run. Only unix:// endpoints are spoken
 to directly; tcp:// (TLS options), ssh:// and docker contexts stay with the docker CLI
-(`socket_path` says None). The image check of a deploy asks here too (GET /images/json), the
-CLI stays for everything else (compose, inspect, logs).
+(`socket_path` says None). A deploy's image check (GET /images/json) and the inspects of the
+health gate and the rollout (GET /containers/{id}/json, every poll) ask here too; the CLI stays
+for everything else (compose, logs, exec, stop, rm).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ MAX_ANSWER = 64 * 1024 * 1024  # a list of containers larger than this is not an
 
 class EngineError(Exception):
     """The engine could not be asked or gave no usable answer (one line: where and why)."""
+
+
+class NotFound(EngineError):
+    """The engine answered 404: no such container (or image)."""
 
 
 def socket_path(env: Mapping[str, str], config_json: str | None = None) -> str | None:
@@ -236,13 +241,31 @@ class Engine:
                 message = str(json.loads(body).get("message") or "")
             except (ValueError, AttributeError):
                 message = body[:200].decode("utf-8", "replace")
-            raise EngineError(f"the Docker engine at {where} answered {code} {reason}".rstrip()
-                              + (f": {message.strip()}" if message.strip() else ""))
+            kind = NotFound if code == 404 else EngineError
+            raise kind(f"the Docker engine at {where} answered {code} {reason}".rstrip()
+                       + (f": {message.strip()}" if message.strip() else ""))
         return body
 
     def containers(self, labels: list[str]) -> tuple[Container, ...]:
         """Every container, running or not, that carries all `labels` (`key` or `key=value`)."""
         return parse_containers(self.get(list_query(labels)))
+
+    def inspect(self, ids: list[str]) -> list[dict[str, object]]:
+        """`docker inspect --type container` of each id: the engine's own JSON of each
+        container (the CLI prints it as it comes), one GET each; the ones that are gone are
+        left out, as the CLI leaves them out."""
+        out: list[dict[str, object]] = []
+        for cid in ids:
+            try:
+                doc = json.loads(self.get(f"/containers/{quote(cid, safe='')}/json"))
+            except NotFound:
+                continue
+            except ValueError as exc:
+                raise EngineError(f"the engine's inspect of {cid[:12]} is not JSON: {exc}"
+                                  ) from None
+            if isinstance(doc, dict):
+                out.append(doc)
+        return out
 
     def images(self) -> set[str]:
         """Every image reference the engine holds (`parse_images`)."""
