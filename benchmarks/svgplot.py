@@ -214,6 +214,7 @@ def write(path: Path, text: str) -> None:
 # -- the benchmarks' figures, from their --json ------------------------------------------------
 
 DEPLOY_SHORT = {"floor": "floor", "vigo": "vigo apply\n(Traefik's API)",
+                "vigo-base": "baseline tree\n(Traefik's API)",
                 "vigo-fixed": "vigo apply\n(fixed waits)", "compose": "compose up\n-d --wait"}
 COMPOSE_WAIT = "docker compose up -d --wait"
 
