@@ -369,7 +369,7 @@ COMPOSE_CASES = [
     pytest.param(lambda c: c.pull("ghcr.io/org/app:sha-1234567"),
                  ("docker", "pull", "--quiet", "ghcr.io/org/app:sha-1234567"), COMPOSE_ENV, True,
                  None, id="pull"),
-    pytest.param(lambda c: c.inspect(["c1", "c2"]),
+    pytest.param(lambda c: (setattr(c, "_socket", ""), c.inspect(["c1", "c2"])),  # the CLI
                  ("docker", "inspect", "--type", "container", "c1", "c2"), {}, False, None,
                  id="inspect"),
     pytest.param(lambda c: c.logs("c1", 5), ("docker", "logs", "--tail", "5", "c1"), {}, True,
@@ -377,7 +377,7 @@ COMPOSE_CASES = [
     pytest.param(lambda c: c.exec("c1", "touch", "/tmp/vigo-drain"),
                  ("docker", "exec", "c1", "touch", "/tmp/vigo-drain"), {}, True, None,
                  id="exec-drain"),
-    pytest.param(lambda c: c.local_images(),
+    pytest.param(lambda c: (setattr(c, "_socket", ""), c.local_images()),  # through the CLI
                  ("docker", "images", "--digests", "--format",
                   "{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}"), {}, False, None,
                  id="images"),

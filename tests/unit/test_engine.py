@@ -140,3 +140,52 @@ def test_engine_reads_a_whole_answer(tmp_path: Path) -> None:
 def test_engine_missing_socket_says_where(tmp_path: Path) -> None:
     with pytest.raises(engine.EngineError, match=r"does not answer at unix://.*is dockerd"):
         engine.Engine(str(tmp_path / "none.sock")).containers([])
+
+
+def test_images_parser_names_what_docker_images_names() -> None:
+    """GET /images/json as `docker images --digests --format '{{.Repository}}:{{.Tag}}
+    {{.Repository}}@{{.Digest}}'` lists it, without the `<none>` of untagged images."""
+    body = json.dumps([
+        {"RepoTags": ["ghcr.io/org/app:sha-1", "ghcr.io/org/app:latest"],
+         "RepoDigests": ["ghcr.io/org/app@sha256:" + "a" * 64]},
+        {"RepoTags": None, "RepoDigests": ["redis@sha256:" + "b" * 64]},  # pulled by digest
+        {"RepoTags": ["<none>:<none>"], "RepoDigests": ["<none>@<none>"]},  # dangling
+        {"RepoTags": ["traefik:v3.1"]},
+    ])
+    assert engine.parse_images(body) == {
+        "ghcr.io/org/app:sha-1", "ghcr.io/org/app:latest", "ghcr.io/org/app@sha256:" + "a" * 64,
+        "redis@sha256:" + "b" * 64, "traefik:v3.1"}
+
+
+@pytest.mark.parametrize("body", [b"{}", b"not json"])
+def test_images_parser_refuses_what_is_not_a_list(body: bytes) -> None:
+    with pytest.raises(engine.EngineError):
+        engine.parse_images(body)
+
+
+def serve_each(path: Path, answers: dict[str, bytes]) -> threading.Thread:
+    """A unix socket that answers each request by its path (404 for the ones not named)."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(4)
+
+    def run() -> None:
+        with server:
+            for _ in range(len(answers) + 1):
+                conn, _ = server.accept()
+                with conn:
+                    target = conn.recv(65536).split(b" ", 2)[1].decode()
+                    conn.sendall(answers.get(target, b'HTTP/1.0 404 Not Found\r\n\r\n'
+                                                     b'{"message":"No such container: x"}'))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_inspect_leaves_out_the_gone_ones_as_the_cli_does(tmp_path: Path) -> None:
+    sock = tmp_path / "d.sock"
+    doc = {"Id": "a" * 64, "State": {"Health": {"Status": "healthy"}}}
+    serve_each(sock, {f"/containers/{'a' * 64}/json":
+                      b"HTTP/1.0 200 OK\r\n\r\n" + json.dumps(doc).encode()})
+    assert engine.Engine(str(sock)).inspect(["a" * 64, "gone"]) == [doc]

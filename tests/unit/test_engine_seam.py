@@ -152,3 +152,51 @@ def test_apply_order_joins_after_and_the_networks_a_stack_uses() -> None:
                "db": StackRecord(after="odd")}
     assert apply_order(desired, records, {"db": db, "app": app}, lambda n: "x-" + n) == {
         "gone": ("db",), "app": ("cache", "db")}
+
+
+class Concurrent:
+    """compose's config, config --hash and nothing else: the real `config` waits until the
+    placeholder `config` (of `vigo check`'s view) has started, so a resolve that runs them one
+    after the other would time out here."""
+
+    MODEL = ('{"services": {"web": {"image": "app:2", "labels": {"traefik.enable": "true"},'
+             ' "healthcheck": {"test": ["CMD", "/bin/healthy"], "interval": "1s"}}}}')
+
+    def __init__(self) -> None:
+        import threading
+
+        self.placeholder_started = threading.Event()
+        self.calls: list[str] = []
+
+    def config(self, project, files, env_files) -> Result:
+        if any("placeholders" in str(e) for e in env_files):
+            self.calls.append("config (placeholders)")
+            self.placeholder_started.set()
+        else:
+            assert self.placeholder_started.wait(10), "the placeholder config did not run beside"
+            self.calls.append("config")
+        return Result(("docker",), 0, self.MODEL, "")
+
+    def config_hashes(self, project, files, env_files) -> dict[str, str]:
+        self.calls.append("config --hash")
+        return {"web": "h-web"}
+
+
+def test_resolve_runs_the_placeholder_config_beside_and_asks_the_hash_once(tmp_path) -> None:
+    """Resolve's compose processes that do not need each other's answer run at once; the
+    rollout's config hash comes with the model (the deploy does not ask again)."""
+    from vigo.adapters.run import Masker
+    from vigo.core.model import Stack
+    from vigo.host.resolve import Resolver
+
+    compose = Concurrent()
+    settings = Settings(repo="x", host="h", project_prefix="a-")
+    resolver = Resolver(settings, compose, Masker(), print, print)  # type: ignore[arg-type]
+    paths = Paths(tmp_path / "rt", tmp_path / "sec", tmp_path / "ov", tmp_path / "man")
+    for p in (paths.runtime, paths.secrets, paths.overrides):
+        p.mkdir()
+    stack = Stack("web", "stacks/web/compose.yaml", (), ("env/web.env",), (), {}, "h")
+    res = resolver.resolve(stack, paths, set(), keys={"WEB_HOST"})
+    assert not res.error and not res.policy, res
+    assert res.config_hashes == {"web": "h-web"}
+    assert sorted(compose.calls) == ["config", "config (placeholders)", "config --hash"]

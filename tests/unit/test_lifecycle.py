@@ -160,3 +160,20 @@ def test_up_leaves_out_one_shots_that_completed(tmp_path, before, hashes, expect
     res = Resolved({"web": "img", "init": "img"}, finishes=frozenset({"init"}))
     assert d._to_start("x-app", [], [], res, before, APPLIED) == expected
     assert bool(engine.calls) is asks
+
+
+def test_the_deploy_asks_the_config_hash_at_most_once(tmp_path) -> None:
+    """Resolve asked it already (res.config_hashes): no compose process; else one per deploy,
+    shared by the rollout, the one-shots and the jobs."""
+    from vigo.core.model import Paths, Resolved
+    from vigo.host.engines.compose import Deployer
+
+    engine = Hashes({"web": "c9"})
+    d = Deployer(engine, "x-", Paths(tmp_path, tmp_path, tmp_path, tmp_path / "m"), 30,  # type: ignore[arg-type]
+                 lambda _line: None)
+    asked = Resolved({"web": "img"}, config_hashes={"web": "c1"})
+    assert d._hashes("x-web", [], [], asked) == {"web": "c1"}
+    assert engine.calls == 0
+    fresh = Resolved({"web": "img"})
+    assert d._hashes("x-web", [], [], fresh) == d._hashes("x-web", [], [], fresh) == {"web": "c9"}
+    assert engine.calls == 1

@@ -165,7 +165,7 @@ class Compose:
                 else engine.cli_config(env)) or ""
         return self._socket
 
-    def api(self, timeout: float = 60) -> engine.Engine | engine.Dialed:
+    def api(self, timeout: float = 60) -> engine.Reads:
         """The engine's API for reads: its unix socket, or `docker system dial-stdio` when
         DOCKER_HOST or a docker context names another endpoint (the same requests)."""
         if self.socket():
@@ -219,8 +219,18 @@ class Compose:
         return tuple(out)
 
     def inspect(self, ids: Sequence[str]) -> list[dict[str, object]]:
+        """The engine's JSON of each container (the gone ones left out): one GET per id on the
+        engine's unix socket (the health gate asks every poll: no docker CLI process each
+        time), or `docker inspect` when DOCKER_HOST or a docker context points elsewhere."""
         if not ids:
             return []
+        if self.socket():
+            if self.runner.verbose and self.runner.log:
+                self.runner.log(f"$ GET unix://{self._socket}/containers/<id>/json x{len(ids)}")
+            try:
+                return engine.Engine(self._socket).inspect(list(ids))
+            except engine.EngineError as exc:
+                raise DockerError(f"docker inspect: {exc}") from None
         res = self.runner.run(("docker", "inspect", "--type", "container", *ids), timeout=60,
                               mask_output=False)
         if not res.ok and not res.stdout.strip().startswith("["):
@@ -243,7 +253,16 @@ class Compose:
         return self.runner.run(("docker", "rm", container), timeout=60)
 
     def local_images(self) -> set[str]:
-        """Every image reference the engine holds: repo:tag and repo@digest."""
+        """Every image reference the engine holds: repo:tag and repo@digest. One request to the
+        engine's unix socket (a deploy's image check costs no docker CLI process), or `docker
+        images` when DOCKER_HOST or a docker context points elsewhere."""
+        if self.socket():
+            if self.runner.verbose and self.runner.log:
+                self.runner.log(f"$ GET unix://{self._socket}{engine.IMAGES}")
+            try:
+                return engine.Engine(self._socket).images()
+            except engine.EngineError as exc:
+                raise DockerError(f"docker images: {exc}") from None
         res = self.runner.run(("docker", "images", "--digests", "--format",
                                "{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}"),
                               timeout=60, mask_output=False)

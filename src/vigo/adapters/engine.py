@@ -6,7 +6,9 @@ when the engine closes the connection), written on `socket` alone: `http.client`
 `ssl` and the `email` package (about 20 ms) on every idle run. Only unix:// endpoints are spoken
 to directly; for tcp:// (TLS options), ssh:// and docker contexts (`socket_path` says None) the
 same exchange goes through `docker system dial-stdio` (`Dialed`): the CLI makes the connection.
-The CLI also stays for everything else (compose, inspect, logs).
+A deploy's image check (GET /images/json) and the inspects of the health gate and the rollout
+(GET /containers/{id}/json, every poll) ask here too on the socket; the CLI stays for
+everything else (compose, logs, exec, stop, rm).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ MAX_ANSWER = 64 * 1024 * 1024  # a list of containers larger than this is not an
 
 class EngineError(Exception):
     """The engine could not be asked or gave no usable answer (one line: where and why)."""
+
+
+class NotFound(EngineError):
+    """The engine answered 404: no such container (or image)."""
 
 
 def socket_path(env: Mapping[str, str], config_json: str | None = None) -> str | None:
@@ -113,6 +119,28 @@ def request(target: str, host: str) -> bytes:
             "Accept: application/json\r\n\r\n").encode()
 
 
+IMAGES = "/images/json"
+
+
+def parse_images(body: bytes | str) -> set[str]:
+    """The engine's answer to GET /images/json as `docker images --digests` names them: every
+    repo:tag and repo@digest it holds (the `<none>` ones of untagged images left out)."""
+    try:
+        rows = json.loads(body)
+    except ValueError as exc:
+        raise EngineError(f"the engine's image list is not JSON: {exc}") from None
+    if not isinstance(rows, list):
+        raise EngineError("the engine's image list is not a list")
+    out: set[str] = set()
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        for ref in [*(row.get("RepoTags") or []), *(row.get("RepoDigests") or [])]:
+            if isinstance(ref, str) and ref and "<none>" not in ref:
+                out.add(ref)
+    return out
+
+
 def exchange(sock: socket.socket, target: str, host: str, limit: int) -> bytes:
     """One HTTP/1.0 GET on a connected socket: the whole raw answer (the server closes the
     connection after it), TooLarge past `limit` bytes. The engine and Traefik clients share it."""
@@ -186,7 +214,40 @@ def local_capacity() -> tuple[int, int | None]:
     return cpus, None
 
 
-class Engine:
+class Reads:
+    """The reads vigo makes, on any transport with a `get(target) -> body` (`Engine` on the
+    socket, `Dialed` through the docker CLI)."""
+
+    def get(self, target: str) -> bytes:
+        raise NotImplementedError
+
+    def containers(self, labels: list[str]) -> tuple[Container, ...]:
+        """Every container, running or not, that carries all `labels` (`key` or `key=value`)."""
+        return parse_containers(self.get(list_query(labels)))
+
+    def inspect(self, ids: list[str]) -> list[dict[str, object]]:
+        """`docker inspect --type container` of each id: the engine's own JSON of each
+        container (the CLI prints it as it comes), one GET each; the ones that are gone are
+        left out, as the CLI leaves them out."""
+        out: list[dict[str, object]] = []
+        for cid in ids:
+            try:
+                doc = json.loads(self.get(f"/containers/{quote(cid, safe='')}/json"))
+            except NotFound:
+                continue
+            except ValueError as exc:
+                raise EngineError(f"the engine's inspect of {cid[:12]} is not JSON: {exc}"
+                                  ) from None
+            if isinstance(doc, dict):
+                out.append(doc)
+        return out
+
+    def images(self) -> set[str]:
+        """Every image reference the engine holds (`parse_images`)."""
+        return parse_images(self.get(IMAGES))
+
+
+class Engine(Reads):
     """GET requests to the engine's API on a unix socket."""
 
     def __init__(self, path: str, timeout: float = 60) -> None:
@@ -216,10 +277,6 @@ class Engine:
                               f"{exc.strerror or exc}{hint}") from None
         return answer(raw, where)
 
-    def containers(self, labels: list[str]) -> tuple[Container, ...]:
-        """Every container, running or not, that carries all `labels` (`key` or `key=value`)."""
-        return parse_containers(self.get(list_query(labels)))
-
 
 def answer(raw: bytes, where: str) -> bytes:
     """The body of a whole raw 200 answer; EngineError (one line) for any other."""
@@ -229,8 +286,9 @@ def answer(raw: bytes, where: str) -> bytes:
             message = str(json.loads(body).get("message") or "")
         except (ValueError, AttributeError):
             message = body[:200].decode("utf-8", "replace")
-        raise EngineError(f"the Docker engine at {where} answered {code} {reason}".rstrip()
-                          + (f": {message.strip()}" if message.strip() else ""))
+        kind = NotFound if code == 404 else EngineError
+        raise kind(f"the Docker engine at {where} answered {code} {reason}".rstrip()
+                   + (f": {message.strip()}" if message.strip() else ""))
     return body
 
 
@@ -256,7 +314,7 @@ def endpoint(env: Mapping[str, str], config_json: str | None = None) -> str:
     return f"{' '.join(DIAL_ARGV)} ({chosen})"
 
 
-class Dialed:
+class Dialed(Reads):
     """GET requests to the engine through `docker system dial-stdio`, one process a request,
     started by the one runner (adapters/run.py): the same HTTP/1.0 exchange as on the socket
     (the engine closes the connection after its answer, and the CLI exits)."""
@@ -277,6 +335,3 @@ class Dialed:
             raise EngineError(f"the Docker engine does not answer at {where}: "
                               + (" | ".join(lines[-3:]) or f"exit {code}"))
         return answer(raw, where)
-
-    def containers(self, labels: list[str]) -> tuple[Container, ...]:
-        return parse_containers(self.get(list_query(labels)))

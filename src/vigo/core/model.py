@@ -193,6 +193,9 @@ class Resolved:
     after: tuple[str, ...] = ()  # x-vigo.after: the stacks that converge before this one
     jobs: tuple[Any, ...] = ()  # x-vigo.jobs: xvigo.Job, in the file's order
     job_hashes: Mapping[str, str] = field(default_factory=dict)  # job -> config hash it gets
+    # service -> the config hash compose gives its container with vigo's override, asked at
+    # resolve (beside the placeholder `compose config`); {}: not asked, the deploy asks
+    config_hashes: Mapping[str, str] = field(default_factory=dict)
 
 
 CREATE, UPDATE, REMOVE, UNCHANGED, FAIL, KEEP, HOLD = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,32 +83,54 @@ class Resolver:
     def resolve(self, stack: Stack, paths: Paths, rendered: set[str],
                 proxy_network: str = "",
                 keys: set[str] | None = None) -> Resolved:
+        """The stack's model from `docker compose config`, judged. Compose processes that do not
+        need each other's answer run at once: the placeholder `compose config` of
+        `_unresolved` (when the stack interpolates encrypted env files) runs beside the real
+        one and beside the `compose config --hash` the rollout compares with (`_job_hashes`)."""
         from vigo.core import policy  # only a stack that may change is resolved
 
         proxy_network = proxy_network or policy.DEFAULT_PROXY_NETWORK
         project = self.settings.project(stack.name)
+        scope = policy.Scope(stack.name, project, str(paths.runtime / stack.folder),
+                             proxy_network)
+        rules = config.policy_of(self.settings)
+        beside = Beside(self._unresolved, stack, paths, scope, rules, keys or set())
+        try:
+            res, found, modelled = self._resolve(stack, paths, rendered, project, scope, rules)
+            if modelled:  # compose gave a model: the placeholders' violations count too
+                found += beside.result()
+        finally:
+            beside.join()  # every way out: no compose process of this stack left running
+        if not found:
+            return res
+        from vigo.core import lint
+
+        return Resolved({}, policy=tuple(dict.fromkeys(
+            v.line(located(*lint.locate(paths.runtime, stack.compose_file, v.service, v.key)))
+            for v in found)))
+
+    def _resolve(self, stack: Stack, paths: Paths, rendered: set[str], project: str,
+                 scope: policy.Scope, rules: policy.Policy
+                 ) -> tuple[Resolved, list[policy.Violation], bool]:
+        """The model (with the rollout's config hashes), or the policy's violations of it; and
+        whether compose gave a model at all."""
+        from vigo.core import policy
+
         try:
             res = self.compose.config(project, [paths.runtime / stack.compose_file],
                                       [paths.secrets / rel for rel in stack.interpolation_env])
         except CommandTimeout as exc:  # fails this stack, not the run
-            return Resolved({}, error=str(exc))
+            return Resolved({}, error=str(exc)), [], False
         if not res.ok:
-            return Resolved({}, error=f"{stack.compose_file} is not valid: {res.error(4)}")
+            why = f"{stack.compose_file} is not valid: {res.error(4)}"
+            return Resolved({}, error=why), [], False
         try:
             model = json.loads(res.stdout)
         except (json.JSONDecodeError, RecursionError) as exc:
-            return Resolved({}, error=f"docker compose config gave no JSON: {exc}")
-        scope = policy.Scope(stack.name, project, str(paths.runtime / stack.folder),
-                             proxy_network)
-        rules = config.policy_of(self.settings)
+            return Resolved({}, error=f"docker compose config gave no JSON: {exc}"), [], False
         found = policy.judge(model, scope, rules)
-        found += self._unresolved(stack, paths, scope, rules, keys or set())
-        if found:
-            from vigo.core import lint
-
-            return Resolved({}, policy=tuple(dict.fromkeys(
-                v.line(located(*lint.locate(paths.runtime, stack.compose_file, v.service, v.key)))
-                for v in found)))
+        if found:  # refused: the model goes no further
+            return Resolved({}), found, True
         from vigo.core import health, rollout  # only a stack that may change is resolved
         services = model.get("services") or {}
         images = {name: str(svc.get("image") or "") for name, svc in services.items()}
@@ -116,7 +139,7 @@ class Resolver:
         options, problems = xvigo.parse(model.get(xvigo.KEY), services, stack.name)
         if problems:
             return Resolved({}, error="; ".join(f"{stack.compose_file}: {p.line()}"
-                                                for p in problems))
+                                                for p in problems)), [], True
         jobs = options.job_services()
         res = Resolved(images, mounts, model=model,
                        rollouts={name: rollout.spec(svc) for name, svc in services.items()},
@@ -126,7 +149,10 @@ class Resolver:
                        replicas={name: n for name, svc in services.items()
                                  if (n := health.replicas(svc)) != 1},
                        after=options.after, jobs=options.jobs)
-        return self._job_hashes(stack, paths, res) if jobs else res
+        rolls = any(spec.zero_downtime for spec in res.rollouts.values())
+        if jobs or (rolls and engines.of(res, self.settings).name == engines.COMPOSE):
+            return self._job_hashes(stack, paths, res), [], True
+        return res, [], True
 
     def _job_hashes(self, stack: Stack, paths: Paths, res: Resolved) -> Resolved:
         """The config hash each release job gets with vigo's override: what `vigo plan` and the
@@ -188,6 +214,32 @@ class Resolver:
                         if v.rule == policy.UNRESOLVED]
             reason = res.error(2)
         return [policy.unresolved_failure(scope, keys, reason)]
+
+
+class Beside:
+    """fn(*args) in a thread beside the caller's work (a compose process that does not need
+    the caller's answer); result() waits for it and raises what it raised."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._out: Any = None
+        self._exc: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            self._out = fn(*args)
+        except BaseException as exc:  # handed to the caller in result()
+            self._exc = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._exc is not None:
+            raise self._exc
+        return self._out
 
 
 def stack_order(desired: DesiredState, records: dict[str, state.StackRecord],

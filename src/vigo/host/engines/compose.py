@@ -91,6 +91,8 @@ class Deployer:
     pulls: registries.Pulls = field(default_factory=registries.Pulls)
     # Where the output of release jobs goes (the journal); `log` when unset.
     journal: Callable[[str], None] | None = None
+    # project -> `compose config --hash` of this deploy, when resolve did not ask it already
+    _asked: dict[str, Mapping[str, str]] = field(default_factory=dict, init=False, repr=False)
 
     # -- one stack ----------------------------------------------------------------------------
 
@@ -117,7 +119,7 @@ class Deployer:
                                    f"({missing}; the running containers were left as they are)",
                                    reason=reasons.PULL_FAILED)
             if res.jobs and not res.job_hashes:  # what the record of a job that ran keeps
-                hashes = self.compose.config_hashes(project, files, envs)
+                hashes = self._hashes(project, files, envs, res)
                 res = replace(res, job_hashes={j.service: hashes.get(j.service, "")
                                                for j in res.jobs})
             # a revision that leaves a job as it was does not run it again
@@ -181,6 +183,17 @@ class Deployer:
                            f"{stack.name}: {verb}" + (f" ({text})" if text else ""),
                            containers=after, jobs=tuple(ran))
 
+    def _hashes(self, project: str, files: list[Path], envs: list[Path],
+                res: Resolved) -> Mapping[str, str]:
+        """service -> the config hash compose gives its container now: asked at resolve
+        (res.config_hashes, the same files: the override is written from the same model), else
+        one `compose config --hash` for the whole deploy."""
+        if res.config_hashes:
+            return res.config_hashes
+        if project not in self._asked:
+            self._asked[project] = self.compose.config_hashes(project, files, envs)
+        return self._asked[project]
+
     def _override(self, project: str, stack: Stack, res: Resolved) -> Path:
         """vigo's labels on every service, and drain-aware healthchecks on rolled services."""
         services: dict[str, dict] = {}
@@ -206,7 +219,7 @@ class Deployer:
         jobs = {j.service for j in res.jobs}
         done: frozenset[str] = frozenset()
         if any(c.service in res.finishes and c.exit_code == 0 for c in before):
-            done = plan.settled(before, record, self.compose.config_hashes(project, files, envs))
+            done = plan.settled(before, record, self._hashes(project, files, envs, res))
         if not done and not jobs:
             return []
         start = [svc for svc in res.services if svc not in done and svc not in jobs]
@@ -276,7 +289,7 @@ class Deployer:
                       and olds[svc][0].health == "healthy"]
         if not candidates:
             return self.Rolled()
-        hashes = self.compose.config_hashes(project, files, envs)
+        hashes = self._hashes(project, files, envs, res)
         done = []
         for svc in candidates:
             old = olds[svc][0]
@@ -593,8 +606,10 @@ class ComposeEngine:
                                  f"{self.run.settings.keep_images} revisions)")
 
     def job_hashes(self, stack: Stack, res: Resolved) -> Resolved:
-        """The config hash each release job gets with vigo's override: what `vigo plan` and the
-        deploy compare with the job's completed container (a job runs once per change)."""
+        """The config hash each service gets with vigo's override (`config_hashes`: what the
+        rollout compares with the running container), and each release job's (`job_hashes`:
+        what `vigo plan` and the deploy compare with the job's completed container, a job runs
+        once per change). Asked once, at resolve; res unchanged when compose cannot say."""
         project = self.run.settings.project(stack.name)
         paths = self.run.paths
         try:
@@ -604,4 +619,5 @@ class ComposeEngine:
                 [paths.secrets / rel for rel in stack.interpolation_env])
         except (OSError, DockerError, CommandTimeout):
             return res  # the deploy asks compose again
-        return replace(res, job_hashes={j.service: hashes.get(j.service, "") for j in res.jobs})
+        return replace(res, config_hashes=hashes,
+                       job_hashes={j.service: hashes.get(j.service, "") for j in res.jobs})
