@@ -7,6 +7,8 @@ import io
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,26 @@ def test_vigo_under_the_journal_prefixes_every_line(tmp_path: Path) -> None:
     assert any(line.startswith("<3>source: fetch of branch 'main'") for line in lines)
     plain = run_vigo(tmp_path, journal_stream=False)
     assert plain.startswith("source: fetch of branch 'main'")
+
+
+def test_printer_writes_whole_lines_from_many_threads(monkeypatch) -> None:
+    """Deploy threads log at once: every line arrives whole (print wrote the newline apart)."""
+
+    class Slow(io.StringIO):
+        def write(self, s: str) -> int:  # a thread switch inside every write
+            n = super().write(s)
+            time.sleep(0)
+            return n
+
+    out = Slow()
+    monkeypatch.setattr(sys, "stderr", out)
+    say = journal.printer("stderr", "  ")
+    lines = [f"$ docker compose --project-name p{i} up --detach --quiet-pull" for i in range(200)]
+    threads = [threading.Thread(target=lambda chunk=lines[k::8]: [say(x) for x in chunk])
+               for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = out.getvalue().splitlines()
+    assert sorted(got) == sorted("  " + x for x in lines)

@@ -212,8 +212,8 @@ def _reconciler(args: argparse.Namespace, settings: config.Settings):
 
     return Reconciler(
         settings, verbose=args.verbose,
-        emit=(lambda line: None) if args.json else (lambda line: print(line, flush=True)),
-        debug=lambda line: print(line, file=sys.stderr, flush=True),
+        emit=(lambda line: None) if args.json else journal.printer(),
+        debug=journal.printer("stderr"),
         trace=_trace(args))
 
 
@@ -285,7 +285,7 @@ def cmd_plan_fleet(args: argparse.Namespace, settings: config.Settings | None) -
         print(f"vigo plan: {args.repo or '.'} is not a folder, or {args.host!r} not a host "
               "name", file=sys.stderr)
         return 2
-    runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
+    runner = Runner(log=journal.printer("stderr"),
                     verbose=args.verbose)
     compose, policy = Compose(runner), config.policy_of(settings)
     validate, resolve = compose.validate, compose.resolve_offline
@@ -311,7 +311,7 @@ def cmd_host_add(args: argparse.Namespace, settings: config.Settings | None) -> 
     from vigo.adapters.sops import Sops
     from vigo.workstation import fleet
 
-    runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
+    runner = Runner(log=journal.printer("stderr"),
                     verbose=args.verbose, interactive=sys.stdin.isatty())
     identity = args.age_key_file.resolve() if args.age_key_file else fleet.default_identity()
     try:
@@ -446,7 +446,7 @@ def _promoter(args: argparse.Namespace, settings: config.Settings | None):
     repo = args.repo.resolve()
     if not repo.is_dir():
         raise promote.PromoteError(f"{args.repo} is not a folder")
-    runner = Runner(log=lambda line: print(line, file=sys.stderr, flush=True),
+    runner = Runner(log=journal.printer("stderr"),
                     verbose=args.verbose, interactive=sys.stdin.isatty())
     compose = Compose(runner)
     return promote.Promoter(

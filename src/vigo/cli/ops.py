@@ -121,8 +121,8 @@ def lifecycle(args: argparse.Namespace, settings: config.Settings, *, timer: boo
     start ping before it; its end (metrics, notifications, end ping) runs in the reconcile."""
     from vigo.host import hooks
 
-    return hooks.Lifecycle(settings, out=lambda line: print(line, flush=True),
-                           err=lambda line: print(line, file=sys.stderr, flush=True),
+    return hooks.Lifecycle(settings, out=journal.printer(),
+                           err=journal.printer("stderr"),
                            timer=timer, ignore_suspend=ignore_suspend)
 
 
@@ -166,8 +166,8 @@ def bootstrap_apply(args: argparse.Namespace, s: config.Settings) -> int:
     from vigo.host.reconcile import Reconciler
 
     reconciler = Reconciler(s, verbose=args.verbose,
-                            emit=lambda line: print("  " + line, flush=True),
-                            debug=lambda line: print("  " + line, file=sys.stderr, flush=True),
+                            emit=journal.printer(indent="  "),
+                            debug=journal.printer("stderr", "  "),
                             trace=(lambda text: print(text, end="", file=sys.stderr))
                             if args.debug else None)
     try:

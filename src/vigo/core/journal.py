@@ -20,9 +20,26 @@ import io
 import os
 import re
 import sys
+import threading
+from collections.abc import Callable
 from typing import TextIO
 
 ERR, WARNING, INFO, DEBUG = 3, 4, 6, 7
+
+_WRITING = threading.Lock()  # one line at a time, from every thread (deploys run in threads)
+
+
+def printer(stream: str = "stdout", indent: str = "") -> Callable[[str], None]:
+    """A function that writes one line to sys.<stream> (looked up at each call: a test may
+    swap it), after `indent`: the line and its newline in one write, under one lock. `print`
+    writes them apart, so the lines of two deploy threads could end up glued together."""
+    def say(line: str) -> None:
+        out = getattr(sys, stream)
+        with _WRITING:
+            out.write(indent + line + "\n")
+            out.flush()
+    return say
+
 
 _PREFIX = re.compile(r"^<[0-7]>")
 _ERROR = re.compile(r"^(error|vigo(?: [a-z]+)?|settings|source|docker|prune refused):"
