@@ -242,6 +242,16 @@ class Swarm:
                 return node
         raise SwarmError("no node of the swarm is the leader")
 
+    def new_leader(self, old: Node, timeout: float = 90) -> Node:
+        """The manager elected after `old` stopped (waits for the election)."""
+        def elected() -> bool:
+            try:
+                return self.leader() is not old
+            except SwarmError:  # no leader yet
+                return False
+        wait_for("a new leader", elected, timeout, every=1)
+        return self.leader()
+
     def ready(self, node: Node) -> int:
         out = node.docker("node", "ls", "--format", "{{.Status}}", check=False).stdout
         return out.split().count("Ready")
