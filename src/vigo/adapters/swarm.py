@@ -4,7 +4,8 @@ create/rm`, `docker node update --label-add/--label-rm` of vigo's placement labe
 argv and requests, parses answers; decides nothing.
 
 Reads go to the socket (one request each, see adapters/engine.py); when DOCKER_HOST or a docker
-context points elsewhere they go through `docker ... inspect`, which resolves every endpoint.
+context points elsewhere, the same requests go through `docker system dial-stdio`
+(`Compose.get` decides, once).
 """
 
 from __future__ import annotations
