@@ -243,14 +243,22 @@ class Swarm:
         raise SwarmError("no node of the swarm is the leader")
 
     def new_leader(self, old: Node, timeout: float = 90) -> Node:
-        """The manager elected after `old` stopped (waits for the election)."""
+        """The manager elected after `old` stopped (waits for the election, and until the
+        swarm marks `old` down, as a timer run after it would find it)."""
         def elected() -> bool:
             try:
                 return self.leader() is not old
             except SwarmError:  # no leader yet
                 return False
         wait_for("a new leader", elected, timeout, every=1)
-        return self.leader()
+        leader = self.leader()
+
+        def down() -> bool:  # what a timer run a minute later meets: the swarm knows it is gone
+            out = leader.docker("node", "ls", "--format", "{{.Hostname}} {{.Status}}",
+                                check=False, timeout=10).stdout
+            return f"{old.name} Down" in out
+        wait_for(f"{old.name} marked down", down, timeout, every=1)
+        return leader
 
     def ready(self, node: Node) -> int:
         out = node.docker("node", "ls", "--format", "{{.Status}}", check=False).stdout
