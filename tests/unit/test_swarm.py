@@ -196,3 +196,34 @@ def test_vigo_check_warns_of_keys_swarm_ignores(tmp_path: Path) -> None:
     assert "container_name" in found[0].message and found[0].fix.endswith(".")
     (tmp_path / "stacks/web/compose.yml").write_text(text.replace("engine: swarm", "after: []"))
     assert not [f for f in lint.lint_tree(tmp_path) if f.rule == swarm.RULE]
+
+
+def test_a_task_swarm_finds_no_node_for_is_a_failed_gate_after_a_while() -> None:
+    # start-first with max_replicas_per_node and no spare node: Swarm retries forever
+    err = "no suitable node (max replicas per node limit exceed)"
+    spec = svc("a", "updating", "t1", replicas=2)
+    spec["Spec"].update({"UpdateConfig": {"Order": "start-first"},
+                         "TaskTemplate": {"Placement": {"MaxReplicas": 1}}})
+    pending = {**task("a", "pending", err=err), "CreatedAt": "2026-01-01T00:00:01.5Z"}
+    tasks = [task("a", "running"), task("a", "running"), pending]
+    soon = swarm.verdict([spec], tasks, {"a": "t0"}, SINCE, now="2026-01-01T00:00:20Z")
+    assert soon.status == swarm.WAIT
+    late = swarm.verdict([spec], tasks, {"a": "t0"}, SINCE,
+                         now="2026-01-01T00:00:31.600000Z")
+    assert late.status == swarm.FAIL
+    assert late.reason.startswith("a: Swarm has found no node for a new task for 30s (" + err)
+    assert "order: stop-first" in late.reason
+    # a task pending since before the deploy is not this deploy's; nor one with no Err yet
+    old = {**pending, "CreatedAt": "2025-12-31T23:59:00Z"}
+    assert swarm.verdict([spec], [old], {"a": "t0"}, SINCE,
+                         now="2026-01-01T00:05:00Z").status == swarm.WAIT
+    quiet = {**pending, "Status": {"State": "pending", "Timestamp": SINCE}}
+    assert swarm.verdict([spec], [quiet], {"a": "t0"}, SINCE,
+                         now="2026-01-01T00:05:00Z").status == swarm.WAIT
+    # a constraint no node meets: the other fix
+    plain = svc("b", replicas=1)
+    stuck = {**task("b", "pending", err="no suitable node (scheduling constraints not "
+                    "satisfied on 3 nodes)"), "CreatedAt": "2026-01-01T00:00:02.123456789Z"}
+    v = swarm.verdict([plain], [stuck], {}, SINCE, now="2026-01-01T00:01:00Z")
+    assert v.status == swarm.FAIL and "change the placement" in v.reason
+    assert swarm.verdict([plain], [stuck], {}, SINCE, now="not a time").status == swarm.WAIT

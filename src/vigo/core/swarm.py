@@ -20,6 +20,7 @@ import hashlib
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from vigo.core.model import LABEL_INSTANCE, LABEL_STACK
@@ -37,6 +38,10 @@ ROLLBACK_DEFAULTS = {"parallelism": 1, "order": "start-first", "failure_action":
 RESTART_POLICY = {"always": "any", "unless-stopped": "any", "on-failure": "on-failure",
                   "no": "none"}
 FAILED_TASKS = 3  # tasks of one service that failed since the deploy: it keeps failing
+# A task the deploy created that Swarm has found no node for this long is a wait that never
+# ends (Swarm retries it forever): start-first with `max_replicas_per_node` and no spare node,
+# a constraint no node meets, reservations no node has room for.
+UNPLACED_AFTER = 30.0
 
 # Keys of a service that Swarm refuses or ignores: (what happens, the fix). `build`,
 # `container_name` and the rest are left out of the stack file; `check` says so per stack.
@@ -458,7 +463,7 @@ def _unplaced(template: Mapping[str, Any]) -> dict[str, Any]:
 
 def verdict(services: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, Any]],
             marks: Mapping[str, str], since: str, nodes: int = 1,
-            updating: Collection[str] = ()) -> Verdict:
+            updating: Collection[str] = (), now: str = "") -> Verdict:
     """Whether a deploy is done: every service's update `completed` (or no update started:
     a new or unchanged service), and every one of its tasks wanted running is running (its
     healthcheck passed: Swarm keeps a task `starting` until then). FAIL when Swarm rolled an
@@ -466,7 +471,8 @@ def verdict(services: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, 
     an RFC 3339 time). `marks`: service name -> `mark()` before the deploy. `nodes`: how many
     tasks a global service wants. `updating`: the services whose tasks the deploy changed
     (`changed`): until their update shows (Swarm starts it a moment after the deploy), the
-    old tasks still running say nothing."""
+    old tasks still running say nothing. `now` (the same form as `since`): a task created
+    since the deploy that has waited for a node `UNPLACED_AFTER` seconds by then is a FAIL."""
     waiting = []
     for svc in services:
         name = str((svc.get("Spec") or {}).get("Name") or "")
@@ -488,6 +494,9 @@ def verdict(services: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, 
             last = max(failed, key=lambda t: str((t.get("Status") or {}).get("Timestamp")))
             return Verdict(FAIL, f"{name}: {len(failed)} tasks failed since the deploy "
                            f"(last: {_task_error(last)})")
+        if now and (stuck := _unplaced_task(own, since, now)):
+            return Verdict(FAIL, f"{name}: Swarm has found no node for a new task for "
+                           f"{UNPLACED_AFTER:.0f}s ({stuck}){_unplaced_fix(svc, stuck)}")
         if new and state in ("updating", "rollback_started"):
             waiting.append(f"{name}: {state.replace('_', ' ')}")
             continue
@@ -506,6 +515,51 @@ def verdict(services: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, 
     if waiting:
         return Verdict(WAIT, "; ".join(waiting))
     return Verdict(OK)
+
+
+def _unplaced_task(tasks: Sequence[Mapping[str, Any]], since: str, now: str) -> str:
+    """The scheduler's reason for the first task created since `since` that still waits for a
+    node `UNPLACED_AFTER` seconds later at `now` ('' when there is none)."""
+    try:
+        limit = _epoch(now) - UNPLACED_AFTER
+    except ValueError:
+        return ""
+    for t in tasks:
+        err = str((t.get("Status") or {}).get("Err") or "")
+        created = str(t.get("CreatedAt") or "")
+        if (t.get("DesiredState") != "running" or _task_state(t) != "pending"
+                or not err.startswith("no suitable node") or created < since):
+            continue
+        with contextlib.suppress(ValueError):
+            if _epoch(created) <= limit:
+                return err
+    return ""
+
+
+def _unplaced_fix(svc: Mapping[str, Any], err: str) -> str:
+    """What to change when a service's new task waits for a node. Start-first (vigo's default
+    without host-mode ports) starts each new task before it stops the old one, so the new task
+    needs a node where the old one leaves room."""
+    spec = svc.get("Spec") or {}
+    first = str((spec.get("UpdateConfig") or {}).get("Order") or "") == "start-first"
+    most = ((spec.get("TaskTemplate") or {}).get("Placement") or {}).get("MaxReplicas")
+    if first and "host-mode port" in err:
+        return ("; an update starts each new task before it stops the old one, and the port is "
+                "taken on every node it may use: add a node, or set "
+                "`deploy.update_config.order: stop-first`")
+    if first and (most or "max replicas per node" in err):
+        return ("; an update starts each new task before it stops the old one, so it needs a "
+                "node that runs fewer of the service's tasks than max_replicas_per_node: add "
+                "a node, lower `replicas`, or set `deploy.update_config.order: stop-first`")
+    return ("; free a node, or change the placement, reservations or replicas so the tasks "
+            "fit the nodes there are")
+
+
+def _epoch(stamp: str) -> float:
+    """Seconds of an RFC 3339 UTC time as the engine writes it (nanoseconds, a `Z`)."""
+    base, _, frac = stamp.rstrip("Z").partition(".")
+    moment = datetime.fromisoformat(base).replace(tzinfo=UTC)
+    return moment.timestamp() + (float("0." + frac[:9]) if frac.isdigit() else 0.0)
 
 
 def _task_state(task: Mapping[str, Any]) -> str:

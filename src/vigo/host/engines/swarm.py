@@ -340,7 +340,7 @@ class SwarmEngine:
             updating = {name for r in rows if (name := str(r["Spec"]["Name"])) in (
                 before or {}) and core.changed(before[name], r, tasks, allowed)
                 } if before else set()
-            verdict = core.verdict(rows, tasks, marks, since, nodes or 1, updating)
+            verdict = core.verdict(rows, tasks, marks, since, nodes or 1, updating, _now())
             if len(rows) < len(names):
                 verdict = core.Verdict(core.WAIT, "services are being created")
             if verdict.status == core.OK:
