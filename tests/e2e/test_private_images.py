@@ -105,12 +105,20 @@ def test_host_docker_login_is_used_when_the_repo_has_none(host: Host, registry: 
     host.seed({"whoami": TAG_A})
     use_image(host, "whoami", digest_ref)
     host.repo.commit("private image, host login")
-    # registry.login_dir is a real `docker login` (root's ~/.docker on a real host).
-    res = run(host, registry.login_dir, "-v", "apply")
+    # registry.login_dir is a real `docker login` (root's ~/.docker on a real host), and its
+    # current docker context is one of its own: the pulls' DOCKER_CONFIG must keep it
+    login = registry.login_dir
+    for args in (("create", "vigo-ctx", "--docker", "host=unix:///var/run/docker.sock"),
+                 ("use", "vigo-ctx")):
+        subprocess.run(["docker", "--config", str(login), "context", *args], check=True,
+                       capture_output=True, timeout=30)
+    res = run(host, login, "-v", "apply")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "whoami: created" in res.stdout
     assert registry.has_locally(digest_ref)
     assert_no_secret(registry, res.stdout, res.stderr, saved(host))
+    linked = host.secrets / "docker" / "contexts"
+    assert linked.is_symlink() and os.readlink(linked) == str(login / "contexts")
 
 
 def test_refused_credential_fails_only_that_stack_and_prints_none(

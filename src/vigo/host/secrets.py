@@ -22,6 +22,15 @@ from vigo.host import state
 if TYPE_CHECKING:  # imported where a stack may change, never by an idle run
     from vigo.core import registries
 
+# What the docker CLI reads from its config folder besides config.json (Secrets.pulls).
+CLI_DIRS = ("contexts", "cli-plugins")
+
+
+def _host_config_dir() -> Path:
+    """Root's docker CLI folder: $DOCKER_CONFIG, else ~/.docker."""
+    base = os.environ.get("DOCKER_CONFIG")
+    return Path(base) if base else Path.home() / ".docker"
+
 
 @dataclass
 class Secrets:
@@ -117,15 +126,41 @@ class Secrets:
                        "run without the registry credentials")
             self.warn(report, problem)
             return registries.Pulls(problem=problem)
+        self._link_cli_dirs(report, paths.secrets, folder)
         sources = {r: where for r in registries.host_registries(host)}
         sources.update({r: registries.FILE for r in repo})
         return registries.Pulls(folder, sources, everything=bool(host.get("credsStore")),
                                 problem=problem)
 
+    def _link_cli_dirs(self, report: Report, root: Path, folder: Path) -> None:
+        """The docker CLI reads more than config.json from its folder: the docker contexts
+        (`currentContext` names one) and the CLI plugins (Compose's own install guide puts
+        `docker-compose` in ~/.docker/cli-plugins). Each one root's folder has is linked
+        beside the pulls' config.json, so pointing DOCKER_CONFIG there loses neither."""
+        base = _host_config_dir()
+        for name in CLI_DIRS:
+            target = base / name
+            try:
+                fd = fs.open_dir(root, folder, create=False)
+                try:
+                    try:
+                        if os.readlink(name, dir_fd=fd) == str(target) and target.is_dir():
+                            continue
+                        os.unlink(name, dir_fd=fd)  # stale, or its folder is gone
+                    except FileNotFoundError:
+                        pass
+                    if target.is_dir():
+                        os.symlink(target, name, dir_fd=fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:  # a link that cannot be made: that CLI feature is missing
+                self.warn(report, f"cannot link {folder / name} to {target}: "
+                          f"{exc.strerror or exc}; docker commands with the registry "
+                          f"credentials run without root's {name}")
+
     def _host_docker_config(self, report: Report) -> tuple[dict[str, Any], str]:
         """Root's `docker login` ($DOCKER_CONFIG or ~/.docker): its config.json, {} if none."""
-        base = os.environ.get("DOCKER_CONFIG")
-        path = Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
+        path = _host_config_dir() / "config.json"
         where = f"root's docker login ({path})"
         try:
             doc = json.loads(path.read_text())
