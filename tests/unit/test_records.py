@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import typing
 from collections import defaultdict, namedtuple
 from collections.abc import Callable
@@ -499,3 +501,13 @@ def test_asdict_copies_what_it_does_not_convert() -> None:
         with pytest.raises(TypeError, match="record instances"):
             records.asdict(not_a_record)
     assert records.asdict(frozen(REC)(1)) == dataclasses.asdict(frozen(DC)(1))
+# --- the point: what an idle run imports --------------------------------------------------------
+
+def test_the_idle_path_imports_neither_dataclasses_nor_inspect() -> None:
+    """docs/idle.md: `dataclasses` pulls `inspect`, `ast`, `dis`, `tokenize` (~10 ms)."""
+    code = ("import sys, vigo.cli.commands, vigo.host.reconcile, vigo.host.hooks\n"
+            "print([m for m in ('dataclasses', 'inspect', 'ast', 'dis') if m in sys.modules])")
+    src = str(Path(records.__file__).parents[2])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": src}, check=True)
+    assert out.stdout.strip() == "[]"
