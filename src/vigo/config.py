@@ -9,12 +9,12 @@ import os
 import re
 import socket
 import tomllib
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from vigo.core.model import DEFAULT_CAPS, STACK_NAME, STACK_PATTERN, is_host_name
+from vigo.core.records import fields, record
 
 if TYPE_CHECKING:
     from vigo.core import policy
@@ -26,7 +26,7 @@ class ConfigError(Exception):
     pass
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Settings:
     repo: str
     branch: str = "main"

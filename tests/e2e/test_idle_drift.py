@@ -14,11 +14,12 @@ from tests.support.infra import sh
 IMPORTED = ("import sys\nfrom vigo.cli.commands import main\nrc = main()\n"
             "print(' '.join(sys.modules), file=sys.stderr)\nsys.exit(rc)")
 # What an idle run does not need (docs/idle.md): the YAML parser, the deployer and the rest of
-# a deploy, the HTTP client, the thread pool, tempfile, traceback (argparse imports shutil).
+# a deploy, the HTTP client, the thread pool, tempfile, traceback (argparse imports shutil),
+# dataclasses and the inspect it imports (vigo's classes are core/records.py's).
 NOT_IDLE = {"ruamel.yaml", "vigo.core.lint", "vigo.core.policy", "vigo.core.registries",
             "vigo.core.health", "vigo.core.rollout", "vigo.host.engines.compose",
             "vigo.host.metrics", "vigo.adapters.http", "http.client", "urllib.request", "ssl",
-            "concurrent.futures", "tempfile", "traceback"}
+            "concurrent.futures", "tempfile", "traceback", "dataclasses", "inspect"}
 
 
 def container_events(host: Host, since: float) -> list[str]:

@@ -337,7 +337,7 @@ def test_without_docker_compose_nothing_is_cached(tmp_path: Path) -> None:
 
 def test_the_policy_digest_does_not_depend_on_set_order() -> None:
     # frozenset order follows PYTHONHASHSEED: the policy's digest must not
-    from dataclasses import asdict
+    from vigo.core.records import asdict
 
     a = Policy(allow_caps=frozenset(["CHOWN", "KILL", "SETUID", "SETGID"]))
     b = Policy(allow_caps=frozenset(["SETGID", "SETUID", "KILL", "CHOWN"]))

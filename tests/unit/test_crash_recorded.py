@@ -247,7 +247,7 @@ def test_a_state_that_cannot_be_serialised_is_a_failure_not_a_crash(tmp_path, mo
 
 
 def test_a_crash_reaches_the_metrics(tmp_path, monkeypatch):
-    from dataclasses import replace
+    from vigo.core.records import replace
 
     lines: list[str] = []
     rec = reconciler(tmp_path, lines)

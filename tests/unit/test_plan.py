@@ -1,8 +1,6 @@
 """Table-driven tests of vigo.core.plan: (record, observed containers, resolved, failures) in,
 one Action (kind and reasons) per stack out."""
 
-from dataclasses import replace
-
 import pytest
 
 from vigo.core.model import (
@@ -22,6 +20,7 @@ from vigo.core.model import (
     Stack,
 )
 from vigo.core.plan import conflict, needs_resolve, phases, plan
+from vigo.core.records import replace
 
 A, B = "ghcr.io/org/app:sha-a", "ghcr.io/org/app:sha-b"
 COMPOSE = "stacks/app/docker-compose.yml"

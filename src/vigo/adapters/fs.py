@@ -8,8 +8,9 @@ import json
 import os
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+
+from vigo.core.records import record
 
 
 class UnsafePath(OSError):
@@ -337,7 +338,7 @@ def _same_file(dir_fd: int, name: str, data: bytes, mode: int) -> bool:
         return f.read(len(data) + 1) == data
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Synced:
     changed: list[str]  # paths written or removed
     errors: dict[str, str]  # paths that could not be written, and why

@@ -9,13 +9,13 @@ import re
 import shlex
 import stat
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from vigo.adapters import fs
 from vigo.adapters.run import CommandTimeout, Runner
 from vigo.adapters.sops import owned_file_problem, private_file_problem
+from vigo.core.records import record
 
 # Pinned for every call: no user or system config, no hooks, no submodules, no prompts, and
 # every setting that makes git run a program pinned off (a `.git/config` someone else wrote
@@ -95,7 +95,7 @@ class CredentialError(SourceError):
     """A credential setting cannot be used (missing file, wrong owner or mode, empty)."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GitAuth:
     """How the host's git proves who it is to a private repo: an SSH deploy key and a pinned
     known_hosts file, or a token read from a root-only file, and a private CA for HTTPS."""
@@ -111,7 +111,7 @@ def git_auth(settings) -> GitAuth:
                    settings.git_ca_file)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Remote:
     """A remote as git is given it: the URL without credentials, `-c` options and
     environment. `secrets` are masked everywhere."""
@@ -225,7 +225,7 @@ _CHANGED_RE = re.compile(r"The fingerprint for the (\S+) key sent by the remote 
 _CHANGED_HOST_RE = re.compile(r"Host key for (\S+) has changed")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HostKeyRefusal:
     kind: str  # "unknown" or "changed"
     key_type: str  # ED25519, ECDSA, RSA
@@ -599,7 +599,7 @@ class CloneError(Exception):
     """A git call in a workstation clone failed; the message says which and why."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Revision:
     """One commit that touched a file, and the file's path (from the top) in that commit."""
 
@@ -643,8 +643,8 @@ class Clone:
             raise CloneError(f"git log of {path} failed: {res.error(2)}")
         out: list[Revision] = []
         known = self.prefix() + path
-        for record in res.stdout.split("\x1e")[1:]:
-            head, _, names = record.partition("\n")
+        for entry in res.stdout.split("\x1e")[1:]:
+            head, _, names = entry.partition("\n")
             commit, short, author, date, subject = (head.split("\x1f") + [""] * 5)[:5]
             name = next((n for n in names.splitlines() if n.strip()), "")
             known = name or known  # a merge lists no file: the path of the newer commit

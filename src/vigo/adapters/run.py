@@ -12,8 +12,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from vigo.core.records import record
 
 MASK = "***"
 # Values shorter than this are not masked: masking "80" or "1" everywhere would garble every
@@ -120,7 +121,7 @@ def forms(value: str) -> set[str]:
     }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Result:
     argv: tuple[str, ...]
     returncode: int

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from vigo.adapters.run import Runner
+from vigo.core.records import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Tool:
     name: str
     version: str  # '' when missing or unusable

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from vigo.core.records import record
 
 OK, WAIT, FAIL = "ok", "wait", "fail"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Probe:
     id: str
     name: str
@@ -31,7 +32,7 @@ class Probe:
     restart_policy: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Verdict:
     status: str  # OK, WAIT or FAIL
     reason: str = ""

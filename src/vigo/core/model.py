@@ -1,15 +1,16 @@
-"""The data that flows through the pipeline: small frozen dataclasses, no behaviour with effects."""
+"""The data that flows through the pipeline: small frozen records (core/records.py), no
+behaviour with effects."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from vigo.core import reasons
+from vigo.core.records import field, record
 
 PROXY = "proxy"
 
@@ -60,7 +61,7 @@ COMPOSE_SERVICE = "com.docker.compose.service"
 COMPOSE_CONFIG_HASH = "com.docker.compose.config-hash"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Paths:
     """Where a run renders: the real runtime for apply, a private temp dir for plan."""
 
@@ -74,7 +75,7 @@ class Paths:
         return self.secrets / "good" / f"{project}.json"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Stack:
     """One compose project to run: the proxy or stacks/<name>/."""
 
@@ -100,7 +101,7 @@ class Stack:
         return self.compose_file.rsplit("/", 1)[0]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DesiredState:
     """The host's rendered tree: repo + hosts/<host>/ overlay, from files only."""
 
@@ -119,7 +120,7 @@ class DesiredState:
         return next((s for s in self.stacks if s.name == name), None)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Container:
     id: str
     name: str
@@ -147,7 +148,7 @@ class Container:
         return ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Observed:
     """What the engine runs now, restricted to containers this vigo instance deployed."""
 
@@ -161,7 +162,7 @@ class Observed:
         return frozenset(c.stack for c in self.containers)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Rollout:
     """How one service is replaced: started beside the old container and drained, or
     recreated (with the reason why it cannot be done without downtime)."""
@@ -177,7 +178,7 @@ class Rollout:
         return not self.blocker
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Resolved:
     """What `docker compose config` says a stack will run (only for stacks that may change)."""
 
@@ -202,7 +203,7 @@ CREATE, UPDATE, REMOVE, UNCHANGED, FAIL, KEEP, HOLD = (
     "create", "update", "remove", "unchanged", "fail", "keep", "hold")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Options:
     """How a run may deviate from the plain reconcile."""
 
@@ -211,7 +212,7 @@ class Options:
     allow_rewind: bool = False  # accept an older signed commit or a rewritten history
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Action:
     stack: str
     kind: str  # one of CREATE UPDATE REMOVE UNCHANGED FAIL KEEP HOLD
@@ -224,7 +225,7 @@ class Action:
         return f"{self.stack}: {verb}" + (f" ({why})" if why else "")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Plan:
     revision: str
     actions: tuple[Action, ...]
@@ -234,7 +235,7 @@ class Plan:
         return tuple(a for a in self.actions if a.kind in kinds)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StackResult:
     stack: str
     action: str
@@ -271,7 +272,7 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-@dataclass
+@record
 class Report:
     """How one `vigo apply` or `vigo plan` ended: what the CLI prints (--json), what the hooks
     (metrics, notifications) and the state file record."""

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+
+from vigo.core.records import asdict, field, record
 
 FAILURE, RECOVERY = "failure", "recovery"
 OK, FAILED = "ok", "failed"
 BODY_LIMIT = 10_000  # characters of text in a ping or ntfy body
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Request:
     channel: str  # webhook, ntfy, healthchecks
     method: str
@@ -26,7 +27,7 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Event:
     kind: str  # FAILURE or RECOVERY
     host: str

@@ -22,11 +22,11 @@ import json
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from vigo.core import model
 from vigo.core.model import PROXY
+from vigo.core.records import record
 
 DEFAULT_PROXY_NETWORK = "proxy_default"
 DEFAULT_CAPS = frozenset(model.DEFAULT_CAPS)  # the default of the allow_caps setting
@@ -49,7 +49,7 @@ def env_text(values: Mapping[str, str]) -> str:
     return "".join(f"{key}={value}\n" for value, key in values.items())
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Policy:
     """Allowlists from settings (config.policy_of builds it); the defaults are strict."""
 
@@ -69,7 +69,7 @@ class Policy:
                 or (proto == "tcp" and f"{stack}:{port}" in self.allow_ports))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Scope:
     """Where a stack lives: the folder compose resolved its relative paths against."""
 
@@ -83,7 +83,7 @@ class Scope:
         return self.stack == PROXY
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Violation:
     rule: str
     stack: str
@@ -100,7 +100,7 @@ class Violation:
         return f"policy [{self.rule}] " + (f"{where}: " if where else "") + self.message
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Rule:
     id: str
     refuses: str  # what the rule refuses, for the table in docs/security.md

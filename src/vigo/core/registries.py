@@ -20,8 +20,9 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from vigo.core.records import field, record
 
 FILE = "env/registries.env"
 SUFFIXES = ("_REGISTRY", "_USERNAME", "_PASSWORD")
@@ -37,7 +38,7 @@ class RegistriesError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Credential:
     registry: str
     username: str
@@ -180,7 +181,7 @@ def is_auth_failure(error: str) -> bool:
     return any(word in low for word in _AUTH_WORDS)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Pulls:
     """What one run's pulls get: the DOCKER_CONFIG folder (None: no credential anywhere), the
     registries it has a credential for and where each came from, and why the repo's file

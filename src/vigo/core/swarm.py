@@ -19,11 +19,11 @@ import copy
 import hashlib
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from vigo.core.model import LABEL_INSTANCE, LABEL_STACK
+from vigo.core.records import record
 
 LABEL_HASH = "io.vigo.stack-hash"  # the whole stack file's digest, on every service
 LABEL_SERVICE_HASH = "io.vigo.config-hash"  # the service's own part of it
@@ -116,7 +116,7 @@ ACCEPTED = frozenset({
 TOP_ACCEPTED = frozenset({"services", "networks", "volumes", "secrets", "configs"})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Issue:
     """A key of a stack's compose file Swarm refuses or ignores."""
 
@@ -371,7 +371,7 @@ FAILED_STATES = frozenset({"failed", "rejected", "orphaned"})
 STOPPED_UPDATES = frozenset({"rollback_completed", "paused", "rollback_paused"})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Verdict:
     status: str  # OK WAIT FAIL
     reason: str = ""
@@ -575,7 +575,7 @@ def _task_error(task: Mapping[str, Any]) -> str:
 
 # -- what a stack runs on the swarm, as vigo records it ------------------------------------------
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Service:
     """One service of the swarm as `GET /services?status=true` tells it."""
 
@@ -665,7 +665,7 @@ def place_value(nodes: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(set(nodes))).encode()).hexdigest()[:8]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NodeInfo:
     """One node of the swarm as `GET /nodes` tells it: what placement needs."""
 
@@ -680,7 +680,7 @@ def parse_nodes(rows: Iterable[Mapping[str, Any]]) -> tuple[NodeInfo, ...]:
                           dict((r.get("Spec") or {}).get("Labels") or {})) for r in rows)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Placement:
     """Where a swarm stack runs: `nodes` () means no constraint of vigo's (the stack's own
     placement only). `error`: the stack fails before anything is touched."""

@@ -9,7 +9,8 @@ docs/security.md, "Signed commits".
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+
+from vigo.core.records import record
 
 EXIT_REFUSED = 4  # a fetched commit failed the signature or history check: nothing changed
 REF = "refs/vigo/applied"  # pins the last accepted commit in the checkout (gc keeps it)
@@ -26,7 +27,7 @@ UNKNOWN = "unknown"  # the accepted commit is not in the checkout: not in the fe
 SSH, GPG = "ssh", "gpg"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Decision:
     ok: bool
     line: str = ""  # refused: why, naming the commit; accepted: a note to print, or ''

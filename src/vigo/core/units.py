@@ -8,11 +8,11 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from vigo import __version__
+from vigo.core.records import record
 
 SERVICE, TIMER = "vigo.service", "vigo.timer"
 BOOT_DELAY, INTERVAL = "30s", "60s"
@@ -28,7 +28,7 @@ INTERVAL_S = 60  # `vigo install --interval`: a systemd time span, whole seconds
 _TMP_DIRS = (Path("/tmp"), Path("/var/tmp"))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class UnitSpec:
     """What the two units say: everything comes from the settings and the install command."""
 

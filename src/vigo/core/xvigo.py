@@ -15,10 +15,10 @@ whose block has a problem is not applied.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from vigo.core.model import PROXY
+from vigo.core.records import record
 
 KEY = "x-vigo"
 BEFORE, AFTER = "before", "after"
@@ -29,14 +29,14 @@ ENGINES = ("compose", "swarm")  # the values of x-vigo.engine (host/engines: COM
 JOB_KEYS = ("when", "timeout")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Job:
     service: str
     when: str  # BEFORE or AFTER
     timeout: int = JOB_TIMEOUT
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Options:
     health_timeout: int | None = None
     after: tuple[str, ...] = ()
@@ -47,7 +47,7 @@ class Options:
         return frozenset(j.service for j in self.jobs)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Problem:
     key: str  # where in the block, e.g. "x-vigo.jobs.migrate.when"
     message: str
@@ -216,7 +216,7 @@ def order_problems(after: Mapping[str, Collection[str]], stacks: Collection[str]
 KINDS = ("networks", "volumes")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Shared:
     """What a compose file creates and what it uses as `external` (kind, name). A created name
     that starts with `*` is known only up to the project prefix (offline: `*db_data` for the

@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -24,6 +23,7 @@ from vigo.adapters.run import CommandTimeout, Runner
 from vigo.config import Settings
 from vigo.core import notify, reasons
 from vigo.core.model import Container, Report
+from vigo.core.records import record
 from vigo.host import engines, state, suspend
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 EXIT_SUSPENDED = reasons.exit_code(reasons.SUSPENDED)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Run:
     """What the end of a run hands the hooks: its settings, the masker of its secrets, where
     its lines go, and how to ask the engine what runs (for the metrics)."""
@@ -46,7 +46,7 @@ class Run:
     services: Callable[[], tuple[metrics.ServiceSample, ...]] = tuple
 
 
-@dataclass
+@record
 class Lifecycle:
     """One run of `vigo apply`, by hand (`timer=False`), by the timer, or bootstrap's first
     apply: the same gate and pings for all. `send`: http.send unless given."""
@@ -124,8 +124,8 @@ def _finished(run: Run, report: Report, st: state.RunRecord,
     ok = report.exit_code == 0 and crash is None
     error = report.error or (f"vigo stopped: {type(crash).__name__}: {crash}" if crash else "")
     before = st.count_run(ok)
-    for record in st.stacks.values():
-        record.note_failure(st.started)
+    for entry in st.stacks.values():
+        entry.note_failure(st.started)
 
     if s.metrics_file is not None:
         from vigo.host import metrics

@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 from vigo import config
@@ -26,6 +25,7 @@ from vigo.adapters.tools import probe
 from vigo.config import ConfigError, Settings
 from vigo.core import units
 from vigo.core.journal import ERR, INFO, WARNING
+from vigo.core.records import fields, record
 from vigo.host import suspend
 
 Say = Callable[[int, str], None]
@@ -134,7 +134,7 @@ def _folders(settings: Settings, spec: units.UnitSpec) -> list[Path]:
 
 # -- bootstrap ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BootstrapOptions:
     repo: str
     config: Path

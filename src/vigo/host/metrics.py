@@ -4,15 +4,15 @@ atomic write (temp file + rename in the same folder, mode 0644 so node_exporter 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from vigo.adapters import fs
+from vigo.core.records import field, record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ServiceSample:
     """One swarm service as the metrics show it: its tasks running on nodes that are up, the
     tasks it wants (Swarm's count: replicas, or the eligible nodes of a global service), the
@@ -36,7 +36,7 @@ UPDATE_STATES = ("none", "updating", "completed", "paused", "rollback_started",
                  "rollback_paused", "rollback_completed")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Snapshot:
     finished: float  # Unix time the run finished
     success: bool
@@ -57,8 +57,8 @@ def jobs_of(records: Mapping[str, Any]) -> dict[tuple[str, str], tuple[int | Non
     """The `jobs` of a Snapshot from the state file's stack records (a hand-edited one: no
     jobs, never an exception)."""
     out: dict[tuple[str, str], tuple[int | None, float, float]] = {}
-    for stack, record in records.items():
-        jobs = record.get("jobs") if isinstance(record, Mapping) else None
+    for stack, entry in records.items():
+        jobs = entry.get("jobs") if isinstance(entry, Mapping) else None
         for name, run in (jobs.items() if isinstance(jobs, Mapping) else ()):
             if not isinstance(run, Mapping):
                 continue

@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from vigo.adapters import fs
@@ -52,6 +51,7 @@ from vigo.core.plan import (
     phases,
     plan,
 )
+from vigo.core.records import replace
 from vigo.host import engines, record, runtime, state
 from vigo.host.crash import crash_line
 from vigo.host.resolve import Resolver, apply_order, stack_order

@@ -8,7 +8,6 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,13 +18,14 @@ from vigo.adapters.run import CommandTimeout, Masker
 from vigo.config import Settings
 from vigo.core import render, xvigo
 from vigo.core.model import PROXY, DesiredState, Paths, Resolved, Stack, located
+from vigo.core.records import record
 from vigo.host import engines, state
 
 if TYPE_CHECKING:  # imported where a stack may change, never by an idle run
     from vigo.core import policy
 
 
-@dataclass
+@record
 class Resolver:
     settings: Settings
     compose: Compose
@@ -248,9 +248,9 @@ def stack_order(desired: DesiredState, records: dict[str, state.StackRecord],
     that may change, else from the record of its last apply (a removed stack's, for the
     reverse order of removals)."""
     out: dict[str, tuple[str, ...]] = {}
-    for name, record in records.items():
-        if record.has_after:
-            out[name] = record.after
+    for name, entry in records.items():
+        if entry.has_after:
+            out[name] = entry.after
     for name, res in resolved.items():
         out[name] = tuple(res.after)
     return {name: deps for name, deps in out.items() if deps}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ from vigo.adapters.sops import DecryptError, Sops, credential_problem, key_probl
 from vigo.config import Settings
 from vigo.core import dotenv, reasons, render
 from vigo.core.model import DesiredState, Paths, Report
+from vigo.core.records import record
 from vigo.host import state
 
 if TYPE_CHECKING:  # imported where a stack may change, never by an idle run
@@ -32,7 +32,7 @@ def _host_config_dir() -> Path:
     return Path(base) if base else Path.home() / ".docker"
 
 
-@dataclass
+@record
 class Secrets:
     settings: Settings
     sops: Sops

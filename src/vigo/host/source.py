@@ -5,7 +5,6 @@ adapter only runs git)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from vigo.adapters.git import (
@@ -19,6 +18,7 @@ from vigo.adapters.run import CommandTimeout, Masker
 from vigo.config import Settings
 from vigo.core import reasons, render, trust
 from vigo.core.model import DesiredState, Report
+from vigo.core.records import record
 from vigo.host import state
 
 
@@ -53,7 +53,7 @@ def recovered(folder: Path, why: str) -> str:
     return f"{folder} was broken ({why}); replaced it with a fresh clone"
 
 
-@dataclass
+@record
 class Source:
     settings: Settings
     git: Git

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vigo.adapters import fs
 from vigo.core import model, reasons
+from vigo.core.records import record
 
 VERSION = 2  # 2: the named reasons (core/reasons.py): the run's `reason`, each record's `code`
 LAST_RUN = "last-run.json"
@@ -74,12 +74,12 @@ def _v1(data: dict[str, Any]) -> dict[str, Any]:
         data["reason"] = next((r for r, (c, why) in reasons.EXIT.items() if c == code and why),
                               reasons.STACK_FAILED)
     stacks = data.get("stacks")
-    for record in stacks.values() if isinstance(stacks, dict) else ():
-        if isinstance(record, dict) and "code" not in record:
-            if record.get("outcome") == "ok":
-                record["code"] = reasons.APPLIED
-            elif record.get("outcome") == "failed" and record.get("rolled_back_to"):
-                record["code"] = reasons.ROLLED_BACK
+    for entry in stacks.values() if isinstance(stacks, dict) else ():
+        if isinstance(entry, dict) and "code" not in entry:
+            if entry.get("outcome") == "ok":
+                entry["code"] = reasons.APPLIED
+            elif entry.get("outcome") == "failed" and entry.get("rolled_back_to"):
+                entry["code"] = reasons.ROLLED_BACK
     return {**data, "version": 2}
 
 
@@ -234,7 +234,7 @@ def _strs(data: Mapping[str, Any], key: str) -> dict[str, str]:
         if isinstance(value, dict) else {}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LastFailure:
     """A stack's last failure, for `vigo status`: since when it fails (while `ongoing`)."""
 
@@ -458,9 +458,9 @@ class RunRecord(dict[str, Any]):
     @property
     def stacks(self) -> dict[str, StackRecord]:
         stacks = self.setdefault("stacks", {})
-        for name, record in stacks.items():  # one added as a plain dict: typed from now on
-            if not isinstance(record, StackRecord):
-                stacks[name] = StackRecord(record if isinstance(record, dict) else {})
+        for name, entry in stacks.items():  # one added as a plain dict: typed from now on
+            if not isinstance(entry, StackRecord):
+                stacks[name] = StackRecord(entry if isinstance(entry, dict) else {})
         return stacks
 
     def stack(self, name: str) -> StackRecord | None:

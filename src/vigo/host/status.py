@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from vigo.adapters.run import CommandTimeout
 from vigo.config import Settings
 from vigo.core.model import Container
 from vigo.core.plan import is_completed
+from vigo.core.records import asdict
 from vigo.host import engines, state, suspend
 from vigo.host.engines import swarm
 

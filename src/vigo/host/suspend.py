@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vigo.adapters import fs
+from vigo.core.records import asdict, record
 from vigo.host import state
 
 FILE = "suspended.json"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Suspension:
     by: str
     at: str  # ISO 8601, UTC

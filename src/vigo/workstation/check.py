@@ -18,7 +18,6 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from vigo.core import lint, policy, render, yamlsafe
 from vigo.core.lint import ERROR, WARNING, Finding
 from vigo.core.model import DesiredState
 from vigo.core.policy import Policy
+from vigo.core.records import asdict, field, fields, record
 from vigo.workstation import cache as _cache
 from vigo.workstation.cache import Cache
 
@@ -100,7 +100,7 @@ def default_jobs() -> int:
     return local_cpus()
 
 
-@dataclass
+@record
 class _Outcome:
     """What compose said about one stack: the resolved model's findings, or why the file is
     not valid Compose; `nocompose` when docker compose is not installed (never cached)."""
@@ -110,7 +110,7 @@ class _Outcome:
     nocompose: bool = False
 
 
-@dataclass
+@record
 class _Tree:
     """One rendered tree (the base or a host's), materialised in a temp folder when some of
     its work is not in the cache."""

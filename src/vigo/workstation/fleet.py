@@ -24,7 +24,6 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from vigo.core import lint, render
 from vigo.core.lint import ERROR, WARNING, Finding
 from vigo.core.model import HOST_NAME  # the `host` setting's grammar (the cli matches it too)
 from vigo.core.policy import Policy
+from vigo.core.records import record
 from vigo.workstation import check
 from vigo.workstation.scaffold import AGE_RECIPIENT  # as vigo init
 
@@ -97,7 +97,7 @@ def probe(name: str) -> str:
     return f"hosts/{name}/env/probe.env"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SopsEdit:
     """The outcome of adding (or re-keying) a host in .sops.yaml."""
 
@@ -344,13 +344,13 @@ def add_host(repo: Path, name: str, key: str, sops: Sops, identity: Path | None,
 # --- vigo plan --host / --all-hosts (offline) -------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EnvView:
     path: str  # repo path of the file the host uses (base or overlay)
     keys: tuple[str, ...]  # variable NAMES only
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StackView:
     name: str
     compose_file: str  # repo path: stacks/<n>/... or hosts/<host>/stacks/<n>/...
@@ -360,7 +360,7 @@ class StackView:
     change: str = ""  # with a diff base: added, changed, unchanged (removed: HostPlan.removed)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HostPlan:
     host: str  # "" for the base tree (a host without an overlay)
     overlay: tuple[str, ...]  # its files under hosts/<host>/, overlay-relative

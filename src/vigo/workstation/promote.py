@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +31,7 @@ from vigo.core.model import (
     is_stack_name,
 )
 from vigo.core.policy import Policy
+from vigo.core.records import asdict, record, replace
 
 if TYPE_CHECKING:
     from vigo.adapters.git import Clone
@@ -111,7 +111,7 @@ def is_pinned(ref: str) -> bool:
 
 # --- where an image is written, and the edit (pure) -------------------------------------------
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImageSpot:
     """A service's image scalar: 0-based line and column (of the quote, when quoted)."""
 
@@ -241,7 +241,7 @@ def images_of(text: str | None) -> dict[str, str]:
             if isinstance(svc, dict) and isinstance(svc.get("image"), str)}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Edit:
     """One promotion: the image of stack/service in `path` from `old_image` to `new_image`."""
 
@@ -275,7 +275,7 @@ class Edit:
 
 # --- history (pure) ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Version:
     """One commit that touched the compose file, and the images of that version."""
 
@@ -287,7 +287,7 @@ class Version:
     images: dict[str, str]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Row:
     """A change of a service's image, and the commit that made it."""
 
@@ -359,7 +359,7 @@ def row_json(row: Row) -> dict[str, str]:
 Checker = Callable[[Path, Policy, list[str] | None], list[Finding]]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Outcome:
     edit: Edit
     commit: str = ""  # the new commit, when committed

@@ -7,13 +7,13 @@ through a pipe before they are written, so no plaintext env file ever exists on 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from vigo.adapters.git import Git
 from vigo.adapters.run import Runner
 from vigo.adapters.sops import DecryptError, Sops
+from vigo.core.records import record
 
 DEFAULT_IMAGE = "ghcr.io/vigo-example/whoami:sha-1a2b3c4"
 AGE_RECIPIENT = re.compile(r"^age1[0-9a-z]{58}$")
@@ -23,7 +23,7 @@ class InitError(Exception):
     pass
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Answers:
     recipient: str
     domain: str = "example.com"

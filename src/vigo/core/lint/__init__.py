@@ -24,7 +24,6 @@ module here plus its name in FAMILIES.
 """
 
 import importlib
-from dataclasses import replace
 from pathlib import Path
 
 from vigo.core.lint.base import (
@@ -46,6 +45,7 @@ from vigo.core.lint.base import (
 from vigo.core.lint.doc import as_mapping, env_key_names, key_line, resolve
 from vigo.core.lint.layout import discover, load, proxy_network_of, stack_env_keys
 from vigo.core.policy import DEFAULT_PROXY_NETWORK, Policy
+from vigo.core.records import replace
 
 # The rule families, each a module of this package; importing one registers its rules.
 FAMILIES = ("layout", "compose", "images", "privileges", "paths", "proxy", "env", "repo", "xvigo",

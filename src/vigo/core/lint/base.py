@@ -2,13 +2,13 @@
 
 import posixpath
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vigo.core import xvigo
 from vigo.core.model import PROXY, located
 from vigo.core.policy import DEFAULT_PROXY_NETWORK, Policy
+from vigo.core.records import field, record
 
 ERROR = "error"
 WARNING = "warning"
@@ -18,7 +18,7 @@ RESOLVED_RULES = frozenset({"privileged", "host-namespace", "devices", "cap-add"
                             "build"})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Finding:
     rule: str  # stable id, e.g. "image-pinned"
     severity: str  # "error" or "warning"
@@ -36,7 +36,7 @@ class Finding:
 STRICT = Policy()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ComposeFile:
     """One parsed compose file of a stack: the model the stack rules read."""
 

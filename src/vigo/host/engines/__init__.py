@@ -12,10 +12,10 @@ A new engine is a new module here that implements `Engine` and one line in `of`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from vigo.core.model import Action, Container, Observed, Paths, Resolved, Stack, StackResult
+from vigo.core.records import record
 
 if TYPE_CHECKING:
     from vigo.adapters.compose import Compose
@@ -26,7 +26,7 @@ COMPOSE, SWARM = "compose", "swarm"
 ENGINES = (COMPOSE, SWARM)  # the values `x-vigo.engine` and the host setting `engine` take
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Run:
     """What an engine gets from the run it serves."""
 

@@ -13,7 +13,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -36,6 +35,7 @@ from vigo.core.model import (
     Stack,
     StackResult,
 )
+from vigo.core.records import field, record, replace
 from vigo.host import engines
 from vigo.host.crash import crash_line
 from vigo.host.state import StackRecord
@@ -78,7 +78,7 @@ def rollback_timeout(saved: dict, res: Resolved | None, default: int) -> int:
     return back.health_timeout or (res.health_timeout if res is not None else None) or default
 
 
-@dataclass
+@record
 class Deployer:
     compose: Compose
     project_prefix: str
@@ -275,7 +275,7 @@ class Deployer:
 
     # -- zero-downtime rollout ------------------------------------------------------------------
 
-    @dataclass(frozen=True)
+    @record(frozen=True)
     class Rolled:
         names: tuple[str, ...] = ()
         failure: str = ""
@@ -548,7 +548,7 @@ class Deployer:
                            hold=True, rolled_back_to=last, reason=reasons.ROLLED_BACK)
 
 
-@dataclass
+@record
 class ComposeEngine:
     """`engines.Engine` on Docker Compose: one compose project per stack on this host."""
 

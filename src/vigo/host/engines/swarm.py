@@ -15,7 +15,6 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,6 +38,7 @@ from vigo.core.model import (
     Stack,
     StackResult,
 )
+from vigo.core.records import field, record
 
 POLL = 1.0
 
@@ -75,7 +75,7 @@ def leader(api: Swarm) -> str:
     return "not the leader" + (f" (the swarm leader {name} applies)" if name else "")
 
 
-@dataclass
+@record
 class SwarmEngine:
     name: ClassVar[str] = "swarm"
 
