@@ -97,7 +97,7 @@ _OWN_DIRS = ("checkout", "runtime", "secrets", "state")
 _LIST_KEYS = {"allow_unpinned", "allow_caps", "allow_host_paths", "allow_ports",
               "allow_privileges"}
 _BOOL_KEYS = {"secrets_on_disk"}
-_PORT_RE = re.compile(rf"{STACK_PATTERN}:[0-9]{{1,5}}(/(tcp|udp|sctp))?\Z")
+_PORT = rf"{STACK_PATTERN}:[0-9]{{1,5}}(/(tcp|udp|sctp))?\Z"  # compiled at the first allow_ports
 # The flat TOML that settings files hold, one line at a time: `key = value # comment`, where
 # the key is bare and the value a one-line string without escapes, a decimal integer, a
 # boolean or a one-line array of such strings. Comments and strings may hold any character
@@ -280,7 +280,7 @@ def _check_own_dirs(out: dict[str, object], sources: dict[str, str], path: str) 
 
 def _check_entries(key: str, entries: tuple[str, ...], where: str) -> None:
     for entry in entries:
-        if key == "allow_ports" and not _PORT_RE.match(entry):
+        if key == "allow_ports" and not re.match(_PORT, entry):
             raise ConfigError(f"{where}: allow_ports entry {entry!r} is not <stack>:<port> or "
                               "<stack>:<port>/udp (e.g. 'gitea:2222')")
         if key == "allow_privileges":
