@@ -219,10 +219,11 @@ def remote_for(url: str, auth: GitAuth, token: str = "") -> Remote:
 
 # -- a refused SSH host key: the offered fingerprint and the fix --------------------------
 
-_UNKNOWN_RE = re.compile(r"No (\S+) host key is known for (\S+) and you have requested strict")
-_CHANGED_RE = re.compile(r"The fingerprint for the (\S+) key sent by the remote host is\s+"
-                         r"(SHA256:[A-Za-z0-9+/=]+)")
-_CHANGED_HOST_RE = re.compile(r"Host key for (\S+) has changed")
+# Patterns, compiled (and cached by `re`) at the first refusal: a run that fetches needs none.
+_UNKNOWN = r"No (\S+) host key is known for (\S+) and you have requested strict"
+_CHANGED = (r"The fingerprint for the (\S+) key sent by the remote host is\s+"
+            r"(SHA256:[A-Za-z0-9+/=]+)")
+_CHANGED_HOST = r"Host key for (\S+) has changed"
 
 
 @record(frozen=True)
@@ -237,12 +238,12 @@ def host_key_refusal(stderr: str) -> HostKeyRefusal | None:
     """Pure: whether ssh refused the server's host key, from its stderr."""
     if "Host key verification failed" not in stderr:
         return None
-    changed = _CHANGED_RE.search(stderr)
+    changed = re.search(_CHANGED, stderr)
     if changed:
-        host = _CHANGED_HOST_RE.search(stderr)
+        host = re.search(_CHANGED_HOST, stderr)
         return HostKeyRefusal("changed", changed.group(1), host.group(1) if host else "",
                               changed.group(2).rstrip("."))
-    unknown = _UNKNOWN_RE.search(stderr)
+    unknown = re.search(_UNKNOWN, stderr)
     if unknown:
         return HostKeyRefusal("unknown", unknown.group(1), unknown.group(2))
     return HostKeyRefusal("unknown", "", "")

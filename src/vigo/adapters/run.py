@@ -393,7 +393,7 @@ def group_alive(pgid: int, proc_dir: Path = Path("/proc")) -> bool:
 _VALUE_OPTIONS = {"-c", "-C", "--project-name", "-p", "--file", "-f", "--env-file", "--filter",
                   "--format", "--type", "--tail", "--time", "--input-type", "--output-type",
                   "--filename-override", "--project-directory", "--profile"}
-_WORD = re.compile(r"^[a-z][a-z0-9-]*$")
+_WORD = r"^[a-z][a-z0-9-]*$"  # compiled at the first message that names a command
 
 
 def describe(argv: Sequence[str]) -> str:
@@ -415,7 +415,7 @@ def describe(argv: Sequence[str]) -> str:
         if arg.startswith("-"):
             i += 1
             continue
-        if not _WORD.match(arg) or len(words) == 3:
+        if not re.match(_WORD, arg) or len(words) == 3:
             break
         words.append(arg)
         if not (words[0] == "docker" and arg == "compose"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+KEY = r"^[A-Za-z_][A-Za-z0-9_.-]*$"  # compiled at the first file read (an idle run reads none)
 
 
 class DotenvError(ValueError):
@@ -24,7 +24,7 @@ def parse_sops(text: str) -> list[tuple[str, str]]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         key, sep, value = line.partition("=")
-        if not sep or not KEY.match(key):
+        if not sep or not re.match(KEY, key):
             raise DotenvError(f"line {number}: not KEY=VALUE")
         pairs.append((key, value.replace("\\n", "\n")))
     return pairs
@@ -66,6 +66,6 @@ def key_names(text: str) -> list[str]:
     names = []
     for line in text.splitlines():
         key, sep, _ = line.partition("=")
-        if sep and KEY.match(key) and not key.startswith("sops_"):
+        if sep and re.match(KEY, key) and not key.startswith("sops_"):
             names.append(key)
     return names
