@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from vigo.adapters import fs
 from vigo.adapters.fs import filesystem_type, mount_type, sync_tree
 from vigo.adapters.run import Masker
 
@@ -171,3 +172,27 @@ def test_mount_type_is_the_innermost_mount(where: str, kind: str) -> None:
 def test_mount_type_without_a_match_and_of_a_real_path(tmp_path: Path) -> None:
     assert mount_type("/srv", "proc /proc proc rw 0 0\n") == ""
     assert filesystem_type(tmp_path / "missing" / "deeper") == filesystem_type(tmp_path)
+
+
+def test_set_link_points_replaces_and_removes(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "docker").mkdir(parents=True)
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    link = root / "docker" / "contexts"
+    fs.set_link(link, one, root=root)
+    assert os.readlink(link) == str(one)
+    fs.set_link(link, one, root=root)  # already so: left alone
+    fs.set_link(link, two, root=root)
+    assert os.readlink(link) == str(two)
+    link.unlink()
+    link.write_text("not a link")  # something else there: replaced
+    fs.set_link(link, one, root=root)
+    assert os.readlink(link) == str(one)
+    fs.set_link(link, None, root=root)
+    assert not link.exists() and not link.is_symlink()
+    fs.set_link(link, None, root=root)  # nothing there: fine
+    (root / "up").symlink_to(tmp_path)  # a folder on the way that is a link is refused
+    with pytest.raises(fs.UnsafePath):
+        fs.set_link(root / "up" / "x", one, root=root)

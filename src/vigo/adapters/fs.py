@@ -248,6 +248,27 @@ def write_secret(path: Path, text: str, *, root: Path | None = None) -> None:
                  root=root or path.parent)
 
 
+def set_link(path: Path, target: Path | None, *, root: Path) -> None:
+    """Make `path` (below root, nothing on the way followed) a symlink to `target`, or remove
+    what is there when `target` is None. A link that already points there is left alone."""
+    fd = open_dir(root, path.parent, create=False)
+    try:
+        try:
+            current: str | None = os.readlink(path.name, dir_fd=fd)
+        except FileNotFoundError:
+            current = None
+        except OSError:  # there, and not a link
+            current = ""
+        if target is not None and current == str(target):
+            return
+        if current is not None:
+            os.unlink(path.name, dir_fd=fd)
+        if target is not None:
+            os.symlink(target, path.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
 def remove(path: Path, *, root: Path | None = None) -> None:
     """Remove a file (or a link itself, never its target); a missing one is fine. With `root`,
     the folders below root are walked without following links."""

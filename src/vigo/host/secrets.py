@@ -141,18 +141,7 @@ class Secrets:
         for name in CLI_DIRS:
             target = base / name
             try:
-                fd = fs.open_dir(root, folder, create=False)
-                try:
-                    try:
-                        if os.readlink(name, dir_fd=fd) == str(target) and target.is_dir():
-                            continue
-                        os.unlink(name, dir_fd=fd)  # stale, or its folder is gone
-                    except FileNotFoundError:
-                        pass
-                    if target.is_dir():
-                        os.symlink(target, name, dir_fd=fd)
-                finally:
-                    os.close(fd)
+                fs.set_link(folder / name, target if target.is_dir() else None, root=root)
             except OSError as exc:  # a link that cannot be made: that CLI feature is missing
                 self.warn(report, f"cannot link {folder / name} to {target}: "
                           f"{exc.strerror or exc}; docker commands with the registry "
