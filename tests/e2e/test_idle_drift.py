@@ -14,12 +14,14 @@ from tests.support.infra import sh
 IMPORTED = ("import sys\nfrom vigo.cli.commands import main\nrc = main()\n"
             "print(' '.join(sys.modules), file=sys.stderr)\nsys.exit(rc)")
 # What an idle run does not need (docs/idle.md): the YAML parser, the deployer and the rest of
-# a deploy, the HTTP client, the thread pool, tempfile, traceback (argparse imports shutil),
-# dataclasses and the inspect it imports (vigo's classes are core/records.py's).
+# a deploy, the HTTP client, the thread pool, tempfile, traceback, dataclasses and the inspect
+# it imports (vigo's classes are core/records.py's), shutil (argparse's help formatter is told
+# the width), hashlib and its OpenSSL (the render hashes with _sha256), datetime.
 NOT_IDLE = {"ruamel.yaml", "vigo.core.lint", "vigo.core.policy", "vigo.core.registries",
             "vigo.core.health", "vigo.core.rollout", "vigo.host.engines.compose",
             "vigo.host.metrics", "vigo.adapters.http", "http.client", "urllib.request", "ssl",
-            "concurrent.futures", "tempfile", "traceback", "dataclasses", "inspect"}
+            "concurrent.futures", "tempfile", "traceback", "dataclasses", "inspect", "shutil",
+            "hashlib", "_hashlib", "datetime"}
 
 
 def container_events(host: Host, since: float) -> list[str]:
@@ -129,3 +131,30 @@ def test_changed_bind_mounted_file_recreates_its_service(host: Host) -> None:
     assert sh("docker", "exec", container["Name"].lstrip("/"), "cat", "/etc/app.conf"
               ).stdout == "v=2\n"
     assert host.containers("echo")[0]["Id"] == echo
+
+
+def test_a_runtime_file_a_container_rewrote_is_written_back(host: Host) -> None:
+    """The runtime tree's stamp (docs/idle.md): an idle run that finds its stamp trusted reads
+    nothing, but a container with a writable mount that rewrote a file (same size even)
+    changed its ctime: the next run compares, writes the file back, and stamps again."""
+    host.seed()
+    compose = host.repo.work / "stacks/whoami/docker-compose.yml"
+    compose.write_text(compose.read_text().replace(
+        "    labels:", "    volumes:\n      - ./conf:/conf\n    labels:", 1))
+    host.repo.write("stacks/whoami/conf/app.conf", "v=1\n")
+    host.repo.commit("a writable config folder")
+    host.apply()
+    stamp = host.state / "rendered.json.stamp"
+    time.sleep(2.2)  # past the racy window of the files the deploy wrote
+    host.apply()  # compares, writes nothing, stamps a tree it can trust
+    assert stamp.is_file()
+    before = stamp.stat().st_mtime_ns
+    host.apply()
+    assert stamp.stat().st_mtime_ns == before  # trusted: not read, not stamped again
+    name = host.containers("whoami")[0]["Name"].lstrip("/")
+    sh("docker", "exec", name, "sh", "-c", "printf 'v=9\\n' > /conf/app.conf")
+    conf = host.runtime / "stacks/whoami/conf/app.conf"
+    assert conf.read_text() == "v=9\n"
+    host.apply()
+    assert conf.read_text() == "v=1\n"
+    assert stamp.stat().st_mtime_ns != before

@@ -37,6 +37,15 @@ REC = Kit(records, records.record)
 
 # --- the class bodies: each builds its class with one kit ---------------------------------------
 
+@pytest.fixture(autouse=True, params=["generic", "compiled"])
+def init_path(request, monkeypatch) -> str:
+    """Every test twice: a class's first instances set up by the generic loop, and every
+    instance by the compiled `__init__` (GENERIC_INSTANCES 0)."""
+    if request.param == "compiled":
+        monkeypatch.setattr(records, "GENERIC_INSTANCES", 0)
+    return request.param
+
+
 def plain(k: Kit) -> type:
     @k.deco
     class Plain:
@@ -206,15 +215,37 @@ def test_factories_give_each_instance_its_own_value() -> None:
     assert one.d == [] and one.d is not two.d and one.g == ["g"] and one.g is not two.g
 
 
-def test_init_is_compiled_once_on_first_use() -> None:
+def test_init_is_compiled_once_after_the_first_instances(init_path) -> None:
     cls = plain(REC)
     stub = cls.__dict__["__init__"]
     assert stub.__qualname__.endswith("Plain.__init__")
+    for i in range(records.GENERIC_INSTANCES):  # a few instances: nothing compiled
+        assert cls(i).x == i
+        assert cls.__dict__["__init__"] is stub
     cls(1)
     compiled = cls.__dict__["__init__"]
     assert compiled is not stub and compiled.__qualname__ == stub.__qualname__
     cls(2)
     assert cls.__dict__["__init__"] is compiled
+
+
+def test_a_call_the_loop_cannot_bind_is_the_compiled_init_s(init_path) -> None:
+    """A missing, unknown or doubled argument: the compiled __init__ raises dataclasses'
+    TypeError, and from then on it is the class's."""
+    for call in ((), (1, 2, 3, 4, 5, 6, 7, 8), ("a",), ()):
+        got = []
+        for k in (DC, REC):
+            cls = plain(k)
+            kwargs = {"a": 1} if call == ("a",) else {"nope": 1} if call == () else {}
+            try:
+                cls(*((1,) if call == ("a",) else call), **kwargs)
+            except TypeError as exc:
+                got.append(str(exc).replace("plain.<locals>.", ""))
+        assert len(got) == 2 and got[0] == got[1]
+    cls = plain(REC)
+    with pytest.raises(TypeError):
+        cls()
+    assert cls.__dict__["__init__"].__name__ == "__init__"
 
 
 def test_nested_class_repr_uses_its_qualname() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vigo.adapters import engine
@@ -46,6 +46,20 @@ def _pull_env(docker_config: Path | None) -> dict[str, str]:
     if docker_config is None:
         return COMPOSE_ENV
     return {**COMPOSE_ENV, "DOCKER_CONFIG": str(docker_config)}
+
+
+class Listing:
+    """A container list asked of the engine, read by `result()` (once); `close()` drops it."""
+
+    def __init__(self, read: Callable[[], bytes], close: Callable[[], None]) -> None:
+        self._read = read
+        self.close = close
+
+    def result(self) -> tuple[Container, ...]:
+        try:
+            return engine.parse_containers(self._read())
+        except engine.EngineError as exc:
+            raise DockerError(f"cannot list containers: {exc}") from None
 
 
 class Compose:
@@ -183,15 +197,23 @@ class Compose:
         """Every container that carries vigo's stack label (of one compose project and one
         vigo instance, if named): one request to the engine's API (adapters/engine.py), on
         its unix socket or through `docker system dial-stdio` for any other endpoint."""
+        return self.containers_soon(project, instance).result()
+
+    def containers_soon(self, project: str = "", instance: str = "") -> Listing:
+        """`containers`, asked now and read when `result()` is called: on the unix socket
+        the engine lists while vigo fetches and renders (through the CLI: asked at `result`)."""
         labels = [LABEL_STACK]
         if instance:
             labels.append(f"{LABEL_INSTANCE}={instance}")
         if project:
             labels.append(f"{COMPOSE_PROJECT}={project}")
-        try:
-            return engine.parse_containers(self.get(engine.list_query(labels)))
-        except engine.EngineError as exc:
-            raise DockerError(f"cannot list containers: {exc}") from None
+        target = engine.list_query(labels)
+        if self.socket():
+            if self.runner.verbose and self.runner.log:
+                self.runner.log("$ " + self.runner.masker(f"GET unix://{self._socket}{target}"))
+            asked = engine.Engine(self._socket, timeout=60).ask(target)
+            return Listing(asked.result, asked.close)
+        return Listing(lambda: self.get(target), lambda: None)
 
     def engine_cpus(self) -> int:
         """The CPUs of the engine's host (its /info NCPU)."""

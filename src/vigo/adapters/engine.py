@@ -145,6 +145,11 @@ def exchange(sock: socket.socket, target: str, host: str, limit: int) -> bytes:
     """One HTTP/1.0 GET on a connected socket: the whole raw answer (the server closes the
     connection after it), TooLarge past `limit` bytes. The engine and Traefik clients share it."""
     sock.sendall(request(target, host))
+    return receive(sock, limit)
+
+
+def receive(sock: socket.socket, limit: int) -> bytes:
+    """The rest of an answer, to the server's close; TooLarge past `limit` bytes."""
     chunks: list[bytes] = []
     size = 0
     while data := sock.recv(65536):
@@ -256,18 +261,46 @@ class Engine(Reads):
 
     def get(self, target: str) -> bytes:
         """The body of a 200 answer to GET `target`; EngineError otherwise."""
-        where = f"unix://{self.path}"
+        return self.ask(target).result()
+
+    def ask(self, target: str) -> Asked:
+        """Send GET `target` now, read its answer later (`Asked.result`): the engine works on
+        it while vigo does something else. Never raises: a failure is `result`'s."""
+        return Asked(self, target)
+
+
+class Asked:
+    """One GET sent on the engine's socket, its answer not read yet. `result` reads it (the
+    errors of `Engine.get`, also those of the connect); `close` drops it unread."""
+
+    def __init__(self, engine: Engine, target: str) -> None:
+        self.engine = engine
+        self.target = target
+        self.sock: socket.socket | None = None
+        self.error: Exception | None = None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(self.timeout)
-                sock.connect(self.path)
-                raw = exchange(sock, target, "docker", MAX_ANSWER)
+            sock.settimeout(engine.timeout)
+            sock.connect(engine.path)
+            sock.sendall(request(target, "docker"))
+            self.sock = sock
+        except OSError as exc:  # TimeoutError is one
+            sock.close()
+            self.error = exc
+
+    def result(self) -> bytes:
+        where = f"unix://{self.engine.path}"
+        try:
+            if self.error is not None:
+                raise self.error
+            assert self.sock is not None
+            raw = receive(self.sock, MAX_ANSWER)
         except TooLarge:
             raise EngineError(f"the engine at {where} sent more than {MAX_ANSWER >> 20} MB "
-                              f"for {target.split('?')[0]}") from None
+                              f"for {self.target.split('?')[0]}") from None
         except TimeoutError:
             raise EngineError(f"the Docker engine at {where} did not answer within "
-                              f"{self.timeout:.0f}s") from None
+                              f"{self.engine.timeout:.0f}s") from None
         except OSError as exc:
             hint = (" (is dockerd running? DOCKER_HOST names another socket)"
                     if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)) else
@@ -275,7 +308,14 @@ class Engine(Reads):
                     if isinstance(exc, PermissionError) else "")
             raise EngineError(f"the Docker engine does not answer at {where}: "
                               f"{exc.strerror or exc}{hint}") from None
+        finally:
+            self.close()
         return answer(raw, where)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 def answer(raw: bytes, where: str) -> bytes:

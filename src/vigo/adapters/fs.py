@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import stat
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -367,7 +368,8 @@ class Synced:
 
 
 def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
-              keep: Iterable[str], manifest: Path, *, sync: bool = True) -> Synced:
+              keep: Iterable[str], manifest: Path, *, sync: bool = True,
+              keys: Mapping[str, str] | None = None) -> Synced:
     """Make root hold `files` (copies) and `links` (symlinks), removing what vigo wrote
     before and no longer renders. Paths vigo never wrote (acme.json, data folders) and the
     paths in `keep` are left alone. A path that cannot be written does not stop the others.
@@ -375,12 +377,110 @@ def sync_tree(root: Path, files: Mapping[str, Path], links: Mapping[str, Path],
     writable mount may plant one) fails that path, and nothing outside root is touched.
     Folders are 0755 and files 0644 (0755 when executable) whatever the umask, so a container
     that does not run as root can read its mounted config. `sync=False` skips the fsyncs (a
-    scratch tree nobody depends on after a crash: vigo check's)."""
+    scratch tree nobody depends on after a crash: vigo check's).
+
+    `keys` (rel -> what the source file holds: its digest) let a sync that would change nothing
+    skip reading the tree: after a sync without errors, the lstat data of every path it wrote
+    and the mode and inode of every folder on the way are stamped beside the manifest; the next
+    call with the same keys, links and keep, whose paths all still lstat the same, returns at
+    once (any write, chmod, rename or replacement changes a file's ctime or inode, which no
+    tool sets back; a folder replaced by a link changes its mode). Files whose times are within
+    STAMP_RACY_NS of the stamp are not trusted: that call syncs in full and stamps again."""
+    keep = set(keep)
+    stamp_path = manifest.with_name(manifest.name + STAMP_SUFFIX)
+    want = _wanted(files, links, keep, keys) if keys is not None else None
+    if want is not None and _stamp_holds(root, stamp_path, manifest, want):
+        return Synced([], {})
+    if want is not None:
+        with contextlib.suppress(OSError):
+            stamp_path.unlink()  # stale from here on, whatever the sync does
     dirs = _Dirs(root, PUBLIC_DIR)
     try:
-        return _sync(root, dirs, files, links, set(keep), manifest, sync)
+        synced = _sync(root, dirs, files, links, keep, manifest, sync)
     finally:
         dirs.close()
+    if want is not None and not synced.errors and not synced.warning:
+        _stamp(root, stamp_path, manifest, want)
+    return synced
+
+
+STAMP_SUFFIX = ".stamp"  # beside the manifest: rendered.json.stamp
+STAMP_RACY_NS = 2_000_000_000  # coarse file timestamps (1-2 s on some file systems)
+
+
+def _wanted(files: Mapping[str, Path], links: Mapping[str, Path], keep: set[str],
+            keys: Mapping[str, str]) -> dict | None:
+    """What a stamp is of: each file's key and executable bit, each link's target, keep."""
+    try:
+        out = {rel: keys[rel] + ("+x" if os.access(src, os.X_OK) else "")
+               for rel, src in files.items()}
+    except KeyError:  # a file without a key: always in full
+        return None
+    return {"files": out, "links": {rel: str(t) for rel, t in links.items()},
+            "keep": sorted(keep)}
+
+
+def lstat_key(path: str | Path) -> list[int] | None:
+    """mode, size, inode, mtime and ctime (ns) of a path itself; None when it is missing."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return [st.st_mode, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _tree_stat(root: Path, rels: Iterable[str]) -> tuple[dict, dict]:
+    """lstat data of each path, and (mode, inode) of each folder on the way (root's too)."""
+    base = os.path.abspath(root)
+    paths: dict[str, list[int] | None] = {}
+    folders: dict[str, list[int] | None] = {}
+    for rel in rels:
+        paths[rel] = lstat_key(f"{base}/{rel}")
+        parts = rel.split("/")[:-1]
+        for i in range(len(parts) + 1):
+            folder = "/".join(parts[:i])
+            if folder not in folders:
+                st = lstat_key(f"{base}/{folder}" if folder else base)
+                folders[folder] = st and st[:1] + st[2:3]
+    return paths, folders
+
+
+def _stamp(root: Path, stamp_path: Path, manifest: Path, want: dict) -> None:
+    """Best effort: without a stamp the next call syncs in full."""
+    recorded = time.time_ns()
+    paths, folders = _tree_stat(root, [*want["files"], *want["links"]])
+    try:
+        atomic_write(stamp_path, json.dumps(
+            {"want": want, "paths": paths, "folders": folders,
+             "manifest": lstat_key(str(manifest)), "recorded_ns": recorded},
+            separators=(",", ":")).encode(), 0o600, dir_mode=PRIVATE_DIR,
+            root=stamp_path.parent, sync=False)
+    except OSError:
+        with contextlib.suppress(OSError):
+            stamp_path.unlink()
+
+
+def _stamp_holds(root: Path, stamp_path: Path, manifest: Path, want: dict) -> bool:
+    try:
+        data = read_json(stamp_path)
+    except (OSError, ValueError, RecursionError):
+        return False
+    if not isinstance(data, dict) or data.get("want") != want \
+            or not isinstance(data.get("recorded_ns"), int):
+        return False
+    recorded = data.get("paths")
+    if not isinstance(recorded, dict):
+        return False
+    limit = data["recorded_ns"] - STAMP_RACY_NS
+    for st in [*recorded.values(), data.get("manifest")]:
+        if not (isinstance(st, list) and len(st) == 5 and all(type(v) is int for v in st)) \
+                or max(st[3], st[4]) >= limit:
+            return False
+    try:
+        return lstat_key(str(manifest)) == data["manifest"] and _tree_stat(
+            root, [*want["files"], *want["links"]]) == (recorded, data.get("folders"))
+    except OSError:
+        return False
 
 
 class _Dirs:

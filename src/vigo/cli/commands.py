@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import signal
 import sys
 import threading
@@ -33,6 +34,38 @@ def _common(parser: argparse.ArgumentParser, default: object) -> None:
                              "secrets masked)")
 
 
+def _columns() -> int:
+    """`shutil.get_terminal_size().columns`, without importing shutil (and with it zlib, bz2
+    and lzma) on every run: argparse asks at each `add_argument`."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+class _Width:
+    """argparse's formatters, told the width (argparse would import shutil to learn it)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,  # type: ignore[call-arg]
+                         _columns() - 2 if width is None else width)
+
+
+class _Plain(_Width, argparse.HelpFormatter):
+    pass
+
+
+class _Raw(_Width, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
 class _Skipped:
     """What `add_parser` returns for a subcommand that is not the one being run: every call
     on it (add_argument, set_defaults, groups, nested subparsers) does nothing."""
@@ -49,7 +82,10 @@ class _Only:
         self.sub, self.command = sub, command
 
     def add_parser(self, name: str, **kwargs):
-        return self.sub.add_parser(name, **kwargs) if name == self.command else _Skipped()
+        if name != self.command:
+            return _Skipped()
+        raw = kwargs.get("formatter_class") is argparse.RawDescriptionHelpFormatter
+        return self.sub.add_parser(name, **{**kwargs, "formatter_class": _Raw if raw else _Plain})
 
 
 # Every subcommand's name: a run of one of them builds only its parser (_command).
@@ -73,11 +109,11 @@ def _command(argv: list[str]) -> str | None:
 
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
     """vigo's parser; with `command`, only that subcommand's parser is built."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, formatter_class=_Plain)
     _common(common, argparse.SUPPRESS)
     p = argparse.ArgumentParser(
         prog="vigo", description="Pull-based GitOps for Docker Compose hosts.",
-        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EXIT_CODES, formatter_class=_Raw)
     p.set_defaults(config=None, verbose=False, json=False, debug=False)
     _common(p, argparse.SUPPRESS)
     p.add_argument("--version", action="version", version=f"vigo {__version__}")

@@ -4,8 +4,8 @@ behaviour with effects."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,7 @@ class DesiredState:
     has_overlay: bool = False  # hosts/<host>/ holds anything
     overlay_stacks: frozenset[str] = frozenset()  # stacks only hosts/<host>/ has
     error: str = ""  # the tree cannot be rendered (an unreadable stacks/): the run changes nothing
+    digests: Mapping[str, str] = field(default_factory=dict)  # files' rel -> sha256 (render's)
 
     def stack(self, name: str) -> Stack | None:
         return next((s for s in self.stacks if s.name == name), None)
@@ -269,7 +270,8 @@ def _derived_reason(r: StackResult) -> str:
 
 def now() -> str:
     """The time of day as the state file and the reports write it: ISO 8601, UTC, seconds."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    # datetime.now(UTC).isoformat(timespec="seconds"), without importing datetime (~1.5 ms)
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
 
 
 @record

@@ -4,8 +4,9 @@
 compiles its generated methods with one `exec` each when its module is imported: together about
 20 ms of an idle `vigo apply` that uses neither. A record builds no code when its class is
 made: `__repr__`, `__eq__`, `__hash__` and the frozen `__setattr__`/`__delattr__` are small
-closures over the class's field names, and `__init__` is compiled once per class, on the first
-instantiation (a class never instantiated in a run costs no compile).
+closures over the class's field names, and `__init__` is compiled once per class, after its
+first GENERIC_INSTANCES instances (those are set up by a loop over the fields: a class a run
+makes a few of costs no compile at all).
 
 What a record is, against a dataclass of the same definition (tests/unit/test_records.py holds
 the two side by side):
@@ -28,8 +29,8 @@ the two side by side):
   options named here; `kw_only`, `slots`, `order`, `InitVar`, `metadata` are not supported.
 
 Not the same: a class without a docstring keeps `__doc__` None (a dataclass writes its
-signature there, with `inspect`), and before the first instantiation `__init__` is a stub
-taking `(*args, **kwargs)`.
+signature there, with `inspect`), and until it is compiled `__init__` is a stub taking
+`(*args, **kwargs)`.
 """
 
 from __future__ import annotations
@@ -176,13 +177,50 @@ def _compile_init(cls: type, specs: tuple[Field, ...], frozen: bool) -> Callable
     return init
 
 
-def _lazy_init(cls: type, specs: tuple[Field, ...], frozen: bool) -> Callable[..., None]:
-    """A stub `__init__` that compiles the real one, puts it on the class, and calls it."""
+GENERIC_INSTANCES = 16  # a class's first instances are set up without compiling __init__
 
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+
+def _lazy_init(cls: type, specs: tuple[Field, ...], frozen: bool) -> Callable[..., None]:
+    """A stub `__init__`: the first GENERIC_INSTANCES well-formed calls set the fields by a
+    loop over them (most classes of a run make a few instances: no compile at all); a later
+    call, or any call the loop does not bind (a missing or unknown argument: the compiled
+    one raises the exact TypeError), compiles the real one, puts it on the class and calls it.
+    """
+    params = tuple(f.name for f in specs if f.init)
+    index = {name: i for i, name in enumerate(params)}
+    steps = tuple((f.name, f.init, f.default, f.default_factory) for f in specs
+                  if f.init or f.default_factory is not MISSING)
+    post = hasattr(cls, "__post_init__")
+    made = 0
+
+    def compiled(self: Any, *args: Any, **kwargs: Any) -> None:
         init = _compile_init(cls, specs, frozen)
         cls.__init__ = init  # type: ignore[misc]
         init(self, *args, **kwargs)
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal made
+        made += 1
+        if made > GENERIC_INSTANCES or len(args) > len(params) or cls.__init__ is not __init__ \
+                or any(index.get(k, -1) < len(args) for k in kwargs):
+            return compiled(self, *args, **kwargs)
+        given = dict(zip(params, args))
+        given.update(kwargs)
+        values = []
+        for name, init, default, factory in steps:
+            if init and name in given:
+                values.append((name, given[name]))
+            elif factory is not MISSING:
+                values.append((name, factory()))
+            elif default is not MISSING:
+                values.append((name, default))
+            else:  # a required argument missing: the compiled __init__ says so
+                return compiled(self, *args, **kwargs)
+        setter = object.__setattr__ if frozen else setattr
+        for name, value in values:
+            setter(self, name, value)
+        if post:
+            self.__post_init__()
 
     __init__.__qualname__ = f"{cls.__qualname__}.__init__"
     return __init__

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -18,6 +17,15 @@ from vigo.core.model import (
     Stack,
     is_stack_name,
 )
+
+try:  # CPython's own SHA-256, as `random` takes it: an idle run loads no OpenSSL (~3 ms)
+    from _sha256 import sha256
+except ImportError:  # 3.12 and later name it _sha2; a build without either has hashlib's
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found, no-redef]
+    except ImportError:
+        from hashlib import sha256  # type: ignore[assignment]
+BIG_FILE = 1 << 20  # files larger than this are hashed by OpenSSL (hashlib): faster per byte
 
 # Bump when what vigo generates around a stack changes, so every stack is applied once again.
 RENDER_VERSION = "1"
@@ -61,6 +69,8 @@ def shown(rel: str) -> str:
 
 def _odd_name(name: str) -> str:
     """Why a file name cannot be rendered ('' when it can)."""
+    if name.isascii() and name.isprintable():  # nearly every name: no scan per character
+        return ""
     if any("\udc80" <= c <= "\udcff" for c in name):
         return "its name is not UTF-8"
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
@@ -76,7 +86,7 @@ def _walk(root: Path) -> tuple[dict[str, Path], dict[str, str], set[str]]:
     refused: dict[str, str] = {}
     refused_dirs: set[str] = set()
     real_root = root.resolve()
-    pending: list[tuple[Path, str, int]] = [(root, "", 0)]
+    pending: list[tuple[Path | str, str, int]] = [(root, "", 0)]
     while pending:
         folder, rel_dir, depth = pending.pop()
         try:
@@ -93,24 +103,23 @@ def _walk(root: Path) -> tuple[dict[str, Path], dict[str, str], set[str]]:
             if name in SKIP_DIRS:
                 continue
             rel = f"{rel_dir}/{name}" if rel_dir else name
-            path = Path(entry.path)
             odd = _odd_name(name)
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)
                 if odd:
                     refused[rel] = f"{shown(rel)}: {odd}; rename it"
                 elif entry.is_symlink():
-                    _link(path, rel, real_root, files, refused)
+                    _link(Path(entry.path), rel, real_root, files, refused)
                 elif is_dir:
                     if depth + 1 >= MAX_DEPTH:
                         refused[rel] = (f"{shown(rel)}/: folders nest more than {MAX_DEPTH} "
                                         "levels deep; flatten the tree")
                     else:
-                        pending.append((path, rel, depth + 1))
+                        pending.append((entry.path, rel, depth + 1))
                         continue
                 elif entry.is_file(follow_symlinks=False):
-                    files[rel] = path
-                    _check_size(path, rel, files, refused)
+                    files[rel] = Path(entry.path)
+                    _over_size(entry.stat(follow_symlinks=False).st_size, rel, files, refused)
                 else:
                     refused[rel] = (f"{rel} is not a regular file (a FIFO, socket or device); "
                                     "remove it")
@@ -148,7 +157,10 @@ def _link(path: Path, rel: str, real_root: Path, files: dict[str, Path],
 
 
 def _check_size(path: Path, rel: str, files: dict[str, Path], refused: dict[str, str]) -> None:
-    size = path.stat().st_size
+    _over_size(path.stat().st_size, rel, files, refused)
+
+
+def _over_size(size: int, rel: str, files: dict[str, Path], refused: dict[str, str]) -> None:
     if size > MAX_FILE_SIZE:
         del files[rel]
         refused[rel] = (f"{rel} is {size / 2**20:.1f} MiB ({size} bytes), over the "
@@ -156,8 +168,13 @@ def _check_size(path: Path, rel: str, files: dict[str, Path], refused: dict[str,
 
 
 def digest(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
+        data = f.read(BIG_FILE + 1)
+        if len(data) <= BIG_FILE:
+            return sha256(data).hexdigest()
+        import hashlib  # a large file: OpenSSL's SHA-256, read in chunks
+
+        h = hashlib.sha256(data)
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -197,9 +214,15 @@ def render(checkout: Path, host: str, revision: str, engine: str = "compose") ->
         del files[rel]
         refused[rel] = why
     digests: dict[str, str] = {}
+    texts: dict[str, str] = {}  # the compose files' text, read once with their digest
     for rel, src in list(files.items()):
         try:
-            digests[rel] = digest(src)
+            if rel.rsplit("/", 1)[-1] in COMPOSE_NAMES:
+                data = src.read_bytes()
+                digests[rel] = sha256(data).hexdigest()
+                texts[rel] = _text(data)
+            else:
+                digests[rel] = digest(src)
         except OSError as exc:  # unreadable (EACCES, EIO): refused like a bad symlink
             del files[rel]
             refused[(prefix + rel) if rel in overlay else rel] = (
@@ -226,11 +249,12 @@ def render(checkout: Path, host: str, revision: str, engine: str = "compose") ->
             blocked.add(inner)
     env_files = {rel: src for rel, src in files.items() if is_env_file(rel)}
     found = _find_stacks(files, blocked)
+    index = _Index(files, blocked, env_files)  # each stack's files without a scan of all
     stacks = [_stack(name, cf, files, env_files, digests, problems, blocked,
-                     others.get(name, {}), engine)
+                     others.get(name, {}), engine, index, texts)
               for name, cf in found.items()]
-    overlay_only = frozenset(s.name for s in stacks
-                             if not any(rel.startswith(s.folder + "/") for rel in base))
+    base_folders = {_top_folder(rel) for rel in base}
+    overlay_only = frozenset(s.name for s in stacks if s.folder not in base_folders)
     return DesiredState(
         revision=revision,
         host=host,
@@ -242,6 +266,7 @@ def render(checkout: Path, host: str, revision: str, engine: str = "compose") ->
         has_overlay=bool(overlay) or any(r.startswith(prefix) for r in all_files),
         overlay_stacks=overlay_only,
         error="; ".join(errors),
+        digests=digests,
     )
 
 
@@ -320,34 +345,82 @@ def _placement(others: Mapping[str, tuple[str, str, Path]]
     return tuple(out), sums
 
 
+def _top_folder(rel: str) -> str:
+    """The stack folder a path is in ('proxy', 'stacks/<name>'), else ''."""
+    parts = rel.split("/", 2)
+    if parts[0] == "proxy" and len(parts) >= 2:
+        return "proxy"
+    if parts[0] == "stacks" and len(parts) >= 3:
+        return f"stacks/{parts[1]}"
+    return ""
+
+
+# An env file's name as a compose file mentions it: not inside a longer name (`app.env` is not
+# mentioned by `my-app.env` or `app.env.bak`).
+_NAME_CHARS = re.compile(r"[\w.-]+")
+
+
+class _Index:
+    """The files and blocked paths of each stack folder, and the env files by name, built
+    once per render: each stack's share is a lookup, so a render of n stacks stays O(n)."""
+
+    def __init__(self, files: Mapping[str, Path], blocked: set[str],
+                 env_files: Mapping[str, Path]) -> None:
+        self.files: dict[str, list[str]] = {}
+        self.blocked: dict[str, list[str]] = {}
+        for rel in files:
+            self.files.setdefault(_top_folder(rel), []).append(rel)
+        for rel in blocked:
+            self.blocked.setdefault(_top_folder(rel + "/"), []).append(rel)
+        self.proxy_in_stacks = any(rel.startswith("stacks/proxy/") for rel in [*files, *blocked])
+        self.plain: dict[str, str] = {}  # env file name -> rel, names of [\w.-] only
+        self.odd: list[tuple[str, str]] = []  # (name, rel) of the others: a search each
+        for rel in env_files:
+            name = rel.split("/", 1)[1]
+            if _NAME_CHARS.fullmatch(name):
+                self.plain[name] = rel
+            else:
+                self.odd.append((name, rel))
+
+    def mentioned(self, text: str) -> set[str]:
+        """The env files (rel) whose name the text holds as a whole name."""
+        out = {self.plain[w] for w in set(_NAME_CHARS.findall(text)) if w in self.plain}
+        out.update(rel for name, rel in self.odd if name in text and re.search(
+            r"(?<![\w.-])" + re.escape(name) + r"(?![\w.-])", text))
+        return out
+
+
 def _stack(name: str, compose_file: str, files: Mapping[str, Path],
            env_files: Mapping[str, Path], digests: Mapping[str, str],
            problems: Mapping[str, list[str]], blocked: set[str],
            others: Mapping[str, tuple[str, str, Path]] | None = None,
-           engine: str = "compose") -> Stack:
+           engine: str = "compose", index: _Index | None = None,
+           texts: Mapping[str, str] | None = None) -> Stack:
     folder = compose_file.rsplit("/", 1)[0] + "/"
-    own = tuple(sorted(rel for rel in files if rel.startswith(folder)))
+    index = index or _Index(files, blocked, env_files)
+    own = tuple(sorted(index.files.get(folder[:-1], ())))
     issues = list(problems.get(name, [])) + list(problems.get("*", []))
     if name != PROXY and not is_stack_name(name):
         issues.append(f"stack name {name!r} is not a valid compose project name "
                       "(use lowercase letters, digits, '-' and '_')")
-    if name == PROXY and any(rel.startswith("stacks/proxy/") for rel in [*files, *blocked]):
+    if name == PROXY and index.proxy_in_stacks:
         issues.append("a stack may not be called 'proxy' (that is the proxy's project name)")
     if folder[:-1] not in blocked:  # an unreadable folder says so, once
-        issues += compose_problems(folder[:-1], set(own) | {b for b in blocked
-                                                            if b.startswith(folder)})
+        issues += compose_problems(folder[:-1], set(own) | {
+            b for b in index.blocked.get(folder[:-1], ()) if b.startswith(folder)})
     interpolation = tuple(p for p in ("env/global.env", f"env/{name}.env") if p in env_files)
-    text = _read_text(files[compose_file]) if compose_file in files else ""
-    mentioned = tuple(rel for rel in env_files if rel not in interpolation
-                      and (name_ := rel.split("/", 1)[1]) in text  # cheap test first: O(n^2)
-                      and re.search(r"(?<![\w.-])" + re.escape(name_) + r"(?![\w.-])", text))
+    if texts is not None:
+        text = texts.get(compose_file, "")
+    else:
+        text = _read_text(files[compose_file]) if compose_file in files else ""
+    mentioned = tuple(index.mentioned(text) - set(interpolation)) if text else ()
     env = interpolation + tuple(sorted(mentioned))
     stack_digests = {rel: digests[rel] for rel in (*own, *env)}
     placement: tuple[tuple[str, str, str], ...] = ()
     if others and name != PROXY and (engine_named(text) or engine) == "swarm":
         placement, sums = _placement(others)
         stack_digests.update(sums)  # a placement change is a change of the stack
-    h = hashlib.sha256(f"vigo-render-{RENDER_VERSION}\n{name}\n".encode())
+    h = sha256(f"vigo-render-{RENDER_VERSION}\n{name}\n".encode())
     for rel in sorted(stack_digests):
         h.update(f"{rel}\0{stack_digests[rel]}\n".encode())
     return Stack(name=name, compose_file=compose_file, files=own, env_files=env,
@@ -376,6 +449,12 @@ def compose_problems(folder: str, paths: set[str]) -> list[str]:
                        f"not: fold it into {main[0] if main else 'the compose file'}, or use a "
                        "hosts/<host>/ overlay")
     return out
+
+
+def _text(data: bytes) -> str:
+    """A file's bytes as `Path.read_text(errors="replace")` reads them (UTF-8, universal
+    newlines)."""
+    return data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _read_text(path: Path) -> str:

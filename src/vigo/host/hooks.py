@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from vigo.adapters.compose import Compose, DockerError
@@ -224,6 +223,8 @@ def _write_metrics_suspended(settings: Settings, err: Callable[[str], None]) -> 
     file, so a dashboard tells "suspended" from "stopped running"."""
     if settings.metrics_file is None:
         return
+    from datetime import datetime  # here: an idle run's end imports no datetime
+
     from vigo.host import metrics
 
     st, _ = state.load(settings.state)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vigo.adapters import fs
-from vigo.adapters.compose import Compose, DockerError
+from vigo.adapters.compose import Compose, DockerError, Listing
 from vigo.adapters.engine import local_capacity
 from vigo.adapters.git import Git, git_auth, url_secrets
 from vigo.adapters.lock import Locked, LockError, RunLock
@@ -89,6 +89,7 @@ class Reconciler:
         self.secrets = Secrets(settings, self.sops, self.masker, self.emit, self._warn)
         self.resolver = Resolver(settings, self.compose, self.masker, self._progress, self.emit)
         self.fail_codes: dict[str, str] = {}  # stack -> the named reason the plan fails it for
+        self.asked: Listing | None = None  # the engine's container list, asked before the fetch
 
     # -- the two entry points ---------------------------------------------------------------
 
@@ -109,6 +110,7 @@ class Reconciler:
                 self._crashed(report, exc)
                 handled = True
             finally:
+                self._drop_asked()
                 if not handled:  # Ctrl-C, SIGTERM's SystemExit: never recorded as ok
                     report.reason = reasons.INTERRUPTED if report.ok else report.reason
                     report.error = report.error or "the run was interrupted"
@@ -148,6 +150,7 @@ class Reconciler:
                     self._warn(report, warning)
                 if self.secrets.key_refused(report):
                     return report
+                self.asked = engines.ask(self.compose, s.project_prefix)  # listed meanwhile
                 desired = self.source.desired(report, fetch, trust.base(st))
                 if desired is None:
                     return report
@@ -159,6 +162,7 @@ class Reconciler:
         except Exception as exc:  # the same safety net as apply: one line, no traceback
             self._crashed(report, exc)
         finally:
+            self._drop_asked()
             shutil.rmtree(tmp, ignore_errors=True)
             report.duration = time.monotonic() - t0
         return report
@@ -209,6 +213,9 @@ class Reconciler:
         if self.secrets.key_refused(report):
             return
         paths = Paths(s.runtime, s.secrets, s.state / "overrides", s.state / "rendered.json")
+        # The engine lists the containers while git fetches and the tree renders: one
+        # question, asked under the lock (no other run changes them), read by _observe.
+        self.asked = engines.ask(self.compose, s.project_prefix)
         desired = self.source.desired(report, accepted=trust.base(st),
                                       allow_rewind=options.allow_rewind)
         if desired is None:
@@ -272,8 +279,14 @@ class Reconciler:
                                  desired, st.overlay, options)
         return the_plan, observed, resolved
 
+    def _drop_asked(self) -> None:
+        if self.asked is not None:
+            self.asked.close()
+            self.asked = None
+
     def _observe(self, records: dict[str, state.StackRecord] | None = None) -> Observed:
-        observed = engines.observe(self.compose, self.settings.project_prefix)
+        asked, self.asked = self.asked, None  # asked before the fetch: read once
+        observed = engines.observe(self.compose, self.settings.project_prefix, asked=asked)
         if engines.swarm_in_use(self.settings, records or {}):  # Compose-only hosts: never
             from vigo.host.engines import swarm
 

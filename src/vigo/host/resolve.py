@@ -4,7 +4,6 @@ that reach each service, the mounts that cross a link, the release jobs' config 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Callable
@@ -303,7 +302,7 @@ def _mounts_hash(service: dict[str, Any], runtime: Path, rendered: set[str],
     content, so a changed file must change a label, of exactly the services that use it.
     Files the host wrote (data folders) do not count. `env_file`, `include` and `extends` need
     nothing here: they change the resolved service itself, which compose's hash covers."""
-    h = hashlib.sha256()
+    h = render.sha256()
     found = False
     sources: list[str] = []
     for volume in service.get("volumes") or []:

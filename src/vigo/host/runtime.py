@@ -28,7 +28,8 @@ def write(desired: DesiredState, paths: Paths, failures: dict[str, str],
     keep |= {rel for rel in (written if isinstance(written, dict) else {})
              if rel.startswith(folders)}
     links = {rel: paths.secrets / rel for rel in desired.env_files}
-    synced = fs.sync_tree(paths.runtime, desired.files, links, keep, paths.manifest)
+    synced = fs.sync_tree(paths.runtime, desired.files, links, keep, paths.manifest,
+                          keys=desired.digests)  # an unchanged tree is not read (its stamp)
     if synced.warning:
         warn(synced.warning)
     for rel, why in synced.errors.items():

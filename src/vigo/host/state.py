@@ -25,7 +25,8 @@ from vigo.core.records import record
 
 VERSION = 2  # 2: the named reasons (core/reasons.py): the run's `reason`, each record's `code`
 LAST_RUN = "last-run.json"
-RUN_FILES = ("rendered.json", "overrides", LAST_RUN)  # what an apply leaves beside state.json
+RUN_FILES = ("rendered.json", "rendered.json.stamp", "overrides", LAST_RUN)  # what an apply
+# leaves beside state.json
 # What every run changes: kept in LAST_RUN when nothing else in the state did (and each
 # stack record's CHECKED_AT, the time its outcome was last checked).
 RUN_KEYS = ("started", "finished", "duration")
@@ -43,6 +44,7 @@ def path(state_dir: Path) -> Path:
 def load(state_dir: Path) -> tuple[RunRecord, str]:
     """The state, and a warning when it had to be thrown away (corrupt file)."""
     try:
+        stamp = fs.lstat_key(path(state_dir))
         data = fs.read_json(path(state_dir))
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSON, UTF-8
         return _empty(), f"{path(state_dir)} is unreadable ({exc}); starting from what Docker runs"
@@ -53,8 +55,10 @@ def load(state_dir: Path) -> tuple[RunRecord, str]:
     if isinstance(data, dict) and data.get("version") in MIGRATIONS \
             and not isinstance(data.get("version"), bool):
         data = migrate(data)
+        stamp = None  # the file holds the old version: the next save writes it whole
     if not isinstance(data, dict) or data.get("version") != VERSION:
         return _empty(), f"{path(state_dir)} has an unknown format; starting from what Docker runs"
+    durable = _durable(data) if stamp is not None else ""  # what the file holds, but times
     dropped = heal(data)
     if dropped:
         shown = ", ".join(dropped[:8]) + (f" and {len(dropped) - 8} more" if len(dropped) > 8
@@ -63,7 +67,10 @@ def load(state_dir: Path) -> tuple[RunRecord, str]:
             f"{path(state_dir)}: dropped what had the wrong shape ({shown}); "
             "rebuilt from what Docker runs, the next save writes a whole file")
     _last_run(state_dir, data)
-    return RunRecord.of(data), ""
+    run = RunRecord.of(data)
+    if stamp is not None:
+        run.on_disk = (str(state_dir), stamp, durable)
+    return run, ""
 
 
 def _v1(data: dict[str, Any]) -> dict[str, Any]:
@@ -192,14 +199,18 @@ def save(state_dir: Path, data: dict[str, Any]) -> None:
     """Write the state. When state.json already holds all of it but the times, only LAST_RUN
     is written (no fsync: losing it loses times, shown by `vigo status`, nothing else)."""
     fs.private_dir(state_dir)
-    try:
-        saved = fs.read_json(path(state_dir))
-    except (OSError, ValueError, RecursionError):
-        saved = None
-    # Only the times when the file on disk is whole (a part of the wrong shape, even a time,
-    # is healed by rewriting it) and holds everything else already.
-    if isinstance(saved, dict) and not heal(json.loads(json.dumps(saved))) \
-            and _durable(saved) == _durable(data):
+    durable = _durable(data)
+    same = _on_disk(state_dir, data, durable)  # known without reading the file
+    if not same:
+        try:
+            saved = fs.read_json(path(state_dir))
+        except (OSError, ValueError, RecursionError):
+            saved = None
+        # Only the times when the file on disk is whole (a part of the wrong shape, even a
+        # time, is healed by rewriting it) and holds everything else already.
+        same = isinstance(saved, dict) and not heal(json.loads(json.dumps(saved))) \
+            and _durable(saved) == durable
+    if same:
         last = {k: data[k] for k in RUN_KEYS if k in data}
         last[CHECKED_AT] = {name: record[CHECKED_AT]
                             for name, record in data.get("stacks", {}).items()
@@ -208,6 +219,17 @@ def save(state_dir: Path, data: dict[str, Any]) -> None:
         return
     fs.write_json(path(state_dir), data)
     (state_dir / LAST_RUN).unlink(missing_ok=True)  # older than state.json now
+    if isinstance(data, RunRecord):
+        data.on_disk = (str(state_dir), fs.lstat_key(path(state_dir)), durable)
+
+
+def _on_disk(state_dir: Path, data: dict[str, Any], durable: str) -> bool:
+    """Whether state.json holds `durable` already, known without reading it: it is the file
+    this record was loaded from (or last saved to), untouched since (its lstat data), and
+    that held the same (a file that was healed or migrated on load has no such mark)."""
+    mark = getattr(data, "on_disk", None)
+    return mark is not None and mark[0] == str(state_dir) and mark[2] == durable \
+        and mark[1] is not None and fs.lstat_key(path(state_dir)) == mark[1]
 
 
 def _durable(data: dict[str, Any]) -> str:
@@ -445,7 +467,11 @@ class StackRecord(dict[str, Any]):
 
 
 class RunRecord(dict[str, Any]):
-    """The whole state file (TOP is its shape): the last run, the revisions, the stacks."""
+    """The whole state file (TOP is its shape): the last run, the revisions, the stacks.
+    `on_disk` (not saved): (state folder, lstat data of state.json, its content without the
+    times) when the file holds this record's durable part, as load or save left it."""
+
+    on_disk: tuple[str, list[int] | None, str] | None = None
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> RunRecord:

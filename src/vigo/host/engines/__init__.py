@@ -18,7 +18,7 @@ from vigo.core.model import Action, Container, Observed, Paths, Resolved, Stack,
 from vigo.core.records import record
 
 if TYPE_CHECKING:
-    from vigo.adapters.compose import Compose
+    from vigo.adapters.compose import Compose, Listing
     from vigo.config import Settings
     from vigo.host.state import StackRecord
 
@@ -110,11 +110,19 @@ def mine(containers: Iterable[Container], prefix: str) -> tuple[Container, ...]:
     return tuple(c for c in containers if c.instance == prefix and c.project == prefix + c.stack)
 
 
-def observe(compose: Compose, prefix: str, project: str = "") -> Observed:
+def observe(compose: Compose, prefix: str, project: str = "",
+            asked: Listing | None = None) -> Observed:
     """What Compose runs of this instance: one question to the engine (its label filter drops
-    other instances' containers), read through `mine`. Here, not in engines/compose.py, so an
-    idle run asks without importing the deployer."""
-    return Observed(mine(compose.containers(project=project, instance=prefix), prefix))
+    other instances' containers), read through `mine`; `asked`: that question, asked earlier
+    (`ask`). Here, not in engines/compose.py, so an idle run asks without importing the
+    deployer."""
+    found = asked.result() if asked else compose.containers(project=project, instance=prefix)
+    return Observed(mine(found, prefix))
+
+
+def ask(compose: Compose, prefix: str) -> Listing:
+    """`observe`'s question, asked now: the engine lists while the run fetches and renders."""
+    return compose.containers_soon(instance=prefix)
 
 
 class Engines:
