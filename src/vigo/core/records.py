@@ -204,7 +204,7 @@ def _lazy_init(cls: type, specs: tuple[Field, ...], frozen: bool) -> Callable[..
         if made > GENERIC_INSTANCES or len(args) > len(params) or cls.__init__ is not __init__ \
                 or any(index.get(k, -1) < len(args) for k in kwargs):
             return compiled(self, *args, **kwargs)
-        given = dict(zip(params, args))
+        given = dict(zip(params, args, strict=False))  # args may be fewer
         given.update(kwargs)
         values = []
         for name, init, default, factory in steps:
