@@ -294,3 +294,37 @@ def test_a_compose_file_is_read_once_and_as_text(tmp_path) -> None:
     assert stack is not None and stack.env_files == ("env/db.env",)
     assert desired.digests["stacks/app/compose.yaml"] == render.digest(
         tmp_path / "stacks/app/compose.yaml")
+
+
+# -- the reconciler: the early list is read once, and only while it is fresh --------------------
+
+class _Compose:
+    """Counts the container lists asked the ordinary way."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def containers(self, project: str = "", instance: str = "") -> tuple:
+        self.calls += 1
+        return ()
+
+
+@pytest.mark.parametrize("age, fresh_asks", [(0.0, 0), (60.0, 1)])
+def test_the_list_asked_before_the_fetch_is_used_only_while_fresh(tmp_path, age, fresh_asks
+                                                                  ) -> None:
+    from vigo.adapters.compose import Listing
+    from vigo.config import Settings
+    from vigo.host import reconcile
+
+    rec = reconcile.Reconciler(Settings(repo="x", host="h", state=tmp_path))
+    fake = _Compose()
+    rec.compose = fake  # type: ignore[assignment]
+    closed, read = [], []
+    listing = Listing(lambda: (read.append(1), b"[]")[1], lambda: closed.append(1))
+    listing.at -= age
+    rec.asked = listing
+    assert rec._observe({}).containers == ()
+    assert (fake.calls, len(read), len(closed)) == (fresh_asks, 1 - fresh_asks, fresh_asks)
+    assert rec.asked is None
+    rec._observe({})  # read once: the next observe asks again
+    assert fake.calls == fresh_asks + 1

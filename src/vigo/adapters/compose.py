@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class Listing:
     def __init__(self, read: Callable[[], bytes], close: Callable[[], None]) -> None:
         self._read = read
         self.close = close
+        self.at = time.monotonic()  # when it was asked
 
     def result(self) -> tuple[Container, ...]:
         try:

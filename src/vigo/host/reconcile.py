@@ -68,6 +68,7 @@ PARALLEL_PER_CPU = 4  # a deploy mostly waits (engine, health polls): more than 
 PARALLEL_MAX = 16  # the engine serialises network attaches; compose is ~40 MB a process
 COMPOSE_MB = 100  # memory one concurrent deploy may take (compose, docker CLI, vigo thread)
 ACME_JSON = "proxy/acme/acme.json"
+ASKED_FOR_S = 5.0  # the container list asked before the fetch is used if read within this
 
 
 class Reconciler:
@@ -286,6 +287,9 @@ class Reconciler:
 
     def _observe(self, records: dict[str, state.StackRecord] | None = None) -> Observed:
         asked, self.asked = self.asked, None  # asked before the fetch: read once
+        if asked is not None and time.monotonic() - asked.at > ASKED_FOR_S:
+            asked.close()  # a long fetch: what runs now, not what ran before it
+            asked = None
         observed = engines.observe(self.compose, self.settings.project_prefix, asked=asked)
         if engines.swarm_in_use(self.settings, records or {}):  # Compose-only hosts: never
             from vigo.host.engines import swarm
