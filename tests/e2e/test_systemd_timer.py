@@ -64,11 +64,12 @@ def test_timer_runs_converge_apply_a_push_and_survive_a_hung_run(
     private_ref, _ = registry.push(f"{APP_REPOSITORY}:{TAG_A}", f"vigo/private:{TAG_A}")
     h.seed({"whoami": TAG_A})
     m.start()
-    boot = h.bootstrap()
+    boot = h.bootstrap("--interval", "15s")  # the timer's cadence (60 s by default)
     assert boot.returncode == 0, boot.stdout + boot.stderr
     assert "timer: enabled and started" in boot.stdout, boot.stdout
     unit = m.exec("systemctl", "cat", "vigo.service").stdout
     assert "TimeoutStartSec=40" in unit and "ProtectSystem=strict" in unit
+    assert "OnUnitInactiveSec=15" in m.exec("systemctl", "cat", "vigo.timer").stdout
 
     # The first timer run (30 s after boot, or at once when bootstrap took longer) converges.
     first = m.wait_runs(1, 120)[0]
@@ -101,7 +102,7 @@ def test_timer_runs_converge_apply_a_push_and_survive_a_hung_run(
     for secret in registry.secrets():
         assert secret not in text
 
-    # A push is applied by the next timer run (60 s after the last one ended). It also moves
+    # A push is applied by the next timer run (15 s after the last one ended). It also moves
     # the private stack to a new image and drops the repo's credentials: that pull uses root's
     # `docker login` on the host (here: in the systemd container), under the unit's sandbox.
     new_private, _ = registry.push(f"{APP_REPOSITORY}:{TAG_B}", f"vigo/private:{TAG_B}")

@@ -280,9 +280,9 @@ class TimerHost:
                                 {f"{name.upper()}_HOST": f"{name}.{self.prefix[:-1]}.test"})
         return self.repo.commit("seed")
 
-    def bootstrap(self) -> subprocess.CompletedProcess[str]:
+    def bootstrap(self, *extra: str) -> subprocess.CompletedProcess[str]:
         return self.machine.exec("vigo", "--config", str(self.config), "bootstrap",
-                                 "--repo", str(self.repo.remote), check=False)
+                                 "--repo", str(self.repo.remote), *extra, check=False)
 
     def containers(self) -> dict[str, dict]:
         """name -> docker inspect of this host's containers."""

@@ -328,3 +328,61 @@ def test_the_list_asked_before_the_fetch_is_used_only_while_fresh(tmp_path, age,
     assert rec.asked is None
     rec._observe({})  # read once: the next observe asks again
     assert fake.calls == fresh_asks + 1
+
+
+# -- the render of an intact checkout, kept --------------------------------------------------
+
+def _repo(tmp: Path) -> Path:
+    """A tree with what a render gathers: a proxy, stacks, env files named and interpolated,
+    a host overlay (a changed file, an overlay-only stack), another host's placement folder,
+    a stack with a problem (two compose files) and files outside any stack."""
+    files = {
+        "proxy/docker-compose.yml": "services: {traefik: {image: t}}\n",
+        "stacks/app/compose.yaml": ("x-vigo: {engine: swarm}\n"
+                                    "services: {web: {env_file: [db.env]}}\n"),
+        "stacks/app/conf/a.ini": "a=1\n",
+        "stacks/two/compose.yaml": "services: {}\n",
+        "stacks/two/docker-compose.yml": "services: {}\n",
+        "env/global.env": "x", "env/app.env": "x", "env/db.env": "x",
+        "hosts/h/stacks/app/conf/a.ini": "a=2\n",
+        "hosts/h/stacks/only/compose.yaml": "services: {}\n",
+        "hosts/n2/stacks/app/compose.yaml": "services: {}\n",
+        "README.md": "hi\n",
+    }
+    for rel, text in files.items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_text(text)
+    return tmp
+
+
+def test_a_kept_render_is_the_render(tmp_path) -> None:
+    repo = _repo(tmp_path / "repo")
+    desired = render.render(repo, "h", "c" * 40, "compose")
+    assert desired.stack("app").placement and desired.stack("two").problems
+    assert desired.overlay_stacks == frozenset({"only"}) and desired.has_overlay
+    kept = json.loads(json.dumps(render.to_cache(desired, "k")))
+    assert render.from_cache(kept, "k") == desired
+    assert render.from_cache(kept, "another key") is None
+    for broken in ({}, [], {"key": "k"}, {**kept, "stacks": [[1]]}, {**kept, "files": []}):
+        assert render.from_cache(broken, "k") is None
+
+
+def test_the_source_keeps_the_render_of_an_intact_checkout_only(tmp_path, monkeypatch) -> None:
+    from vigo.config import Settings
+    from vigo.host.source import RENDER_CACHE, Source
+
+    repo = _repo(tmp_path / "checkout")
+    s = Settings(repo="x", host="h", state=tmp_path / "state", checkout=repo)
+    source = Source(s, None, None, print, None)  # type: ignore[arg-type]
+    fresh = source.render_of("c" * 40, "")
+    assert not (s.state / RENDER_CACHE).exists()  # not intact: rendered, nothing kept
+    assert source.render_of("c" * 40, "stamp-1") == fresh
+    assert (s.state / RENDER_CACHE).is_file()
+    calls = []
+    real = render.render
+    monkeypatch.setattr(render, "render", lambda *a, **k: (calls.append(a), real(*a, **k))[1])
+    assert source.render_of("c" * 40, "stamp-1") == fresh and calls == []  # the kept one
+    assert source.render_of("c" * 40, "stamp-2") == fresh and len(calls) == 1  # a new tree
+    assert source.render_of("d" * 40, "stamp-2").revision == "d" * 40  # another commit
+    (s.state / RENDER_CACHE).write_text("{")
+    assert source.render_of("c" * 40, "stamp-2") == fresh and len(calls) == 3

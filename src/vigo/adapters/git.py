@@ -356,6 +356,7 @@ class Git:
         self.runner = runner
         self.timeout = timeout
         self.auth = auth
+        self.stamp = ""  # the last checkout's tree_stamp: '' unless it found the tree intact
 
     def _git(self, checkout: Path, *args: str, timeout: float | None = None,
              remote: Remote | None = None):
@@ -422,7 +423,8 @@ class Git:
     def checkout(self, checkout: Path, commit: str) -> str:
         """Make the working tree exactly `commit` (untracked files removed); SourceError when
         it cannot (a stale index.lock after a crash, a broken object)."""
-        if tree_intact(checkout, commit):  # idle: reset and clean would change nothing
+        self.stamp = tree_stamp(checkout, commit)
+        if self.stamp:  # idle: reset and clean would change nothing
             return commit
         return self._checkout(checkout, commit)
 
@@ -818,20 +820,28 @@ def _manifest(checkout: Path, commit: str) -> dict | None:
 
 def tree_intact(checkout: Path, commit: str) -> bool:
     """Whether the work tree is exactly what the checkout of `commit` left (see above)."""
+    return bool(tree_stamp(checkout, commit))
+
+
+def tree_stamp(checkout: Path, commit: str) -> str:
+    """'' unless the work tree is intact (tree_intact); then what names that recording (the
+    commit and when it was recorded): a render of this tree is a render of that stamp."""
     data = _manifest(checkout, commit)
     if data is None or not isinstance(data.get("recorded_ns"), int):
-        return False
+        return ""
     recorded = data.get("entries")
     if not isinstance(recorded, dict):
-        return False
+        return ""
     limit = data["recorded_ns"] - RACY_NS
     if any(st is not None and max(st[3], st[4]) >= limit for key, st in recorded.items()
            if not key.startswith(".git/")):  # git rewrites its index at every reset
-        return False
+        return ""
     try:
-        return tree_entries(checkout) == recorded
+        if tree_entries(checkout) != recorded:
+            return ""
     except OSError:
-        return False
+        return ""
+    return f"{commit}@{data['recorded_ns']}"
 
 
 def checked_out_ref(checkout: Path, ref: str) -> str:

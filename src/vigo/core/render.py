@@ -494,3 +494,54 @@ def yaml_problems(desired: DesiredState, names: list[str]) -> dict[str, str]:
                 out[name] = f"{rel}" + (f":{exc.line}" if exc.line else "") + f": {exc.what}"
                 break
     return out
+
+
+# -- the render of an intact checkout, kept (host/source.py) ---------------------------------
+
+CACHE_VERSION = 1
+
+
+def cache_key(commit: str, tree_stamp: str, host: str, engine: str, code: str) -> str:
+    """What a kept render is a render of: the commit and the checkout's recording (an intact
+    tree: adapters/git.tree_stamp), the host and its engine, this code (`code`: what names
+    the installed render), RENDER_VERSION."""
+    return "\0".join((str(CACHE_VERSION), RENDER_VERSION, commit, tree_stamp, host, engine,
+                      code))
+
+
+def to_cache(desired: DesiredState, key: str) -> dict:
+    """A render as JSON (`from_cache` gives back an equal DesiredState)."""
+    return {"key": key, "revision": desired.revision, "host": desired.host,
+            "files": {rel: str(p) for rel, p in desired.files.items()},
+            "env_files": {rel: str(p) for rel, p in desired.env_files.items()},
+            "stacks": [[s.name, s.compose_file, list(s.files), list(s.env_files),
+                        list(s.interpolation_env), dict(s.digests), s.hash, list(s.problems),
+                        [list(p) for p in s.placement]] for s in desired.stacks],
+            "blocked": sorted(desired.blocked), "warnings": list(desired.warnings),
+            "has_overlay": desired.has_overlay, "overlay_stacks": sorted(desired.overlay_stacks),
+            "error": desired.error, "digests": dict(desired.digests)}
+
+
+def from_cache(data: object, key: str) -> DesiredState | None:
+    """The kept render when it is one of `key` and whole; None otherwise (render again)."""
+    if not isinstance(data, dict) or data.get("key") != key:
+        return None
+    try:
+        stacks = tuple(Stack(
+            name=str(name), compose_file=str(cf), files=tuple(map(str, files)),
+            env_files=tuple(map(str, env)), interpolation_env=tuple(map(str, interp)),
+            digests={str(k): str(v) for k, v in digests.items()}, hash=str(h),
+            problems=tuple(map(str, problems)),
+            placement=tuple((str(a), str(b), str(c)) for a, b, c in placement))
+            for name, cf, files, env, interp, digests, h, problems, placement
+            in data["stacks"])
+        return DesiredState(
+            revision=str(data["revision"]), host=str(data["host"]),
+            files={str(k): Path(v) for k, v in data["files"].items()},
+            env_files={str(k): Path(v) for k, v in data["env_files"].items()},
+            stacks=stacks, blocked=frozenset(map(str, data["blocked"])),
+            warnings=tuple(map(str, data["warnings"])), has_overlay=bool(data["has_overlay"]),
+            overlay_stacks=frozenset(map(str, data["overlay_stacks"])), error=str(data["error"]),
+            digests={str(k): str(v) for k, v in data["digests"].items()})
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None

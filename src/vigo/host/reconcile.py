@@ -218,7 +218,7 @@ class Reconciler:
         # question, asked under the lock (no other run changes them), read by _observe.
         self.asked = engines.ask(self.compose, s.project_prefix)
         desired = self.source.desired(report, accepted=trust.base(st),
-                                      allow_rewind=options.allow_rewind)
+                                      allow_rewind=options.allow_rewind, keep=True)
         if desired is None:
             return
         if desired.env_files and not s.age_key_file.exists():  # lost: not one stack can change

@@ -4,9 +4,12 @@ adapter only runs git)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
+from vigo.adapters import fs
 from vigo.adapters.git import (
     CredentialError,
     Git,
@@ -16,7 +19,7 @@ from vigo.adapters.git import (
 )
 from vigo.adapters.run import CommandTimeout, Masker
 from vigo.config import Settings
-from vigo.core import reasons, render, trust
+from vigo.core import model, reasons, render, trust
 from vigo.core.model import DesiredState, Report
 from vigo.core.records import record
 from vigo.host import state
@@ -49,6 +52,24 @@ def checkout_commit(git: Git, repo: str, branch: str, folder: Path,
         return git.checkout(folder, commit), recovered(folder, str(exc))
 
 
+RENDER_CACHE = "render.json"  # in the state folder: the render of the intact checkout
+
+
+def _code() -> str:
+    """What names the render code that made a kept render: vigo's version and the files of
+    core/render.py and core/model.py (an upgrade rewrites them)."""
+    from vigo import __version__
+
+    parts = [__version__]
+    for module in (render, model):
+        try:
+            st = os.stat(module.__file__ or "")
+            parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append("?")
+    return "/".join(parts)
+
+
 def recovered(folder: Path, why: str) -> str:
     return f"{folder} was broken ({why}); replaced it with a fresh clone"
 
@@ -62,8 +83,12 @@ class Source:
     warn: Callable[[Report, str], None]
 
     def desired(self, report: Report, fetch: bool = True, accepted: str = "",
-                allow_rewind: bool = False) -> DesiredState | None:
+                allow_rewind: bool = False, keep: bool = False) -> DesiredState | None:
+        """The fetched, checked and checked-out commit, rendered; `keep` (apply): the render
+        of an intact checkout is kept in the state folder and reused while the tree stays
+        intact (`render_of`)."""
         s = self.settings
+        self.git.stamp = ""
         try:
             if fetch:
                 fetched, recovered = fetch_branch(self.git, s.repo, s.branch, s.checkout)
@@ -81,13 +106,36 @@ class Source:
             self.emit(f"source: {report.error}; nothing changed, the next run tries again")
             return None
         report.revision = rev
-        desired = render.render(s.checkout, s.host, rev, s.engine)
+        desired = self.render_of(rev, self.git.stamp if keep else "")
         for w in desired.warnings:
             self.warn(report, w)
         if desired.error:  # stacks may be hidden: nothing is pruned, nothing changes
             report.fail(reasons.RENDER_FAILED, self.masker(desired.error))
             self.emit(f"render: {report.error}; nothing changed")
             return None
+        return desired
+
+    def render_of(self, rev: str, stamp: str) -> DesiredState:
+        """render.render of the checkout; with `stamp` (the checkout found intact, untouched
+        since it was recorded: git.tree_stamp), the render kept for that stamp when there is
+        one, else the render, kept for the next run (its warnings with it: they are printed
+        every run). A render with an error is not kept."""
+        s = self.settings
+        if not stamp:
+            return render.render(s.checkout, s.host, rev, s.engine)
+        key = render.cache_key(rev, stamp, s.host, s.engine, _code())
+        path = s.state / RENDER_CACHE
+        try:
+            kept = render.from_cache(fs.read_json(path), key)
+        except (OSError, ValueError, RecursionError):
+            kept = None
+        if kept is not None:
+            return kept
+        desired = render.render(s.checkout, s.host, rev, s.engine)
+        if not desired.error:
+            with contextlib.suppress(OSError):  # not kept: the next run renders again
+                fs.write_json(fs.private_dir(s.state) / RENDER_CACHE,
+                              render.to_cache(desired, key), sync=False)
         return desired
 
     def _trusted(self, report: Report, fetched: str, accepted: str,

@@ -25,8 +25,8 @@ from vigo.core.records import record
 
 VERSION = 2  # 2: the named reasons (core/reasons.py): the run's `reason`, each record's `code`
 LAST_RUN = "last-run.json"
-RUN_FILES = ("rendered.json", "rendered.json.stamp", "overrides", LAST_RUN)  # what an apply
-# leaves beside state.json
+# What an apply leaves beside state.json.
+RUN_FILES = ("rendered.json", "rendered.json.stamp", "render.json", "overrides", LAST_RUN)
 # What every run changes: kept in LAST_RUN when nothing else in the state did (and each
 # stack record's CHECKED_AT, the time its outcome was last checked).
 RUN_KEYS = ("started", "finished", "duration")
