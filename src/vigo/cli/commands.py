@@ -84,8 +84,9 @@ class _Only:
     def add_parser(self, name: str, **kwargs):
         if name != self.command:
             return _Skipped()
-        raw = kwargs.get("formatter_class") is argparse.RawDescriptionHelpFormatter
-        return self.sub.add_parser(name, **{**kwargs, "formatter_class": _Raw if raw else _Plain})
+        given = kwargs.get("formatter_class", argparse.HelpFormatter)
+        width = {argparse.HelpFormatter: _Plain, argparse.RawDescriptionHelpFormatter: _Raw}
+        return self.sub.add_parser(name, **{**kwargs, "formatter_class": width.get(given, given)})
 
 
 # Every subcommand's name: a run of one of them builds only its parser (_command).
