@@ -393,11 +393,9 @@ class _Index:
 def _stack(name: str, compose_file: str, files: Mapping[str, Path],
            env_files: Mapping[str, Path], digests: Mapping[str, str],
            problems: Mapping[str, list[str]], blocked: set[str],
-           others: Mapping[str, tuple[str, str, Path]] | None = None,
-           engine: str = "compose", index: _Index | None = None,
-           texts: Mapping[str, str] | None = None) -> Stack:
+           others: Mapping[str, tuple[str, str, Path]],
+           engine: str, index: _Index, texts: Mapping[str, str]) -> Stack:
     folder = compose_file.rsplit("/", 1)[0] + "/"
-    index = index or _Index(files, blocked, env_files)
     own = tuple(sorted(index.files.get(folder[:-1], ())))
     issues = list(problems.get(name, [])) + list(problems.get("*", []))
     if name != PROXY and not is_stack_name(name):
@@ -409,10 +407,7 @@ def _stack(name: str, compose_file: str, files: Mapping[str, Path],
         issues += compose_problems(folder[:-1], set(own) | {
             b for b in index.blocked.get(folder[:-1], ()) if b.startswith(folder)})
     interpolation = tuple(p for p in ("env/global.env", f"env/{name}.env") if p in env_files)
-    if texts is not None:
-        text = texts.get(compose_file, "")
-    else:
-        text = _read_text(files[compose_file]) if compose_file in files else ""
+    text = texts.get(compose_file, "")  # read with its digest; "" when it could not be
     mentioned = tuple(index.mentioned(text) - set(interpolation)) if text else ()
     env = interpolation + tuple(sorted(mentioned))
     stack_digests = {rel: digests[rel] for rel in (*own, *env)}
@@ -457,13 +452,6 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
-
-
 def yaml_problems(desired: DesiredState, names: list[str]) -> dict[str, str]:
     """Stacks (of `names`) with a YAML file over the caps of yamlsafe (an alias bomb, 64 levels
     of nesting, a compose file over its size limit): they fail before `docker compose` reads
@@ -501,12 +489,28 @@ def yaml_problems(desired: DesiredState, names: list[str]) -> dict[str, str]:
 CACHE_VERSION = 1
 
 
-def cache_key(commit: str, tree_stamp: str, host: str, engine: str, code: str) -> str:
+def cache_key(commit: str, tree_stamp: str, host: str, engine: str) -> str:
     """What a kept render is a render of: the commit and the checkout's recording (an intact
-    tree: adapters/git.tree_stamp), the host and its engine, this code (`code`: what names
-    the installed render), RENDER_VERSION."""
+    tree: adapters/git.tree_stamp), the host and its engine, RENDER_VERSION and this code
+    (`_code`)."""
     return "\0".join((str(CACHE_VERSION), RENDER_VERSION, commit, tree_stamp, host, engine,
-                      code))
+                      _code()))
+
+
+def _code() -> str:
+    """What names the render code that made a kept render: vigo's version and the files of
+    this module and core/model.py (an upgrade rewrites them)."""
+    from vigo import __version__
+    from vigo.core import model
+
+    parts = [__version__]
+    for name in (__file__, model.__file__ or ""):
+        try:
+            st = os.stat(name)
+            parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append("?")
+    return "/".join(parts)
 
 
 def to_cache(desired: DesiredState, key: str) -> dict:

@@ -5,7 +5,6 @@ adapter only runs git)."""
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from vigo.adapters.git import (
 )
 from vigo.adapters.run import CommandTimeout, Masker
 from vigo.config import Settings
-from vigo.core import model, reasons, render, trust
+from vigo.core import reasons, render, trust
 from vigo.core.model import DesiredState, Report
 from vigo.core.records import record
 from vigo.host import state
@@ -53,21 +52,6 @@ def checkout_commit(git: Git, repo: str, branch: str, folder: Path,
 
 
 RENDER_CACHE = "render.json"  # in the state folder: the render of the intact checkout
-
-
-def _code() -> str:
-    """What names the render code that made a kept render: vigo's version and the files of
-    core/render.py and core/model.py (an upgrade rewrites them)."""
-    from vigo import __version__
-
-    parts = [__version__]
-    for module in (render, model):
-        try:
-            st = os.stat(module.__file__ or "")
-            parts.append(f"{st.st_size}:{st.st_mtime_ns}")
-        except OSError:
-            parts.append("?")
-    return "/".join(parts)
 
 
 def recovered(folder: Path, why: str) -> str:
@@ -123,7 +107,7 @@ class Source:
         s = self.settings
         if not stamp:
             return render.render(s.checkout, s.host, rev, s.engine)
-        key = render.cache_key(rev, stamp, s.host, s.engine, _code())
+        key = render.cache_key(rev, stamp, s.host, s.engine)
         path = s.state / RENDER_CACHE
         try:
             kept = render.from_cache(fs.read_json(path), key)
