@@ -269,10 +269,20 @@ def implicit_after(shares: Mapping[str, Shared], exclude: Collection[str] = ()
     `exclude` (the proxy, which always runs first) give no order but count as creators."""
     after: dict[str, set[str]] = {}
     orphans: list[tuple[str, str, str]] = []
+    # who creates what, by (kind, name); a `*suffix` name by (kind, suffix): a name is then
+    # looked up with each of its suffixes (_matches), not compared with every stack's
+    creators: dict[tuple[str, str], set[str]] = {}
+    for other, theirs in shares.items():
+        for kind, created in theirs.creates:
+            creators.setdefault((kind, created), set()).add(other)
+    wild = {(kind, created[1:]): who for (kind, created), who in creators.items()
+            if created.startswith("*")}
     for stack, mine in sorted(shares.items()):
         for kind, name in sorted(mine.uses):
-            owners = {other for other, theirs in shares.items() if other != stack
-                      and any(k == kind and _matches(c, name) for k, c in theirs.creates)}
+            owners = set(creators.get((kind, name), ()))
+            for i in range(len(name) + 1):
+                owners |= wild.get((kind, name[i:]), set())
+            owners.discard(stack)
             if not owners:
                 orphans.append((stack, kind, name))
             elif owners - set(exclude):

@@ -123,6 +123,20 @@ class _Tree:
     proxy_network: str = ""
     # per stack, in order: None (never handed to compose) or (job key, cache key or '')
     stacks: list[tuple[Any, str, str] | None] = field(default_factory=list)
+    folders: dict[str, list[tuple[str, str]]] | None = field(default=None, repr=False)
+
+    def own(self, folder: str) -> list[tuple[str, str]]:
+        """(path, digest) of every file under `folder` ('proxy/', 'stacks/<name>/'), sorted;
+        grouped once per tree (a lookup per stack, not a scan of the tree)."""
+        if _top(folder + "-") != folder:
+            return sorted((rel, sha) for rel, sha in self.digests.items()
+                          if rel.startswith(folder))
+        if self.folders is None:
+            groups: dict[str, list[tuple[str, str]]] = {}
+            for rel, sha in self.digests.items():
+                groups.setdefault(_top(rel), []).append((rel, sha))
+            self.folders = {top: sorted(items) for top, items in groups.items()}
+        return self.folders.get(folder, [])
 
     @property
     def tmp(self) -> Path:
@@ -137,6 +151,13 @@ class _Tree:
             fs.sync_tree(self.tmp, {**self.desired.files, **self.desired.env_files}, {}, (),
                          self.scratch / "manifest.json", sync=False)
         return self.tmp
+
+
+def _top(rel: str) -> str:
+    """The folder a path of a rendered tree belongs to: 'stacks/<name>/' or its first part."""
+    parts = rel.split("/", 2)
+    return f"{parts[0]}/{parts[1]}/" if parts[0] == "stacks" and len(parts) > 2 else (
+        parts[0] + "/")
 
 
 def check_trees(repo: Path, hosts: list[str], policy: Policy, validate: Validator,
@@ -178,19 +199,74 @@ def _add_tree(trees: list[_Tree], repo: Path, host: str, policy: Policy, judge: 
 
 def _lint(tree: _Tree, policy: Policy, resolved: bool, cache: Cache, salt: str,
           rules_key: str) -> tuple[list[Finding], str]:
-    """lint.lint_tree over the tree and the proxy's network name: from the cache when the
-    whole tree (every file's digest) is the same as in a run before."""
+    """lint.lint_tree over the tree and the proxy's network name. From the cache when the
+    whole tree (every file's digest) is the same as in a run before; else made of parts, each
+    from the cache when its inputs are: the layout (_layout) and each stack's lint
+    (_stack_lint). The tree is materialised only for a part that is not."""
     key = _cache.digest("lint", salt, rules_key, resolved, sorted(tree.digests.items()))
     got = cache.get(key)
     if isinstance(got, dict) and isinstance(got.get("proxy"), str):
         rules = _findings(got.get("rules"))
         if rules is not None:
             return rules, got["proxy"]
-    tmp = tree.materialise()
-    rules = lint.lint_tree(tmp, policy, resolved=resolved)
-    proxy_network = lint.proxy_network_of(tmp)
+    targets, found, proxy_network = _layout(tree, cache, salt)
+    parts = [_stack_lint(tree, stack, rel, policy, proxy_network, resolved, cache, salt,
+                         rules_key) for stack, rel in targets]
+    rules = lint.combine(found, parts)
     cache.put(key, {"rules": [asdict(f) for f in rules], "proxy": proxy_network})
     return rules, proxy_network
+
+
+def _layout(tree: _Tree, cache: Cache, salt: str
+            ) -> tuple[list[tuple[str, str]], list[Finding], str]:
+    """lint.discover (which stacks the tree has) and the proxy's network name. Both read only
+    the tree's names (a materialised tree holds the readable files: digest not '') and the
+    proxy's files."""
+    names = sorted((rel, sha == "") for rel, sha in tree.digests.items())
+    proxy = sorted((rel, sha) for rel, sha in tree.digests.items() if rel.startswith("proxy/"))
+    key = _cache.digest("layout", salt, names, proxy)
+    got = cache.get(key)
+    if isinstance(got, dict) and isinstance(got.get("proxy"), str) and isinstance(
+            got.get("targets"), list) and all(
+            isinstance(t, list) and len(t) == 2 and all(isinstance(x, str) for x in t)
+            for t in got["targets"]):
+        found = _findings(got.get("findings"))
+        if found is not None:
+            return [(t[0], t[1]) for t in got["targets"]], found, got["proxy"]
+    tmp = tree.materialise()
+    targets, found = lint.discover(tmp)
+    proxy_network = lint.proxy_network_of(tmp)
+    cache.put(key, {"targets": [list(t) for t in targets],
+                    "findings": [asdict(f) for f in found], "proxy": proxy_network})
+    return targets, found, proxy_network
+
+
+def _stack_lint(tree: _Tree, stack: str, rel: str, policy: Policy, proxy_network: str,
+                resolved: bool, cache: Cache, salt: str, rules_key: str) -> lint.StackLint:
+    """lint.lint_one of one stack, from the cache when every file it read is the same. The key
+    holds the files it may read whatever they say: its folder's (every name and digest),
+    env/global.env and env/<stack>.env (key names). Any other path it read or looked for (an
+    include from common/ or from another stack's folder) is kept with the entry, with the
+    digest it had ('' unreadable, None no file): the entry stands only while each is the same.
+    A lint reads the same files in the same order as long as what it read says the same."""
+    folder = posixpath.dirname(rel) + "/"
+    envs = ("env/global.env", f"env/{stack}.env")
+    key = _cache.digest("lint-stack", salt, rules_key, resolved, stack, rel, proxy_network,
+                        tree.own(folder), [(e, tree.digests.get(e)) for e in envs])
+    got = cache.get(key)
+    if isinstance(got, dict) and isinstance(got.get("facts"), list) and len(
+            got["facts"]) == len(lint.TREE_RULES) and isinstance(got.get("extra"), list) and all(
+            isinstance(x, list) and len(x) == 2 and isinstance(x[0], str)
+            and tree.digests.get(x[0]) == x[1] for x in got["extra"]):
+        found = _findings(got.get("findings"))
+        if found is not None:
+            return lint.StackLint(found, got["facts"], [])
+    part = lint.lint_one(tree.materialise(), stack, rel, policy, proxy_network, resolved)
+    extra = [[p, tree.digests.get(p)] for p in part.reads
+             if not (p.startswith(folder) or p in envs)]
+    cache.put(key, {"findings": [asdict(f) for f in part.findings], "facts": part.facts,
+                    "extra": extra})
+    return part
 
 
 def _stack_job(tree: _Tree, stack: Any, cache: Cache, salt: str, rules_key: str,
@@ -419,8 +495,7 @@ def _stack_key(tree: _Tree, stack: Any, cache: Cache, salt: str, rules_key: str,
     path cannot be followed (absolute, outside the tree, a variable, a remote, a project
     directory): that stack is resolved every run."""
     digests, files = tree.digests, tree.desired.files
-    folder = stack.folder + "/"
-    own = sorted((rel, sha) for rel, sha in digests.items() if rel.startswith(folder))
+    own = tree.own(stack.folder + "/")
     read: dict[str, str] = {}
     queue, seen = [stack.compose_file], set()
     while queue:

@@ -3,7 +3,8 @@
 Pure: this package reads files and returns findings; it never starts a process, talks to Docker
 or opens a socket. Three entry points:
 
-- `lint_tree`: every rule over one rendered tree (proxy/, stacks/, env/; overlays applied);
+- `lint_tree`: every rule over one rendered tree (proxy/, stacks/, env/; overlays applied), made
+  of `discover`, one `lint_one` per stack and `combine` (vigo check keeps each stack's part);
 - `lint_stack`: the per-stack rules, which apply re-runs stack by stack;
 - `lint_repo_files`: rules on the checkout itself (env encryption, .sops.yaml, hosts/, symlinks).
 
@@ -18,13 +19,18 @@ The rooms: `base` (Finding, ComposeFile, the registry), `doc` (reading a compose
 `layout` (which stacks a tree has, parsing), and one module per family listed in FAMILIES.
 A new rule goes into its family's module: its id and text in that module's `describe({...})`,
 its function under `@stack_rule` (one compose file), `@files_rule` (a stack's files with the
-tree), `@tree_rule` (every compose file of a host) or `@repo_rule` (the checkout). A new family
+tree), `@tree_rule(facts)` (every stack of a host, from each stack's facts: plain data) or
+`@repo_rule` (the checkout). A rule that reads a path of the tree other than the stack's own
+folder and its env files names it in `lint_one`'s reads. A new family
 (e.g. an engine's own rules, which read `cf.x_vigo`, the one x-vigo parser's options) is a new
 module here plus its name in FAMILIES.
 """
 
 import importlib
+import json
+import posixpath
 from pathlib import Path
+from typing import Any
 
 from vigo.core.lint.base import (
     ERROR,
@@ -45,7 +51,7 @@ from vigo.core.lint.base import (
 from vigo.core.lint.doc import as_mapping, env_key_names, key_line, resolve
 from vigo.core.lint.layout import discover, load, proxy_network_of, stack_env_keys
 from vigo.core.policy import DEFAULT_PROXY_NETWORK, Policy
-from vigo.core.records import replace
+from vigo.core.records import record, replace
 
 # The rule families, each a module of this package; importing one registers its rules.
 FAMILIES = ("layout", "compose", "images", "privileges", "paths", "proxy", "env", "repo", "xvigo",
@@ -54,8 +60,9 @@ for _family in FAMILIES:
     importlib.import_module(f"{__name__}.{_family}")
 
 __all__ = ["ERROR", "RESOLVED_RULES", "RULES", "WARNING", "ComposeFile", "Finding", "Policy",
-           "env_key_names", "lint_repo_files", "lint_stack", "lint_tree", "locate",
-           "proxy_network_of", "resolve", "sort_findings", "who"]
+           "StackLint", "combine", "discover", "env_key_names", "lint_one", "lint_repo_files",
+           "lint_stack", "lint_tree", "locate", "proxy_network_of", "resolve", "sort_findings",
+           "who"]
 
 
 def lint_tree(root: Path, policy: Policy = STRICT, resolved: bool = False) -> list[Finding]:
@@ -65,17 +72,46 @@ def lint_tree(root: Path, policy: Policy = STRICT, resolved: bool = False) -> li
     root = Path(root)
     targets, findings = discover(root)
     proxy_network = proxy_network_of(root)
-    files: list[ComposeFile] = []
-    for stack, rel in targets:
-        keys = frozenset(stack_env_keys(root, stack))
-        loaded, problems = load(root, stack, rel, keys, policy, proxy_network, resolved)
-        own = frozenset(env_key_names(root / "env" / f"{stack}.env"))
-        files += [replace(cf, stack_keys=own) for cf in loaded]
-        findings += problems
-    findings += _stack_findings(root, files)
-    for tree_check in TREE_RULES:
-        findings.extend(tree_check(files))
-    return sort_findings(findings)
+    return combine(findings, [lint_one(root, stack, rel, policy, proxy_network, resolved)
+                              for stack, rel in targets])
+
+
+@record
+class StackLint:
+    """One stack's part of lint_tree: its findings, the facts of each tree rule (JSON data, in
+    TREE_RULES order) and every path of the tree it read or looked for (what vigo check keys a
+    kept part by)."""
+
+    findings: list[Finding]
+    facts: list[Any]
+    reads: list[str]
+
+
+def lint_one(root: Path, stack: str, rel: str, policy: Policy, proxy_network: str,
+             resolved: bool = False) -> StackLint:
+    """The rules of one stack of a tree (`rel`: its compose file, as discover found it)."""
+    looked: set[str] = set()
+    keys = frozenset(stack_env_keys(root, stack))
+    loaded, problems = load(root, stack, rel, keys, policy, proxy_network, resolved, looked)
+    own = frozenset(env_key_names(root / "env" / f"{stack}.env"))
+    files = [replace(cf, stack_keys=own) for cf in loaded]
+    # The facts go through JSON here too, so that a kept part and a fresh one are the same.
+    facts = json.loads(json.dumps([facts_of(files) for facts_of, _ in TREE_RULES],
+                                  default=str))
+    looked |= {"env/global.env", f"env/{stack}.env"}  # stack_env_keys
+    looked |= {posixpath.join(cf.folder, ".env") for cf in files}  # _stack_dotenv
+    return StackLint(problems + _stack_findings(root, files), facts, sorted(looked))
+
+
+def combine(findings: list[Finding], parts: list[StackLint]) -> list[Finding]:
+    """lint_tree's findings: the tree's own (discover's), each stack's, and the tree rules over
+    every stack's facts (`parts` in discover's order)."""
+    out = list(findings)
+    for part in parts:
+        out += part.findings
+    for i, (_facts, rule) in enumerate(TREE_RULES):
+        out.extend(rule([part.facts[i] for part in parts]))
+    return sort_findings(out)
 
 
 def lint_stack(

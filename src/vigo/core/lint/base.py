@@ -37,6 +37,19 @@ STRICT = Policy()
 
 
 @record(frozen=True)
+class Place:
+    """Where a tree rule's finding goes: a stack and one of its compose files. A tree rule
+    reads facts (plain data), not parsed files; Place stands in for the ComposeFile."""
+
+    stack: str
+    rel: str
+
+    @property
+    def is_proxy(self) -> bool:
+        return self.stack == PROXY
+
+
+@record(frozen=True)
 class ComposeFile:
     """One parsed compose file of a stack: the model the stack rules read."""
 
@@ -70,12 +83,20 @@ class ComposeFile:
 
 RULES: dict[str, str] = {}  # every rule id -> what it asks, in the order the families load
 StackRule = Callable[[ComposeFile], Iterable[Finding]]
-TreeRule = Callable[[list[ComposeFile]], Iterable[Finding]]
+# A tree rule is two functions, so that `vigo check` can keep each stack's part of it by the
+# content it came from (workstation/check.py): `facts` reads the parsed files of ONE stack and
+# returns plain JSON data (dict, list, str, int, bool, None; never a parsed document); the rule
+# itself reads the facts of every stack of the host, one value per stack in stack order.
+TreeFacts = Callable[[list[ComposeFile]], Any]
+TreeRule = Callable[[list[Any]], Iterable[Finding]]
 FilesRule = Callable[[Path, list[ComposeFile]], Iterable[Finding]]
 RepoRule = Callable[[Path], Iterable[Finding]]
 STACK_RULES: list[StackRule] = []  # one compose file at a time (lint_tree and lint_stack)
-FILES_RULES: list[FilesRule] = []  # the files of a stack with the tree's folder (both too)
-TREE_RULES: list[TreeRule] = []  # every compose file of a host at once (lint_tree only)
+# the files of ONE stack with the tree's folder (both too); a files rule that reads a path of
+# the tree names it in lint.stack_reads (what a kept stack lint is keyed by)
+FILES_RULES: list[FilesRule] = []
+# every stack of a host at once, from each stack's facts (lint_tree only)
+TREE_RULES: list[tuple[TreeFacts, TreeRule]] = []
 REPO_RULES: list[RepoRule] = []  # the checkout itself (lint_repo_files)
 
 
@@ -99,8 +120,17 @@ def _register(registry: list) -> Callable:
 
 stack_rule = _register(STACK_RULES)
 files_rule = _register(FILES_RULES)
-tree_rule = _register(TREE_RULES)
 repo_rule = _register(REPO_RULES)
+
+
+def tree_rule(facts: TreeFacts) -> Callable[[TreeRule], TreeRule]:
+    """`@tree_rule(facts)` over a rule of every stack's facts (see TreeFacts)."""
+
+    def add(rule: TreeRule) -> TreeRule:
+        TREE_RULES.append((facts, rule))
+        return rule
+
+    return add
 
 
 # --- how a finding is written -----------------------------------------------------------------
@@ -112,7 +142,7 @@ def who(stack: str, service: str | None = None) -> str:
 
 
 def finding(
-    cf: ComposeFile,
+    cf: ComposeFile | Place,
     rule: str,
     line: int | None,
     service: str | None,

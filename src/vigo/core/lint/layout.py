@@ -92,8 +92,11 @@ def load(
     policy: Policy,
     proxy_network: str,
     resolved: bool = False,
+    looked: set[str] | None = None,
 ) -> tuple[list[ComposeFile], list[Finding]]:
-    """Parse a stack's compose file and the local files it includes or extends."""
+    """Parse a stack's compose file and the local files it includes or extends. `looked` is
+    given every path of the tree read or looked for."""
+    looked = set() if looked is None else looked
     files: list[ComposeFile] = []
     findings: list[Finding] = []
     queue, seen = [(rel, False)], set()
@@ -102,6 +105,7 @@ def load(
         if rel in seen:
             continue
         seen.add(rel)
+        looked.add(rel)
         doc, problem = parse(root, rel, stack)
         if problem:
             findings.append(problem)
@@ -110,6 +114,8 @@ def load(
         files.append(cf)
         for _service, _what, raw, _line, follow in path_fields(doc):
             target = local_target(cf, raw) if follow else None
+            if target:
+                looked.add(target)
             if target and (root / target).is_file():
                 queue.append((target, follow == "extends"))
     return files, findings

@@ -9,6 +9,7 @@ from vigo.core.lint.base import (
     WARNING,
     ComposeFile,
     Finding,
+    Place,
     describe,
     finding,
     stack_rule,
@@ -158,38 +159,54 @@ def _env_pairs(environment: object) -> Iterator[tuple[str, str]]:
             yield key.strip(), value
 
 
-@tree_rule
-def _traefik_unique(files: list[ComposeFile]) -> Iterator[Finding]:
-    """Router names, service names and Host(...) rules are global on the host. They are
-    compared as interpolation will make them, stack by stack: a variable of env/global.env is
-    the same in every stack, one of a stack's own env/<stack>.env may differ from the other
-    stacks' (its value is encrypted: the clash then waits for the real values, a warning)."""
-    first: dict[tuple[str, ...], ComposeFile] = {}
-    written: dict[tuple[str, ...], tuple[ComposeFile, tuple[str, ...]]] = {}
-    reported: set[tuple[tuple[str, ...], str]] = set()
-    for cf in sorted(files, key=lambda f: (not f.is_proxy, f.stack, f.rel)):
+def _traefik_facts(files: list[ComposeFile]) -> list:
+    """One stack's Traefik names, per compose file: [stack, rel, labels], each label
+    [service, line, ident, as interpolated, own variables it waits for, has an undefined
+    variable]."""
+    out: list = []
+    for cf in files:
+        labels: list = []
         for name, svc, _ in each_service(cf.doc):
             if not routed(svc):
                 continue
             for key, value, line in labels_of(svc):
                 for ident in _traefik_idents(key, value):
                     pairs = [_canonical(part, cf) for part in ident]
-                    real = tuple(text for text, _ in pairs)
-                    waits = tuple(sorted({v for _, own in pairs for v in own}))
-                    owner = first.setdefault(real, cf)
-                    if owner.stack != cf.stack and (ident, cf.stack) not in reported:
-                        reported.add((ident, cf.stack))
-                        yield _duplicate(cf, owner, ident, name, line)
-                        continue
-                    if any(var is not None for part in ident for var in undefined(part,
-                                                                                 cf.env_keys)):
-                        continue  # empty where undefined: label-env says so
-                    seen, seen_waits = written.setdefault(ident, (cf, waits))
-                    if seen.stack != cf.stack and (waits or seen_waits) and (
-                            ident, cf.stack) not in reported:
-                        reported.add((ident, cf.stack))
-                        yield _duplicate(cf, seen, ident, name, line,
-                                         tuple(sorted(set(waits) | set(seen_waits))))
+                    labels.append([
+                        name, line, list(ident), [text for text, _ in pairs],
+                        sorted({v for _, own in pairs for v in own}),
+                        any(var is not None for part in ident
+                            for var in undefined(part, cf.env_keys))])
+        out.append([cf.stack, cf.rel, labels])
+    return out
+
+
+@tree_rule(_traefik_facts)
+def _traefik_unique(stacks: list[list]) -> Iterator[Finding]:
+    """Router names, service names and Host(...) rules are global on the host. They are
+    compared as interpolation will make them, stack by stack: a variable of env/global.env is
+    the same in every stack, one of a stack's own env/<stack>.env may differ from the other
+    stacks' (its value is encrypted: the clash then waits for the real values, a warning)."""
+    first: dict[tuple[str, ...], Place] = {}
+    written: dict[tuple[str, ...], tuple[Place, tuple[str, ...]]] = {}
+    reported: set[tuple[tuple[str, ...], str]] = set()
+    files = [(Place(stack, rel), labels) for facts in stacks for stack, rel, labels in facts]
+    for cf, labels in sorted(files, key=lambda f: (not f[0].is_proxy, f[0].stack, f[0].rel)):
+        for name, line, ident_, real_, waits_, undefined_ in labels:
+            ident, real, waits = tuple(ident_), tuple(real_), tuple(waits_)
+            owner = first.setdefault(real, cf)
+            if owner.stack != cf.stack and (ident, cf.stack) not in reported:
+                reported.add((ident, cf.stack))
+                yield _duplicate(cf, owner, ident, name, line)
+                continue
+            if undefined_:
+                continue  # empty where undefined: label-env says so
+            seen, seen_waits = written.setdefault(ident, (cf, waits))
+            if seen.stack != cf.stack and (waits or seen_waits) and (
+                    ident, cf.stack) not in reported:
+                reported.add((ident, cf.stack))
+                yield _duplicate(cf, seen, ident, name, line,
+                                 tuple(sorted(set(waits) | set(seen_waits))))
 
 
 def _canonical(text: str, cf: ComposeFile) -> tuple[str, tuple[str, ...]]:
@@ -229,8 +246,8 @@ def _traefik_idents(key: str, value: str) -> Iterator[tuple[str, ...]]:
 
 
 def _duplicate(
-    cf: ComposeFile,
-    owner: ComposeFile,
+    cf: Place,
+    owner: Place,
     ident: tuple[str, ...],
     service: str,
     line: int | None,
