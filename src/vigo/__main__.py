@@ -1,3 +1,3 @@
-from vigo.cli.commands import main
+from vigo.cli.commands import entry
 
-raise SystemExit(main())
+entry()

@@ -100,8 +100,8 @@ def image() -> str:
             "# The console script a pip install would make; src/ is this checkout's.\n"
             "import sys\n"
             'sys.path[:0] = ["/opt/vigo/src", "/opt/vigo/lib"]\n'
-            "from vigo.cli.commands import main\n"
-            "sys.exit(main())\n")
+            "from vigo.cli.commands import entry\n"
+            "sys.exit(entry())\n")
         (ctx / "Dockerfile").write_text(
             f"FROM {BASE_IMAGE}\n"
             "COPY docker /usr/bin/docker\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import json
 import os
@@ -616,5 +617,24 @@ def main(argv: list[str] | None = None) -> int:
         return reasons.exit_code(reasons.CRASHED)
 
 
+def entry() -> None:
+    """The `vigo` command (and `python -m vigo`): main(), then an exit that does not take the
+    interpreter apart object by object (10-15 ms of an idle run's ~100 ms here, more with more
+    stacks). Only when nothing else is running: no thread besides this one. The exit functions
+    (the journal's last partial line, logging's) run first and both streams are flushed; a
+    stream that cannot be flushed (a closed pipe) takes the ordinary exit, which reports it.
+    Every file vigo writes is written and closed by then (fs.atomic_write, `with` blocks)."""
+    code = main()
+    if threading.active_count() == 1 and hasattr(atexit, "_run_exitfuncs"):
+        atexit._run_exitfuncs()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            sys.exit(code)
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -118,7 +118,13 @@ class DesiredState:
     digests: Mapping[str, str] = field(default_factory=dict)  # files' rel -> sha256 (render's)
 
     def stack(self, name: str) -> Stack | None:
-        return next((s for s in self.stacks if s.name == name), None)
+        by = self.__dict__.get("_by_name")  # built once: a run asks once per stack or more
+        if by is None:
+            by = {}
+            for s in self.stacks:
+                by.setdefault(s.name, s)
+            object.__setattr__(self, "_by_name", by)
+        return by.get(name)
 
 
 @record(frozen=True)
@@ -156,7 +162,14 @@ class Observed:
     containers: tuple[Container, ...]
 
     def stack(self, name: str) -> tuple[Container, ...]:
-        return tuple(c for c in self.containers if c.stack == name)
+        by = self.__dict__.get("_by_stack")  # built once: a run asks once per stack or more
+        if by is None:
+            lists: dict[str, list[Container]] = {}
+            for c in self.containers:
+                lists.setdefault(c.stack, []).append(c)
+            by = {stack: tuple(cs) for stack, cs in lists.items()}
+            object.__setattr__(self, "_by_stack", by)
+        return by.get(name, ())
 
     @property
     def stacks(self) -> frozenset[str]:
