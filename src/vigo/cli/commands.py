@@ -625,12 +625,14 @@ def entry() -> None:
     stream that cannot be flushed (a closed pipe) takes the ordinary exit, which reports it.
     Every file vigo writes is written and closed by then (fs.atomic_write, `with` blocks)."""
     code = main()
-    if threading.active_count() == 1 and hasattr(atexit, "_run_exitfuncs"):
+    if isinstance(code, int) and threading.active_count() == 1 and hasattr(
+            atexit, "_run_exitfuncs"):
         atexit._run_exitfuncs()
         try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except (OSError, ValueError):
+            for stream in (sys.stdout, sys.stderr):
+                if stream is not None:
+                    stream.flush()
+        except Exception:  # a closed pipe, a closed stream: the ordinary exit reports it
             sys.exit(code)
         os._exit(code)
     sys.exit(code)
