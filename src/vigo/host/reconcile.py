@@ -99,7 +99,15 @@ class Reconciler:
         report = Report("apply", s.host)
         t0 = time.monotonic()
         with RunLock(s.state / "lock"):
-            st, warning = state.load(s.state)
+            # The engine lists the containers while the state loads, git fetches and the tree
+            # renders: one question, asked under the lock (no other run changes them), read
+            # by _observe (or dropped, in the finally below).
+            self.asked = engines.ask(self.compose, s.project_prefix)
+            try:
+                st, warning = state.load(s.state)
+            except BaseException:
+                self._drop_asked()
+                raise
             if warning:
                 self._warn(report, warning)
             st.begin(report.started)
@@ -214,9 +222,6 @@ class Reconciler:
         if self.secrets.key_refused(report):
             return
         paths = Paths(s.runtime, s.secrets, s.state / "overrides", s.state / "rendered.json")
-        # The engine lists the containers while git fetches and the tree renders: one
-        # question, asked under the lock (no other run changes them), read by _observe.
-        self.asked = engines.ask(self.compose, s.project_prefix)
         desired = self.source.desired(report, accepted=trust.base(st),
                                       allow_rewind=options.allow_rewind, keep=True)
         if desired is None:

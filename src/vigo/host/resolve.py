@@ -166,6 +166,8 @@ class Resolver:
         """Stacks whose bind sources (or env files, config and secret files) cross a symbolic
         link below the runtime tree or an allowed host path: refused before compose sees them,
         since the engine follows links (docs/security.md). vigo's own env file links are fine."""
+        if not resolved:  # an idle run resolves nothing
+            return {}
         allowed = [Path(p) for p in self.settings.allow_host_paths]
         own = {paths.runtime / rel for rel in env_files}
         failures = {}
