@@ -68,7 +68,7 @@ PARALLEL_PER_CPU = 4  # a deploy mostly waits (engine, health polls): more than 
 PARALLEL_MAX = 16  # the engine serialises network attaches; compose is ~40 MB a process
 COMPOSE_MB = 100  # memory one concurrent deploy may take (compose, docker CLI, vigo thread)
 ACME_JSON = "proxy/acme/acme.json"
-ASKED_FOR_S = 5.0  # the container list asked before the fetch is used if read within this
+ASKED_FOR_S = 5.0  # the container list asked under the lock is used if read within this
 
 
 class Reconciler:
@@ -90,7 +90,7 @@ class Reconciler:
         self.secrets = Secrets(settings, self.sops, self.masker, self.emit, self._warn)
         self.resolver = Resolver(settings, self.compose, self.masker, self._progress, self.emit)
         self.fail_codes: dict[str, str] = {}  # stack -> the named reason the plan fails it for
-        self.asked: Listing | None = None  # the engine's container list, asked before the fetch
+        self.asked: Listing | None = None  # the engine's container list, asked at the lock
 
     # -- the two entry points ---------------------------------------------------------------
 
@@ -291,7 +291,7 @@ class Reconciler:
             self.asked = None
 
     def _observe(self, records: dict[str, state.StackRecord] | None = None) -> Observed:
-        asked, self.asked = self.asked, None  # asked before the fetch: read once
+        asked, self.asked = self.asked, None  # asked at the lock: read once
         if asked is not None and time.monotonic() - asked.at > ASKED_FOR_S:
             asked.close()  # a long fetch: what runs now, not what ran before it
             asked = None
