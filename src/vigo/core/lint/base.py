@@ -93,7 +93,7 @@ FilesRule = Callable[[Path, list[ComposeFile]], Iterable[Finding]]
 RepoRule = Callable[[Path], Iterable[Finding]]
 STACK_RULES: list[StackRule] = []  # one compose file at a time (lint_tree and lint_stack)
 # the files of ONE stack with the tree's folder (both too); a files rule that reads a path of
-# the tree names it in lint.stack_reads (what a kept stack lint is keyed by)
+# the tree adds it to lint_one's reads (what a kept stack lint is keyed by)
 FILES_RULES: list[FilesRule] = []
 # every stack of a host at once, from each stack's facts (lint_tree only)
 TREE_RULES: list[tuple[TreeFacts, TreeRule]] = []
