@@ -216,13 +216,18 @@ def test_the_parts_of_lint_tree_are_lint_tree(tmp_path: Path) -> None:
     assert {"traefik-host-unique", "x-vigo-order"} <= {f.rule for f in lint.lint_tree(repo)}
 
 
+def _matches(created: str, name: str) -> bool:
+    """The rule: a name is created by `name` itself, or by `*suffix` when it ends with it."""
+    return created == name or (created.startswith("*") and name.endswith(created[1:]))
+
+
 def _brute_force(shares: dict[str, xvigo.Shared], exclude=()) -> tuple[dict, list]:
     after: dict[str, set[str]] = {}
     orphans = []
     for stack, mine in sorted(shares.items()):
         for kind, name in sorted(mine.uses):
             owners = {o for o, theirs in shares.items() if o != stack
-                      and any(k == kind and xvigo._matches(c, name) for k, c in theirs.creates)}
+                      and any(k == kind and _matches(c, name) for k, c in theirs.creates)}
             if not owners:
                 orphans.append((stack, kind, name))
             elif owners - set(exclude):

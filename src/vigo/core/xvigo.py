@@ -258,10 +258,6 @@ def shared(doc: object, stack: str, project: str | None = None) -> Shared:
     return Shared(frozenset(creates), frozenset(uses))
 
 
-def _matches(created: str, name: str) -> bool:
-    return created == name or (created.startswith("*") and name.endswith(created[1:]))
-
-
 def implicit_after(shares: Mapping[str, Shared], exclude: Collection[str] = ()
                    ) -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
     """stack -> the stacks that create an external network or volume it uses (an order as
@@ -270,7 +266,8 @@ def implicit_after(shares: Mapping[str, Shared], exclude: Collection[str] = ()
     after: dict[str, set[str]] = {}
     orphans: list[tuple[str, str, str]] = []
     # who creates what, by (kind, name); a `*suffix` name by (kind, suffix): a name is then
-    # looked up with each of its suffixes (_matches), not compared with every stack's
+    # looked up with each of its suffixes (a `*x` matches every name ending in x), not
+    # compared with every stack's
     creators: dict[tuple[str, str], set[str]] = {}
     for other, theirs in shares.items():
         for kind, created in theirs.creates:
