@@ -97,13 +97,54 @@ def test_the_rest_of_the_bound_when_the_api_stops_answering(tmp_path: Path,
     slept: list[float] = []
     how = deployer(tmp_path, lines, slept)._await(api, 1.0, routed)
     assert how == "after 1s"
-    assert slept[0] == PROBE and len(slept) == 2  # one probe apart, then what is left of 1 s
-    assert 0 < slept[1] <= 1.0 - PROBE
-    assert lines and lines[0].startswith(f"Traefik's API: the Traefik API at {api.base} ")
-    assert lines[0].endswith("; the rollout waits its fixed times")
+    assert len(_Traefik.asked) >= 3  # asked again while silent, one probe apart
+    assert all(0 < s <= PROBE for s in slept) and 0.9 <= sum(slept) <= 1.0 + 1e-9
+    assert len(lines) == 1  # said once, not at every probe
+    assert lines[0].startswith(f"Traefik's API: the Traefik API at {api.base} ")
+    assert lines[0].endswith("; the rollout asks again, and waits its fixed times while it "
+                             "does not answer")
+
+
+def test_an_api_that_misses_one_answer_is_asked_again(tmp_path: Path,
+                                                      api: traefik.Api) -> None:
+    _Traefik.answers = [service("10.0.0.2"), None, service("10.0.0.2", "10.0.0.3")]
+    how = deployer(tmp_path, [], [])._await(api, 30.0, routed, blind=3.0)
+    assert how.startswith("traefik, ") and len(_Traefik.asked) == 3
 
 
 def test_no_api_waits_the_bound(tmp_path: Path) -> None:
     slept: list[float] = []
     assert deployer(tmp_path, [], slept)._await(None, 0.3, routed) == "after 0.3s"
     assert len(slept) == 1 and 0 < slept[0] <= 0.3
+
+
+def test_a_long_bound_waits_only_the_blind_bound_without_answers(tmp_path: Path,
+                                                                 api: traefik.Api) -> None:
+    """The wait for a new container with the old one's labels may be long (the health timeout)
+    while the API answers; when it stops answering, only the fixed ROUTE_DELAY-like bound."""
+    _Traefik.answers = [service("10.0.0.2"), None]
+    slept: list[float] = []
+    how = deployer(tmp_path, [], slept)._await(api, 30.0, routed, blind=0.5)
+    assert how == "after 0.5s"
+    assert sum(slept) <= 0.5
+
+
+def test_a_long_bound_ends_when_routed(tmp_path: Path, api: traefik.Api) -> None:
+    _Traefik.answers = [service("10.0.0.2")] * 8 + [service("10.0.0.2", "10.0.0.3")]
+    slept: list[float] = []
+    how = deployer(tmp_path, [], slept)._await(api, 30.0, routed, blind=0.5)
+    assert how.startswith("traefik, ") and len(_Traefik.asked) == 9  # past the blind 0.5 s
+
+
+@pytest.mark.parametrize(("old", "new", "same"), [
+    ({"traefik.enable": "true", "a": "1"}, {"traefik.enable": "true", "a": "2"}, True),
+    ({"traefik.http.routers.w.rule": "Host(`a`)"}, {"traefik.http.routers.w.rule": "Host(`b`)"},
+     False),
+    ({"traefik.enable": "true"}, {"traefik.enable": "true", "traefik.http.routers.x.rule": "y"},
+     False),
+    ({}, {}, True),
+])
+def test_labels_compares_only_traefiks(old: dict, new: dict, same: bool) -> None:
+    doc = lambda labels: {"Config": {"Labels": labels}}  # noqa: E731
+    assert (traefik.labels(doc(old)) == traefik.labels(doc(new))) is same
+    assert traefik.labels({"Config": None}) == {} == traefik.labels({"Config": {"Labels": None}})

@@ -146,6 +146,15 @@ def holding(services: Mapping[str, frozenset[str]], ips: Iterable[str]) -> froze
                      if any(h.rsplit(":", 1)[0].strip("[]") in wanted for h in hosts))
 
 
+def labels(doc: Mapping[str, object]) -> dict[str, str]:
+    """The `traefik.*` labels of one container (a `docker inspect` document): what Traefik's
+    docker provider makes its routers and services of."""
+    config = doc.get("Config") if isinstance(doc.get("Config"), dict) else {}
+    found = (config.get("Labels") if isinstance(config, dict) else None) or {}
+    return {str(k): str(v) for k, v in found.items() if str(k).startswith("traefik.")} \
+        if isinstance(found, dict) else {}
+
+
 def addresses(doc: Mapping[str, object]) -> frozenset[str]:
     """Every IP address a container has on its networks (a `docker inspect` document)."""
     settings = doc.get("NetworkSettings") if isinstance(doc.get("NetworkSettings"), dict) else {}

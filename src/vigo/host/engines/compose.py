@@ -336,13 +336,27 @@ class Deployer:
                 self.compose.remove(cid, stop_timeout=5)
             return f"{service}: {reason}"
         self.log(f"{project}: {service}: the new container is healthy")
-        new_ips = frozenset().union(*(traefik.addresses(d) for d in self.compose.inspect(
-            sorted(new)))) if held else frozenset()
+        new_docs = self.compose.inspect(sorted(new)) if held else []
+        new_ips = frozenset().union(*(traefik.addresses(d) for d in new_docs))
         def routed(svcs: dict[str, frozenset[str]]) -> bool:  # the new one, everywhere
             return bool(held) and all(traefik.holding({name: svcs.get(name, frozenset())},
                                                       new_ips) for name in held)
 
-        how = self._await(api if held and new_ips else None, ROUTE_DELAY, routed)
+        # The new container routes as the old one does (its Traefik labels are the same, as in
+        # a new image tag): Traefik will put it beside the old one, however slowly it works on
+        # a loaded host, so the rollout waits for that (up to the health timeout) and never
+        # drains the old one before. New labels (a changed rule or service) may never land in
+        # the old one's services: then ROUTE_DELAY is all it waits.
+        same = bool(new_docs) and all(traefik.labels(d) == traefik.labels(old_doc)
+                                      for d in new_docs)
+        bound = max(ROUTE_DELAY, float(timeout)) if same else ROUTE_DELAY
+        how = self._await(api if held and new_ips else None, bound, routed, blind=ROUTE_DELAY)
+        if same and how.startswith("not seen"):
+            for cid in new:
+                self.compose.remove(cid, stop_timeout=5)
+            return (f"{service}: Traefik did not route the new container within {bound:g}s "
+                    f"(its API still shows only {old.name} for {', '.join(sorted(held))}); "
+                    f"{old.name} keeps serving, the next run tries again")
         self.log(f"{project}: {service}: routed ({how})")
         drainable = rollout.DRAIN_FILE in " ".join(
             ((old_doc.get("Config") or {}).get("Healthcheck") or {}).get("Test") or [])
@@ -386,36 +400,55 @@ class Deployer:
             base = traefik.endpoint(doc)
             if base:
                 found["api"] = api = traefik.Api(base, timeout=max(PROBE, 1.0))
-                found["held"] = self._ask(api, lambda svcs: traefik.holding(svcs, old_ips))
+                for attempt in range(3):  # a loaded Traefik may miss one timeout
+                    found["held"] = self._ask(api, lambda svcs: traefik.holding(svcs, old_ips),
+                                              quiet=attempt < 2)
+                    if found["held"] is not None:
+                        break
                 return
 
     def _ask(self, api: traefik.Api | None,
-             judge: Callable[[dict[str, frozenset[str]]], object]) -> object | None:
+             judge: Callable[[dict[str, frozenset[str]]], object],
+             quiet: bool = False) -> object | None:
         """judge(Traefik's services now), None when the API does not answer."""
         if api is None:
             return None
         try:
             return judge(api.services())
         except traefik.TraefikError as exc:
-            self.log(f"Traefik's API: {exc}; the rollout waits its fixed times")
+            if not quiet:
+                self.log(f"Traefik's API: {exc}; the rollout asks again, and waits its fixed "
+                         "times while it does not answer")
             return None
 
     def _await(self, api: traefik.Api | None, bound: float,
-               done: Callable[[dict[str, frozenset[str]]], bool]) -> str:
-        """Wait until done(Traefik's services) or `bound` seconds; how it ended."""
+               done: Callable[[dict[str, frozenset[str]]], bool],
+               blind: float | None = None) -> str:
+        """Wait until done(Traefik's services) or `bound` seconds; how it ended. An API that
+        does not answer (a starved Traefik can miss a timeout and answer the next time) is
+        asked again; once it has been silent for `blind` seconds (at most `bound`, the
+        default), or there is none, the wait ends `blind` seconds after it began or it last
+        answered."""
         start = time.monotonic()
         deadline = start + bound
+        fixed = bound if blind is None else min(bound, blind)
+        heard, told = start, False
         while api is not None:
-            answer = self._ask(api, done)
-            if answer is None:  # no answer: the rest of the bound
-                break
+            answer = self._ask(api, done, quiet=told)
+            now = time.monotonic()
             if answer:
-                return f"traefik, {time.monotonic() - start:.1f}s"
-            if time.monotonic() + PROBE >= deadline:
+                return f"traefik, {now - start:.1f}s"
+            if answer is None:
+                told = True
+                if now + PROBE >= heard + fixed:  # silent for the fixed time: no more asking
+                    break
+            else:
+                heard = now
+            if now + PROBE >= deadline:
                 return f"not seen in Traefik's API within {bound:g}s"
             self.sleep(PROBE)
-        self.sleep(max(0.0, deadline - time.monotonic()))
-        return f"after {bound:g}s"
+        self.sleep(max(0.0, heard + fixed - time.monotonic()))
+        return f"after {fixed:g}s"
 
     def _unhealthy(self, cid: str, deadline: float) -> None:
         """Wait until a drained container reports unhealthy (or is gone), or the deadline."""
