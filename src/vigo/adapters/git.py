@@ -808,9 +808,20 @@ def forget_tree(checkout: Path) -> None:
             (checkout / ".git" / name).unlink()
 
 
+_READ: dict[str, tuple[tuple[int, ...], object]] = {}  # path: (its lstat, its parsed text)
+
+
 def _manifest(checkout: Path, commit: str) -> dict | None:
+    path = checkout / ".git" / TREE_MANIFEST
     try:
-        data = json.loads((checkout / ".git" / TREE_MANIFEST).read_text())
+        st = os.lstat(path)
+        key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        seen = _READ.get(str(path))
+        if seen is not None and seen[0] == key:  # read once a run (the ref, then the tree)
+            data = seen[1]
+        else:
+            data = json.loads(path.read_text())
+            _READ[str(path)] = (key, data)
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("commit") != commit or not commit:
