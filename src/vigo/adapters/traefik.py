@@ -16,7 +16,8 @@ no published port (docs/deploys.md, the proxy templates):
 vigo reads that from the Traefik container's own arguments and labels (`endpoint`, pure) and
 asks the container's address on the proxy network (a Linux bridge the host reaches). When the
 proxy does not serve the API, a remote engine makes the address unreachable, or Traefik does not
-answer in time, `endpoint` or `services` say so and the rollout waits its fixed times instead.
+answer in time, `endpoint` or `services` say so: the rollout asks again, and waits its fixed
+times while the API stays silent. `labels` tells a new container that routes as the old one.
 Nothing here writes: the API is read-only (GET).
 """
 
