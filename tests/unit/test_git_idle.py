@@ -105,6 +105,13 @@ def same_size_edit(c: Path) -> None:
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+def restored(folder: Path, change: Callable[[], object]) -> None:
+    """`change`, then the folder's mtime put back: only its ctime tells a name came or went."""
+    st = folder.stat()
+    change()
+    os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def replace_by_rename(c: Path) -> None:
     (c / "tmp").write_text("services: {}\n")
     os.replace(c / "tmp", c / "stacks/a/docker-compose.yml")
@@ -116,6 +123,12 @@ TOUCHES: dict[str, Callable[[Path], None]] = {
     "untracked file": lambda c: (c / "stacks/a/extra.yml").write_text("x"),
     "ignored file": lambda c: (c / "debug.log").write_text("x"),
     "untracked folder": lambda c: (c / "stacks/b").mkdir(),
+    "untracked file, folder's mtime put back": lambda c: restored(c / "stacks/a", lambda: (
+        c / "stacks/a/extra.yml").write_text("x")),
+    "untracked file at the top, its mtime put back": lambda c: restored(c, lambda: (
+        c / "extra.yml").write_text("x")),
+    "file renamed within its folder": lambda c: restored(c / "stacks/a", lambda: os.rename(
+        c / "stacks/a/docker-compose.yml", c / "stacks/a/compose.yml")),
     "removed file": lambda c: (c / "run.sh").unlink(),
     "chmod": lambda c: os.chmod(c / "run.sh", 0o644),
     "symlink retargeted": lambda c: (os.unlink(c / "link.yml"),

@@ -739,11 +739,14 @@ class Clone:
 # After each checkout vigo records in .git/vigo-tree.json the commit and the lstat data (type
 # and mode, size, inode, mtime_ns, ctime_ns) of every entry of the work tree and of .git's
 # HEAD, index, packed-refs and the ref HEAD names. When the fetched commit is that commit and
-# an os.scandir walk finds exactly the same entries, `reset --hard` and `clean -ffdx` would
-# change nothing and are skipped. Any write, chmod, rename, new or removed file changes ctime
-# (which no tool can set back), so a person's edit or a crash mid-checkout is seen. Entries
-# whose timestamps are within RACY_NS of the recording are not trusted (a write in the same
-# clock tick could keep them): the next run then checks out in full and records again.
+# an lstat of each recorded path (the work tree's own folder '.' too) finds exactly the same
+# data, `reset --hard` and `clean -ffdx` would change nothing and are skipped. Any write,
+# chmod, rename, new or removed file changes ctime (which no tool can set back): a file's own,
+# and for a name added to, removed from or renamed in a folder the folder's, so a person's
+# edit, a new file anywhere or a crash mid-checkout is seen without listing the folders.
+# Entries whose timestamps are within RACY_NS of the recording are not trusted (a write in
+# the same clock tick could keep them): the next run then checks out in full and records
+# again.
 
 TREE_MANIFEST = "vigo-tree.json"
 RACY_NS = 2_000_000_000  # coarse file timestamps (1-2 s on some file systems)
@@ -759,9 +762,9 @@ def _stat(path: Path) -> list[int] | None:
 
 
 def tree_entries(checkout: Path) -> dict[str, list[int] | None]:
-    """lstat data of every entry under the work tree (not .git) and of .git's HEAD, index,
-    packed-refs and the ref HEAD names ('.git/' keys)."""
-    out: dict[str, list[int] | None] = {}
+    """lstat data of the work tree's folder ('.'), of every entry under it (not .git) and of
+    .git's HEAD, index, packed-refs and the ref HEAD names ('.git/' keys)."""
+    out: dict[str, list[int] | None] = {".": _stat(checkout)}
     git = checkout / ".git"
     for name in _GIT_META:
         out[f".git/{name}"] = _stat(git / name)
@@ -841,17 +844,23 @@ def tree_stamp(checkout: Path, commit: str) -> str:
     if data is None or not isinstance(data.get("recorded_ns"), int):
         return ""
     recorded = data.get("entries")
-    if not isinstance(recorded, dict):
+    if not isinstance(recorded, dict) or "." not in recorded:  # an older manifest: check out
         return ""
     limit = data["recorded_ns"] - RACY_NS
-    if any(st is not None and max(st[3], st[4]) >= limit for key, st in recorded.items()
-           if not key.startswith(".git/")):  # git rewrites its index at every reset
-        return ""
-    try:
-        if tree_entries(checkout) != recorded:
+    base = str(checkout) + "/"
+    for key, st in recorded.items():  # an lstat each, no listing: see the note above
+        trusted = (isinstance(st, list) and len(st) == 5 and isinstance(st[3], int)
+                   and isinstance(st[4], int) and max(st[3], st[4]) < limit)
+        if st is not None and not key.startswith(".git/") and not trusted:
+            return ""  # racy or odd (git rewrites its index at every reset: not checked)
+        try:
+            now = os.lstat(base + key)
+        except OSError:
+            if st is None:  # .git's packed-refs, say: absent then and now
+                continue
             return ""
-    except OSError:
-        return ""
+        if st != [now.st_mode, now.st_size, now.st_ino, now.st_mtime_ns, now.st_ctime_ns]:
+            return ""
     return f"{commit}@{data['recorded_ns']}"
 
 
