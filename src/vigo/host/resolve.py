@@ -85,7 +85,8 @@ class Resolver:
         """The stack's model from `docker compose config`, judged. Compose processes that do not
         need each other's answer run at once: the placeholder `compose config` of
         `_unresolved` (when the stack interpolates encrypted env files) runs beside the real
-        one and beside the `compose config --hash` the rollout compares with (`_job_hashes`)."""
+        one and beside the `compose config --hash` the rollout compares with (`_job_hashes`),
+        which is asked with the last deploy's override beside the real one too (`_guess`)."""
         from vigo.core import policy  # only a stack that may change is resolved
 
         proxy_network = proxy_network or policy.DEFAULT_PROXY_NETWORK
@@ -94,12 +95,16 @@ class Resolver:
                              proxy_network)
         rules = config.policy_of(self.settings)
         beside = Beside(self._unresolved, stack, paths, scope, rules, keys or set())
+        guess = self._guess(stack, paths, project)
         try:
-            res, found, modelled = self._resolve(stack, paths, rendered, project, scope, rules)
+            res, found, modelled = self._resolve(stack, paths, rendered, project, scope, rules,
+                                                 guess)
             if modelled:  # compose gave a model: the placeholders' violations count too
                 found += beside.result()
         finally:
             beside.join()  # every way out: no compose process of this stack left running
+            if guess is not None:
+                guess[1].join()
         if not found:
             return res
         from vigo.core import lint
@@ -108,8 +113,25 @@ class Resolver:
             v.line(located(*lint.locate(paths.runtime, stack.compose_file, v.service, v.key)))
             for v in found)))
 
+    def _guess(self, stack: Stack, paths: Paths, project: str) -> Guess | None:
+        """`compose config --hash` with the override of the stack's last deploy, beside the
+        `compose config` whose model the new override is made of: when the new one is the same
+        file (a new image tag, say), its answer is the rollout's, one compose process sooner
+        (`ComposeEngine.job_hashes` compares). Only for a stack whose last override asked for
+        them (a drain-aware healthcheck, a release job); None otherwise."""
+        override = paths.overrides / f"{project}.json"
+        try:
+            text = override.read_bytes()
+        except OSError:
+            return None
+        if b'"healthcheck"' not in text and b'"restart"' not in text:
+            return None
+        return text, Beside(self.compose.config_hashes, project,
+                            [paths.runtime / stack.compose_file, override],
+                            [paths.secrets / rel for rel in stack.interpolation_env])
+
     def _resolve(self, stack: Stack, paths: Paths, rendered: set[str], project: str,
-                 scope: policy.Scope, rules: policy.Policy
+                 scope: policy.Scope, rules: policy.Policy, guess: Guess | None = None
                  ) -> tuple[Resolved, list[policy.Violation], bool]:
         """The model (with the rollout's config hashes), or the policy's violations of it; and
         whether compose gave a model at all."""
@@ -150,16 +172,17 @@ class Resolver:
                        after=options.after, jobs=options.jobs)
         rolls = any(spec.zero_downtime for spec in res.rollouts.values())
         if jobs or (rolls and engines.of(res, self.settings).name == engines.COMPOSE):
-            return self._job_hashes(stack, paths, res), [], True
+            return self._job_hashes(stack, paths, res, guess), [], True
         return res, [], True
 
-    def _job_hashes(self, stack: Stack, paths: Paths, res: Resolved) -> Resolved:
+    def _job_hashes(self, stack: Stack, paths: Paths, res: Resolved,
+                    guess: Guess | None = None) -> Resolved:
         """The config hash each release job gets with vigo's override: what `vigo plan` and the
         deploy compare with the job's completed container (a job runs once per change)."""
         from vigo.host.engines.compose import ComposeEngine
 
         return ComposeEngine(engines.Run(self.settings, self.compose, paths, self.progress,
-                                         self.emit, self.masker)).job_hashes(stack, res)
+                                         self.emit, self.masker)).job_hashes(stack, res, guess)
 
     def links(self, resolved: dict[str, Resolved], paths: Paths,
               env_files: set[str]) -> dict[str, str]:
@@ -241,6 +264,9 @@ class Beside:
         if self._exc is not None:
             raise self._exc
         return self._out
+
+
+Guess = tuple[bytes, Beside]  # an override's bytes, and compose's hashes with it (Resolver._guess)
 
 
 def stack_order(desired: DesiredState, records: dict[str, state.StackRecord],

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from vigo.adapters import fs, traefik
 from vigo.adapters.compose import Compose, DockerError
@@ -39,6 +39,9 @@ from vigo.core.records import field, record, replace
 from vigo.host import engines
 from vigo.host.crash import crash_line
 from vigo.host.state import StackRecord
+
+if TYPE_CHECKING:
+    from vigo.host.resolve import Guess
 
 # A rollout asks Traefik's API (adapters/traefik.py) when it routes the new container and has
 # dropped the old one; these are the most it waits, and all it waits when the API cannot tell.
@@ -638,19 +641,35 @@ class ComposeEngine:
                 self.run.journal(f"image {image}: removed (older than the last "
                                  f"{self.run.settings.keep_images} revisions)")
 
-    def job_hashes(self, stack: Stack, res: Resolved) -> Resolved:
+    def job_hashes(self, stack: Stack, res: Resolved, guess: Guess | None = None) -> Resolved:
         """The config hash each service gets with vigo's override (`config_hashes`: what the
         rollout compares with the running container), and each release job's (`job_hashes`:
         what `vigo plan` and the deploy compare with the job's completed container, a job runs
-        once per change). Asked once, at resolve; res unchanged when compose cannot say."""
+        once per change). Asked once, at resolve; res unchanged when compose cannot say.
+        `guess`: the bytes of the override file before, and compose's answer for it (asked
+        beside the model, Resolver._guess): taken when the override written now is the same
+        bytes, whichever of the two compose read (the file is replaced whole)."""
         project = self.run.settings.project(stack.name)
         paths = self.run.paths
         try:
             override = self.deployer()._override(project, stack, res)
-            hashes = self.compose.config_hashes(
-                project, [paths.runtime / stack.compose_file, override],
-                [paths.secrets / rel for rel in stack.interpolation_env])
+            hashes = self._guessed(override, guess)
+            if hashes is None:
+                hashes = self.compose.config_hashes(
+                    project, [paths.runtime / stack.compose_file, override],
+                    [paths.secrets / rel for rel in stack.interpolation_env])
         except (OSError, DockerError, CommandTimeout):
             return res  # the deploy asks compose again
         return replace(res, config_hashes=hashes,
                        job_hashes={j.service: hashes.get(j.service, "") for j in res.jobs})
+
+    @staticmethod
+    def _guessed(override: Path, guess: Guess | None) -> dict[str, str] | None:
+        """The guess's hashes when `override` holds the bytes it was asked with, else None."""
+        if guess is None or override.read_bytes() != guess[0]:
+            return None
+        try:
+            hashes = guess[1].result()
+        except (OSError, DockerError, CommandTimeout):
+            return None  # asked again, the ordinary way
+        return hashes if isinstance(hashes, dict) else None
