@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import threading
@@ -185,6 +184,8 @@ PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/c
 
 def compose_plugin(env: Mapping[str, str]) -> tuple[str, str] | None:
     """(the docker CLI on env's PATH, the docker-compose plugin it would run), or None."""
+    import shutil  # not imported by an idle run, which starts no compose process
+
     docker = shutil.which("docker", path=env.get("PATH", os.defpath))
     config = env.get("DOCKER_CONFIG") or os.path.join(env.get("HOME") or _home(), ".docker")
     if docker is None or config == ".docker":
