@@ -139,7 +139,10 @@ class Compose:
                       env_files: Sequence[Path]) -> dict[str, str]:
         """service -> the config hash compose would give its container now."""
         argv = [*self._argv(project, files, env_files), "config", "--hash", "*"]
-        res = self.runner.run(argv, env=COMPOSE_ENV, timeout=120, mask_output=False)
+        # It parses what the repo holds, also beside the model before the policy has judged
+        # it (Resolver._guess): under the same data limit as `config`.
+        res = self.runner.run(argv, env=COMPOSE_ENV, timeout=120, mask_output=False,
+                              limit_data=UNTRUSTED_DATA_LIMIT)
         if not res.ok:
             raise DockerError(f"docker compose config --hash: {res.error(3)}")
         return dict(line.split(None, 1) for line in res.stdout.splitlines() if " " in line)
