@@ -119,7 +119,7 @@ class Resolver:
         file (a new image tag, say), its answer is the rollout's, one compose process sooner
         (`ComposeEngine.job_hashes` compares). Only for a stack whose last override asked for
         them (a drain-aware healthcheck, a release job); None otherwise."""
-        override = paths.overrides / f"{project}.json"
+        override = engines.override_file(paths, project)
         try:
             text = override.read_bytes()
         except OSError:

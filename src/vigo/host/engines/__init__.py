@@ -12,6 +12,7 @@ A new engine is a new module here that implements `Engine` and one line in `of`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from vigo.core.model import Action, Container, Observed, Paths, Resolved, Stack, StackResult
@@ -70,6 +71,11 @@ class Engine(Protocol):
     def remove_images(self, images: Iterable[str]) -> None:
         """Remove images no stack keeps for a rollback any more (never fails the run)."""
         ...
+
+
+def override_file(paths: Paths, project: str) -> Path:
+    """The override vigo writes for a compose project (its labels, drain-aware healthchecks)."""
+    return paths.overrides / f"{project}.json"
 
 
 def of(stack: Stack | Resolved | None, settings: Settings,

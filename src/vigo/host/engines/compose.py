@@ -106,7 +106,7 @@ class Deployer:
             files = [self.paths.runtime / stack.compose_file, self._override(project, stack, res)]
         except OSError as exc:  # a full state folder: nothing was touched
             return StackResult(stack.name, action.kind, False, f"{stack.name}: failed (cannot "
-                               f"write {self.paths.overrides / f'{project}.json'}: "
+                               f"write {engines.override_file(self.paths, project)}: "
                                f"{exc.strerror or exc}; the running containers were left as "
                                "they are)")
         envs = [self.paths.secrets / rel for rel in stack.interpolation_env]
@@ -210,7 +210,7 @@ class Deployer:
             spec = res.rollouts.get(svc)
             if spec is not None and spec.zero_downtime:
                 services[svc]["healthcheck"] = {"test": rollout.drain_test(spec.test)}
-        path = self.paths.overrides / f"{project}.json"
+        path = engines.override_file(self.paths, project)
         fs.write_json(path, {"services": services}, mode=0o600)
         return path
 
